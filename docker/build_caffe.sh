@@ -1,0 +1,375 @@
+#!/usr/bin/env bash
+# The project's one recipe for BVLC Caffe: the local setup (make setup), the tests and
+# both Docker images run it. It installs the Debian build dependencies, fetches the
+# pinned BVLC source (Debian's `caffe` source package), verifies its sha256, applies the
+# package's patches, builds with CMake (CPU-only, or CUDA with --cuda) with the Python
+# layer on, installs into a prefix, links a virtual environment to it and self-checks.
+# Every step is skipped when its result is already in place, so a second run takes
+# seconds; a prefix counts as built only once its stamp is written, after the install.
+set -euo pipefail
+
+REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+
+# The pinned source (../shared/SPEC.md section 1). These sums are the only trust root.
+CAFFE_DEB_VERSION="1.0.0+git20180821.99bd997-8"
+CAFFE_ORIG="caffe_1.0.0+git20180821.99bd997.orig.tar.gz"
+CAFFE_ORIG_SHA256="e0eb3f06794f7402c77b7dec8e8480273ee1a1bb192e9122b621a69d4147ad0c"
+CAFFE_DEBIAN="caffe_${CAFFE_DEB_VERSION}.debian.tar.xz"
+CAFFE_DEBIAN_SHA256="07cf073227494a6b07234e40cb5df91db566616593eef9baafdc4d06ad159f21"
+# Bump when the build configuration below changes, so cached prefixes are rebuilt.
+RECIPE_VERSION=1
+
+BUILD_DEPS=(build-essential cmake pkg-config patch xz-utils libprotobuf-dev protobuf-compiler
+    libgoogle-glog-dev libgflags-dev libhdf5-dev libopenblas-dev
+    libboost-system-dev libboost-thread-dev libboost-filesystem-dev libboost-python-dev
+    python3-dev python3-venv)
+# Extra packages to require, for example in tests of the missing-package message.
+read -r -a EXTRA_DEPS <<<"${CAFFE_EXTRA_DEPS:-}"
+
+PYTHON_MIN=3.8   # numpy 1.x wheels exist from here ...
+PYTHON_MAX=3.12  # ... to here; pycaffe needs numpy < 2.
+
+usage() {
+    cat <<EOF
+usage: docker/build_caffe.sh [COMMAND] [OPTIONS]
+
+Builds BVLC Caffe $CAFFE_DEB_VERSION (Debian's source package) with pycaffe and the
+Python layer, and links it into a virtual environment. Each step is skipped when done.
+
+commands:
+  all            (default) deps, venv, fetch, build, link, check
+  deps           install the Debian build dependencies (apt-get)
+  fetch DIR      download the two source tarballs into DIR and verify their sha256
+  verify DIR     verify the sha256 of the tarballs already in DIR
+  build          fetch (unless --source-dir) and build into the prefix
+  check          self-check an installed prefix
+
+options:
+  --prefix DIR       install prefix (default: $REPO/build/caffe)
+  --workdir DIR      source and build trees (default: $REPO/build)
+  --source-dir DIR   use the tarballs in DIR instead of downloading them
+  --venv DIR         virtual environment to create and link (default: $REPO/.venv;
+                     'none' to skip)
+  --python PY        interpreter for the venv and pycaffe (default: python3)
+  --cuda             CUDA build (default: CPU only)
+  --cuda-arch LIST   CUDA compute capabilities (default: "70 75 80 86 89 90")
+  --jobs N           parallel build jobs (default: all cores)
+  --no-install       never run apt-get; fail with the list of what is missing
+  -h, --help         this text
+EOF
+}
+
+die() { printf 'build_caffe.sh: error: %s\n' "$*" >&2; exit 1; }
+say() { printf '==> %s\n' "$*"; }
+
+COMMAND=all
+SOURCE_ARG=""
+PREFIX="$REPO/build/caffe"
+WORKDIR="$REPO/build"
+SOURCE_DIR=""
+VENV="$REPO/.venv"
+PYTHON=python3
+CUDA=0
+CUDA_ARCH="70 75 80 86 89 90"
+JOBS=$(nproc 2>/dev/null || echo 2)
+NO_INSTALL=0
+
+parse_args() {
+    if [[ $# -gt 0 && $1 != -* ]]; then
+        COMMAND=$1; shift
+        case $COMMAND in
+            fetch|verify) [[ $# -gt 0 && $1 != -* ]] || die "'$COMMAND' needs a folder: docker/build_caffe.sh $COMMAND DIR"
+                          SOURCE_ARG=$1; shift ;;
+            all|deps|build|check) ;;
+            *) die "unknown command '$COMMAND' (see --help)" ;;
+        esac
+    fi
+    while [[ $# -gt 0 ]]; do
+        case $1 in
+            --prefix) PREFIX=$2; shift 2 ;;
+            --workdir) WORKDIR=$2; shift 2 ;;
+            --source-dir) SOURCE_DIR=$2; shift 2 ;;
+            --venv) VENV=$2; shift 2 ;;
+            --python) PYTHON=$2; shift 2 ;;
+            --cuda) CUDA=1; shift ;;
+            --cuda-arch) CUDA_ARCH=$2; shift 2 ;;
+            --jobs) JOBS=$2; shift 2 ;;
+            --no-install) NO_INSTALL=1; shift ;;
+            -h|--help) usage; exit 0 ;;
+            *) die "unknown option '$1' (see --help)" ;;
+        esac
+    done
+    [[ $PREFIX = /* ]] || PREFIX="$PWD/$PREFIX"
+    [[ $WORKDIR = /* ]] || WORKDIR="$PWD/$WORKDIR"
+    [[ $VENV = none || $VENV = /* ]] || VENV="$PWD/$VENV"
+}
+
+# --- Python ---------------------------------------------------------------------------
+
+python_version() {  # major.minor of $1, or a clear error
+    local py=$1 ver
+    command -v "$py" >/dev/null 2>&1 || die "Python interpreter '$py' not found; install python3 or pass --python /path/to/python3.X"
+    ver=$("$py" -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2>/dev/null) \
+        || die "could not run '$py' to read its version"
+    [[ $ver =~ ^[0-9]+\.[0-9]+$ ]] || die "'$py' reported an unreadable version '$ver'"
+    echo "$ver"
+}
+
+version_le() { [[ $(printf '%s\n%s\n' "$1" "$2" | sort -V | head -n1) == "$1" ]]; }
+
+check_python_supported() {
+    local ver=$1
+    if ! version_le "$PYTHON_MIN" "$ver"; then
+        die "Python $ver ('$PYTHON') is too old for this build: pycaffe needs numpy < 2, which needs Python $PYTHON_MIN to $PYTHON_MAX. Pass --python with a newer interpreter."
+    fi
+    if ! version_le "$ver" "$PYTHON_MAX"; then
+        die "Python $ver ('$PYTHON') is too new for this build: pycaffe needs numpy < 2, which has no release for Python $ver (supported: $PYTHON_MIN to $PYTHON_MAX). Pass --python with an older interpreter, e.g. --python python3.11."
+    fi
+}
+
+# --- Debian packages ------------------------------------------------------------------
+
+missing_packages() {
+    local p
+    for p in "${BUILD_DEPS[@]}" "${EXTRA_DEPS[@]}"; do
+        [[ -n $p ]] || continue
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+    done
+}
+
+step_deps() {
+    command -v dpkg-query >/dev/null 2>&1 || die "this script installs its build dependencies with apt on Debian or Ubuntu; dpkg-query was not found"
+    local missing
+    missing=$(missing_packages | tr '\n' ' ')
+    if [[ -z ${missing// } ]]; then
+        say "Debian build dependencies present"
+        return
+    fi
+    if [[ $NO_INSTALL = 1 || $(id -u) != 0 ]]; then
+        die "missing Debian packages: $missing
+       install them with: sudo apt-get install -y $missing
+       (or run this script as root without --no-install)"
+    fi
+    say "installing Debian packages: $missing"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq || die "apt-get update failed; check the machine's apt sources"
+    # shellcheck disable=SC2086
+    if ! apt-get install -y -qq --no-install-recommends $missing; then
+        local still
+        still=$(missing_packages | tr '\n' ' ')
+        die "apt-get could not install: $still
+       check the names with: apt-cache policy $still"
+    fi
+}
+
+# --- The virtual environment ----------------------------------------------------------
+
+step_venv() {
+    [[ $VENV != none ]] || return 0
+    local ver req_hash
+    ver=$(python_version "$PYTHON")
+    check_python_supported "$ver"
+    if [[ ! -x $VENV/bin/python ]]; then
+        say "creating virtual environment $VENV (Python $ver)"
+        "$PYTHON" -m venv "$VENV" || die "could not create a virtual environment with '$PYTHON'; on Debian install python3-venv"
+    fi
+    req_hash=$(sha256sum "$REPO/requirements.txt" | cut -c1-16)
+    if [[ $(cat "$VENV/.requirements-installed" 2>/dev/null) != "$req_hash" ]]; then
+        say "installing Python requirements into $VENV"
+        "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+        "$VENV/bin/python" -m pip install -q -r "$REPO/requirements.txt" \
+            || die "pip could not install $REPO/requirements.txt into $VENV"
+        echo "$req_hash" >"$VENV/.requirements-installed"
+    else
+        say "Python requirements present in $VENV"
+    fi
+    PYTHON="$VENV/bin/python"
+}
+
+# --- Source ---------------------------------------------------------------------------
+
+debian_mirror() {  # the machine's own Debian mirror, from its apt configuration
+    if [[ -n ${CAFFE_DEBIAN_MIRROR:-} ]]; then echo "$CAFFE_DEBIAN_MIRROR"; return; fi
+    local uri
+    uri=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
+        | grep -oE '(https?|mirror\+[a-z]+)://[^ ]*/debian/?( |$)' | grep -v security | head -n1 | tr -d ' ')
+    [[ -n $uri ]] || die "no Debian mirror found in /etc/apt; set CAFFE_DEBIAN_MIRROR=http://deb.debian.org/debian (or your mirror), or fetch the source on a Debian machine with 'docker/build_caffe.sh fetch DIR' and pass --source-dir DIR"
+    echo "${uri%/}"
+}
+
+verify_sources() {
+    local dir=$1 file want got
+    for pair in "$CAFFE_ORIG:$CAFFE_ORIG_SHA256" "$CAFFE_DEBIAN:$CAFFE_DEBIAN_SHA256"; do
+        file=${pair%%:*}; want=${pair##*:}
+        [[ -f $dir/$file ]] || die "source tarball $dir/$file is missing; run 'docker/build_caffe.sh fetch $dir'"
+        got=$(sha256sum "$dir/$file" | cut -d' ' -f1)
+        if [[ $got != "$want" ]]; then
+            die "checksum mismatch for $dir/$file
+       expected sha256 $want
+       got      sha256 $got
+       the file is corrupt or not the pinned release; delete it and run 'docker/build_caffe.sh fetch $dir' again"
+        fi
+    done
+    say "source tarballs verified (sha256)"
+}
+
+step_fetch() {
+    local dir=$1
+    mkdir -p "$dir"
+    if [[ -f $dir/$CAFFE_ORIG && -f $dir/$CAFFE_DEBIAN ]]; then
+        verify_sources "$dir"; return
+    fi
+    command -v apt-get >/dev/null 2>&1 || die "apt-get is needed to fetch Debian's caffe source package; fetch it on a Debian machine with 'docker/build_caffe.sh fetch DIR' and pass --source-dir DIR"
+    local mirror apt_dir signed opts
+    mirror=$(debian_mirror)
+    apt_dir=$(mktemp -d)
+    trap 'rm -rf "$apt_dir"' RETURN
+    mkdir -p "$apt_dir/lists/partial"
+    # The archive key is checked when present; the pinned sha256 sums are checked always.
+    signed="trusted=yes"
+    [[ -f /usr/share/keyrings/debian-archive-keyring.gpg ]] && signed="signed-by=/usr/share/keyrings/debian-archive-keyring.gpg"
+    echo "deb-src [$signed] $mirror bullseye main" >"$apt_dir/sources.list"
+    opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
+          -o "Dir::State::Lists=$apt_dir/lists" -o "APT::Sandbox::User=root")
+    say "fetching Debian source package caffe=$CAFFE_DEB_VERSION from $mirror (bullseye)"
+    apt-get "${opts[@]}" update -qq || die "could not read the bullseye source index from $mirror; check the network or set CAFFE_DEBIAN_MIRROR"
+    (cd "$dir" && apt-get "${opts[@]}" source --download-only -qq "caffe=$CAFFE_DEB_VERSION") \
+        || die "could not download caffe=$CAFFE_DEB_VERSION from $mirror"
+    verify_sources "$dir"
+}
+
+# --- Build ----------------------------------------------------------------------------
+
+stamp_text() {
+    echo "recipe=$RECIPE_VERSION orig=$CAFFE_ORIG_SHA256 debian=$CAFFE_DEBIAN_SHA256 python=$1 cuda=$CUDA arch=${CUDA_ARCH// /,}"
+}
+
+prepare_tree() {  # unpack, patch and adapt the source in $1 from the tarballs in $2
+    local src=$1 tarballs=$2
+    rm -rf "$src"; mkdir -p "$src"
+    tar -xzf "$tarballs/$CAFFE_ORIG" -C "$src"
+    tar -xJf "$tarballs/$CAFFE_DEBIAN" -C "$src"
+    local patch
+    while read -r patch; do
+        [[ -z $patch || $patch == \#* ]] && continue
+        patch -d "$src" -p1 --quiet --forward <"$src/debian/patches/$patch" || die "Debian patch $patch did not apply"
+    done <"$src/debian/patches/series"
+    # protobuf >= 3.14 (Debian 12 has 3.21) takes one argument here.
+    sed -i 's/SetTotalBytesLimit(kProtoReadBytesLimit, 536870912)/SetTotalBytesLimit(kProtoReadBytesLimit)/' \
+        "$src/src/caffe/util/io.cpp"
+}
+
+step_build() {
+    local ver want
+    ver=$(python_version "$PYTHON")
+    check_python_supported "$ver"
+    want=$(stamp_text "$ver")
+    if [[ -f $PREFIX/.build-stamp && $(cat "$PREFIX/.build-stamp") == "$want" ]]; then
+        say "Caffe already built at $PREFIX (skipping the build)"
+        return
+    fi
+    "$PYTHON" -c 'import numpy, sys; sys.exit(0 if int(numpy.__version__.split(".")[0]) < 2 else 1)' 2>/dev/null \
+        || die "'$PYTHON' needs numpy < 2 for pycaffe (pip install 'numpy<2'), or use the venv this script makes"
+    local boost_py=/usr/lib/$(gcc -dumpmachine)/libboost_python${ver/./}.so
+    [[ -e $boost_py ]] || die "Boost.Python for Python $ver not found ($boost_py). Debian's libboost-python-dev provides it only for the system Python ($(ls /usr/lib/"$(gcc -dumpmachine)"/libboost_python3*.so 2>/dev/null | grep -oE 'python3[0-9]+' | head -n1)); pass --python with that version"
+
+    local tarballs=${SOURCE_DIR:-$WORKDIR/caffe-source}
+    if [[ -n $SOURCE_DIR ]]; then verify_sources "$SOURCE_DIR"; else step_fetch "$tarballs"; fi
+
+    local src=$WORKDIR/caffe-src bld=$WORKDIR/caffe-build
+    say "unpacking and patching the source into $src"
+    prepare_tree "$src" "$tarballs"
+
+    # An old or half-written prefix must never look complete.
+    rm -rf "$PREFIX" "$bld"
+    mkdir -p "$bld"
+    local py_inc py_lib numpy_inc
+    py_inc=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+    py_lib=$("$PYTHON" -c 'import sysconfig, os; print(os.path.join(sysconfig.get_config_var("LIBDIR"), sysconfig.get_config_var("LDLIBRARY")))')
+    numpy_inc=$("$PYTHON" -c 'import numpy; print(numpy.get_include())')
+    local cmake_args=(
+        -DCMAKE_BUILD_TYPE=Release -DCMAKE_INSTALL_PREFIX="$PREFIX"
+        -DCMAKE_INSTALL_RPATH="$PREFIX/lib"
+        -DBUILD_python=ON -DBUILD_python_layer=ON -Dpython_version="$ver"
+        -DPYTHON_EXECUTABLE="$PYTHON" -DPYTHON_INCLUDE_DIR="$py_inc" -DPYTHON_LIBRARY="$py_lib"
+        -DNUMPY_INCLUDE_DIR="$numpy_inc"
+        -DBLAS=Open -DUSE_OPENCV=OFF -DUSE_LEVELDB=OFF -DUSE_LMDB=OFF -DUSE_CUDNN=OFF
+        -DUSE_NCCL=OFF -DBUILD_docs=OFF -DBUILD_matlab=OFF)
+    if [[ $CUDA = 1 ]]; then
+        command -v nvcc >/dev/null 2>&1 || [[ -x /usr/local/cuda/bin/nvcc ]] || die "--cuda needs the CUDA toolkit (nvcc); use an nvidia/cuda devel image"
+        cmake_args+=(-DCPU_ONLY=OFF -DCUDA_ARCH_NAME=Manual -DCUDA_ARCH_BIN="$CUDA_ARCH"
+                     -DCUDA_ARCH_PTX="${CUDA_ARCH##* }")
+    else
+        cmake_args+=(-DCPU_ONLY=ON)
+    fi
+    say "configuring (CMake, $([[ $CUDA = 1 ]] && echo "CUDA $CUDA_ARCH" || echo CPU only), Python $ver)"
+    (cd "$bld" && cmake "${cmake_args[@]}" "$src" >cmake.log 2>&1) \
+        || { tail -n 30 "$bld/cmake.log" >&2; die "CMake configuration failed; the full log is $bld/cmake.log"; }
+    say "building with $JOBS jobs (a cold CPU build takes about 5 minutes on 2 cores)"
+    (cd "$bld" && make -j"$JOBS" caffe caffe.bin pycaffe >make.log 2>&1) \
+        || { tail -n 30 "$bld/make.log" >&2; die "the Caffe build failed; the full log is $bld/make.log"; }
+    (cd "$bld" && make install >install.log 2>&1) \
+        || { tail -n 30 "$bld/install.log" >&2; die "installing Caffe into $PREFIX failed; the full log is $bld/install.log"; }
+    check_prefix
+    echo "$want" >"$PREFIX/.build-stamp.tmp" && mv "$PREFIX/.build-stamp.tmp" "$PREFIX/.build-stamp"
+    rm -rf "$src"  # the unpacked source is only needed while building
+    say "Caffe built and installed at $PREFIX"
+}
+
+pycaffe_dir() { echo "$PREFIX/lib/python3/dist-packages"; }
+
+check_prefix() {
+    [[ -x $PREFIX/bin/caffe ]] || die "no caffe binary at $PREFIX/bin/caffe; run 'docker/build_caffe.sh' to build it"
+    "$PREFIX/bin/caffe" --version >/dev/null 2>&1 || die "$PREFIX/bin/caffe does not run; rebuild with 'rm -rf $PREFIX && docker/build_caffe.sh'"
+    PYTHONPATH="$(pycaffe_dir)${PYTHONPATH:+:$PYTHONPATH}" "$PYTHON" -c '
+import sys, caffe
+assert "Python" in caffe.layer_type_list(), "Caffe was built without the Python layer"
+' || die "pycaffe at $(pycaffe_dir) does not import with $PYTHON, or lacks the Python layer"
+}
+
+# --- Linking the venv -------------------------------------------------------------------
+
+step_link_venv() {
+    [[ $VENV != none ]] || return 0
+    local site
+    site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+    # pycaffe and the repository (python_layers, tools) on the venv's import path.
+    printf '%s\n%s\n' "$(pycaffe_dir)" "$REPO" >"$site/caffe_toolkit.pth"
+    # `caffe` on PATH: the embedded Python of Python layers must see the same packages.
+    cat >"$VENV/bin/caffe" <<EOF
+#!/bin/sh
+# Runs the Caffe tool with this venv's Python packages, pycaffe and the repository
+# (python_layers) importable, so that 'module: "python_layers.x"' layers load.
+export PATH="$VENV/bin:\$PATH"
+export PYTHONPATH="$REPO:$(pycaffe_dir):$site\${PYTHONPATH:+:\$PYTHONPATH}"
+exec "$PREFIX/bin/caffe" "\$@"
+EOF
+    chmod +x "$VENV/bin/caffe"
+    say "linked $VENV to Caffe at $PREFIX"
+}
+
+step_check() {
+    check_prefix
+    say "self-check passed: $("$PREFIX/bin/caffe" --version 2>&1 | tail -n1), pycaffe imports, Python layer present"
+}
+
+main() {
+    parse_args "$@"
+    case $COMMAND in
+        deps) step_deps ;;
+        fetch) step_fetch "$SOURCE_ARG" ;;
+        verify) verify_sources "$SOURCE_ARG" ;;
+        build) step_build ;;
+        check) [[ $VENV != none && -x $VENV/bin/python ]] && PYTHON=$VENV/bin/python; step_check ;;
+        all)
+            local ver
+            ver=$(python_version "$PYTHON"); check_python_supported "$ver"
+            step_deps
+            step_venv
+            step_build
+            step_link_venv
+            step_check ;;
+    esac
+}
+
+main "$@"

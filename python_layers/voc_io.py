@@ -1,0 +1,147 @@
+"""Reading and writing VOC-style data: images, palette label PNGs, DeepLab list files,
+and atomic file writes (so that an interrupted run never leaves a half-written file).
+"""
+import contextlib
+import json
+import os
+import tempfile
+
+import cv2
+import numpy as np
+from PIL import Image
+
+from python_layers import ToolkitError
+
+IGNORE_LABEL = 255
+
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",
+    "cat", "chair", "cow", "diningtable", "dog", "horse", "motorbike", "person",
+    "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+
+
+def voc_palette(n=256):
+    """The PASCAL VOC colour map: a (n, 3) uint8 array, index -> RGB (255 is cream)."""
+    palette = np.zeros((n, 3), np.uint8)
+    for index in range(n):
+        c, r, g, b = index, 0, 0, 0
+        for bit in range(8):
+            r |= ((c >> 0) & 1) << (7 - bit)
+            g |= ((c >> 1) & 1) << (7 - bit)
+            b |= ((c >> 2) & 1) << (7 - bit)
+            c >>= 3
+        palette[index] = (r, g, b)
+    return palette
+
+
+def read_image(path):
+    """An image as an (H, W, 3) uint8 BGR array (Caffe's channel order)."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ToolkitError(f"image not found: {path} (check the data root and the list file)")
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        raise ToolkitError(f"cannot read image {path}: the file is corrupt or not an image; "
+                           "replace it or remove it from the list")
+    return image
+
+
+def read_label(path, num_classes=None):
+    """A label map as an (H, W) uint8 array of class indices (255 = ignore).
+
+    Palette PNGs (VOC's SegmentationClass) are read as indices, not colours. With
+    ``num_classes``, values that are neither a class nor 255 are an error.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ToolkitError(f"label not found: {path} (check the data root and the list file)")
+    try:
+        with Image.open(path) as img:
+            if img.mode not in ("P", "L", "I", "I;16"):
+                raise ToolkitError(
+                    f"label {path} is an {img.mode} image; a label must be a palette (P) or "
+                    "grey (L) PNG of class indices, as VOC's SegmentationClass[Aug]")
+            label = np.array(img)
+    except ToolkitError:
+        raise
+    except Exception as exc:  # PIL raises many kinds on a broken file
+        raise ToolkitError(f"cannot read label {path}: {exc}; replace the file") from None
+    if label.ndim != 2:
+        raise ToolkitError(f"label {path} has shape {label.shape}; expected a 2-D map")
+    if label.max(initial=0) > 255:
+        raise ToolkitError(f"label {path} has values above 255; expected 8-bit class indices")
+    label = label.astype(np.uint8)
+    if num_classes is not None:
+        bad = np.unique(label[(label >= num_classes) & (label != IGNORE_LABEL)])
+        if bad.size:
+            raise ToolkitError(
+                f"label {path} has values {bad.tolist()[:5]} that are neither a class "
+                f"(0..{num_classes - 1}) nor {IGNORE_LABEL} (ignore); fix the label or "
+                "the number of classes")
+    return label
+
+
+def write_label(path, label):
+    """Write an (H, W) index map as a VOC palette PNG, atomically."""
+    label = np.asarray(label)
+    if label.ndim != 2:
+        raise ValueError(f"label must be 2-D, got shape {label.shape}")
+    img = Image.fromarray(label.astype(np.uint8), mode="P")
+    img.putpalette(voc_palette().ravel().tolist())
+    with atomic_path(path) as tmp:
+        img.save(tmp, format="PNG")
+
+
+def read_list(path, root=None):
+    """Parse a DeepLab list file (``/JPEGImages/x.jpg /SegmentationClassAug/x.png``).
+
+    Returns a list of (image_path, label_path or None) joined onto ``root`` when given.
+    A line with one entry (test lists) has no label.
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ToolkitError(f"list file not found: {path} (make one with tools/fetch_voc.py "
+                           "or pass --list)")
+    pairs = []
+    with open(path) as f:
+        for number, line in enumerate(f, 1):
+            fields = line.split()
+            if not fields:
+                continue
+            if len(fields) > 2:
+                raise ToolkitError(f"{path}:{number}: expected 'image [label]', got {line.strip()!r}")
+            if root is not None:
+                fields = [os.path.join(root, p.lstrip("/")) for p in fields]
+            pairs.append((fields[0], fields[1] if len(fields) == 2 else None))
+    if not pairs:
+        raise ToolkitError(f"list file {path} is empty")
+    return pairs
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def write_text(path, text):
+    """Write a text file atomically."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            f.write(text)
+
+
+def write_json(path, obj):
+    """Write JSON atomically (sorted keys, indented, trailing newline)."""
+    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")
