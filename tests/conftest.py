@@ -28,3 +28,46 @@ def repo_root():
 @pytest.fixture
 def rng():
     return np.random.RandomState(0)
+
+
+def write_tiny_voc(root, n_images=4, size=(45, 53), num_classes=4, seed=0, list_name="train.txt"):
+    """A tiny VOC-style data set for tests: JPEGImages/, SegmentationClassAug/ (palette
+    PNGs with a 255 band around each object), and a DeepLab list file at root/list_name.
+
+    Objects are filled rectangles whose colour depends on their class, so a net can learn
+    them. Returns the list file's path.
+    """
+    import cv2
+    from python_layers import voc_io
+
+    rs = np.random.RandomState(seed)
+    colours = rs.randint(0, 256, size=(num_classes, 3))
+    os.makedirs(os.path.join(root, "JPEGImages"), exist_ok=True)
+    os.makedirs(os.path.join(root, "SegmentationClassAug"), exist_ok=True)
+    lines = []
+    for i in range(n_images):
+        h, w = size
+        image = rs.randint(0, 60, size=(h, w, 3)).astype(np.uint8)
+        label = np.zeros((h, w), np.uint8)
+        for _ in range(2):
+            c = rs.randint(1, num_classes)
+            y0, x0 = rs.randint(0, h - 12), rs.randint(0, w - 12)
+            y1, x1 = y0 + rs.randint(8, 12), x0 + rs.randint(8, 12)
+            label[max(y0 - 1, 0):y1 + 1, max(x0 - 1, 0):x1 + 1] = voc_io.IGNORE_LABEL
+            label[y0:y1, x0:x1] = c
+            image[y0:y1, x0:x1] = colours[c]
+        name = f"img_{i:04d}"
+        cv2.imwrite(os.path.join(root, "JPEGImages", name + ".jpg"), image)
+        voc_io.write_label(os.path.join(root, "SegmentationClassAug", name + ".png"), label)
+        lines.append(f"/JPEGImages/{name}.jpg /SegmentationClassAug/{name}.png\n")
+    list_path = os.path.join(root, list_name)
+    with open(list_path, "w") as f:
+        f.writelines(lines)
+    return list_path
+
+
+@pytest.fixture
+def tiny_voc(tmp_path):
+    """(root, list_path) of a tiny generated VOC-style data set (see write_tiny_voc)."""
+    root = str(tmp_path / "voc")
+    return root, write_tiny_voc(root)
