@@ -153,13 +153,17 @@ step_deps() {
     say "installing Debian packages: $missing"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq || die "apt-get update failed; check the machine's apt sources"
+    local log
+    log=$(mktemp)
     # shellcheck disable=SC2086
-    if ! apt-get install -y -qq --no-install-recommends $missing; then
+    if ! apt-get install -y -qq --no-install-recommends $missing >"$log" 2>&1; then
         local still
         still=$(missing_packages | tr '\n' ' ')
+        tail -n 5 "$log" >&2
         die "apt-get could not install: $still
        check the names with: apt-cache policy $still"
     fi
+    rm -f "$log"
 }
 
 # --- The virtual environment ----------------------------------------------------------
@@ -179,6 +183,14 @@ step_venv() {
         "$VENV/bin/python" -m pip install -q --upgrade pip >/dev/null 2>&1 || true
         "$VENV/bin/python" -m pip install -q -r "$REPO/requirements.txt" \
             || die "pip could not install $REPO/requirements.txt into $VENV"
+        # caffe_pb2.py made by a protoc older than 3.19 (Ubuntu 22.04 has 3.12) needs the
+        # protobuf 3.20 runtime; Debian 12's protoc 3.21 matches the pinned 4.21.
+        local protoc_version
+        protoc_version=$(protoc --version 2>/dev/null | awk '{print $2}')
+        if [[ -n $protoc_version ]] && ! version_le 3.19 "$protoc_version"; then
+            say "protoc $protoc_version is older than 3.19: using the protobuf 3.20 Python runtime"
+            "$VENV/bin/python" -m pip install -q 'protobuf==3.20.3' || die "pip could not install protobuf==3.20.3"
+        fi
         echo "$req_hash" >"$VENV/.requirements-installed"
     else
         say "Python requirements present in $VENV"
@@ -223,7 +235,6 @@ step_fetch() {
     local mirror apt_dir signed opts
     mirror=$(debian_mirror)
     apt_dir=$(mktemp -d)
-    trap 'rm -rf "$apt_dir"' RETURN
     mkdir -p "$apt_dir/lists/partial"
     # The archive key is checked when present; the pinned sha256 sums are checked always.
     signed="trusted=yes"
@@ -235,6 +246,7 @@ step_fetch() {
     apt-get "${opts[@]}" update -qq || die "could not read the bullseye source index from $mirror; check the network or set CAFFE_DEBIAN_MIRROR"
     (cd "$dir" && apt-get "${opts[@]}" source --download-only -qq "caffe=$CAFFE_DEB_VERSION") \
         || die "could not download caffe=$CAFFE_DEB_VERSION from $mirror"
+    rm -rf "$apt_dir" "$dir"/*.dsc
     verify_sources "$dir"
 }
 

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The images' entrypoint: runs the project's tools inside the venv.
+#   reproduce [ARGS]   Table 3.1 with the control (tools/reproduce_table.py); expects VOC at
+#                      /data/VOCdevkit and the trained LargeFOV under /workspace/weights
+#   demo [ARGS]        the synthetic end-to-end run (tools/demo.py)
+#   test               the test suite
+#   caffe ARGS | python ARGS | bash   the tools themselves
+set -euo pipefail
+cd /workspace
+source .venv/bin/activate
+gpu_args=()
+command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && gpu_args=(--gpu 0)
+cmd=${1:-help}; shift || true
+case $cmd in
+    reproduce) exec python tools/reproduce_table.py --data-root /data/VOCdevkit/VOC2012 "${gpu_args[@]}" "$@" ;;
+    demo)      exec python tools/demo.py "$@" ;;
+    test)      exec python -m pytest "$@" ;;
+    fixations) exec python tools/seg_fixations.py "$@" ;;
+    evaluate)  exec python tools/evaluate.py "$@" ;;
+    caffe)     exec caffe "$@" ;;
+    python)    exec python "$@" ;;
+    bash)      exec bash "$@" ;;
+    help|*)    sed -n '2,9p' "$0" ;;
+esac

@@ -1,0 +1,126 @@
+"""Segmentation scores as the thesis computes them (Algorithm 2, SPEC section 5), and a
+Student-t confidence interval for repeated runs (the Table 3.1 sweep).
+
+One confusion matrix is accumulated over the whole split (never a mean of per-image
+scores): rows are ground-truth classes, columns predicted classes, pixels labelled 255
+are ignored. From it, per class c:
+
+    IoU_c = TP_c / (TP_c + FP_c + FN_c)
+
+where TP_c = confusion[c, c], FP_c = column sum - TP_c, FN_c = row sum - TP_c.
+
+Classes that never occur, neither in the ground truth nor in the predictions, have
+0 / 0 = undefined IoU: they are reported as NaN and left out of the mean. Algorithm 2
+divides by count(Labels), the labels *in the data set*; on VOC 2012 val every one of
+the 21 classes occurs, so this is the same as dividing by 21, and on a subset (or the
+tiny test sets) it avoids counting a class that cannot be scored as a 0. This is the
+convention of FCN's and DeepLab's evaluation scripts (``nanmean``). A class present in
+the ground truth but never predicted, or predicted but absent from the ground truth,
+has IoU 0 and does count.
+"""
+import collections
+
+import numpy as np
+
+from python_layers import ToolkitError
+from python_layers.voc_io import IGNORE_LABEL
+
+
+def confusion_matrix(pred, label, num_classes, ignore_label=IGNORE_LABEL):
+    """The (num_classes, num_classes) int64 confusion matrix of one prediction.
+
+    ``confusion[g, p]`` counts pixels of ground-truth class g predicted as p. Pixels whose
+    label is ``ignore_label`` are skipped. Any other label or prediction outside
+    0..num_classes-1 is an error (it would otherwise be silently dropped).
+    """
+    pred = np.asarray(pred)
+    label = np.asarray(label)
+    if pred.shape != label.shape:
+        raise ToolkitError(f"prediction shape {pred.shape} differs from label shape "
+                           f"{label.shape}; predictions must be cropped to the image size")
+    valid = label != ignore_label
+    gt = label[valid].astype(np.int64)
+    pr = pred[valid].astype(np.int64)
+    for name, values in (("label", gt), ("prediction", pr)):
+        if values.size and (values.min() < 0 or values.max() >= num_classes):
+            bad = np.unique(values[(values < 0) | (values >= num_classes)])
+            raise ToolkitError(
+                f"{name} has values {bad.tolist()[:5]} outside the classes 0..{num_classes - 1} "
+                f"(and {ignore_label} = ignore); check the number of classes")
+    counts = np.bincount(gt * num_classes + pr, minlength=num_classes * num_classes)
+    return counts.reshape(num_classes, num_classes)
+
+
+def scores(confusion):
+    """Scores of a confusion matrix (rows = ground truth, columns = prediction).
+
+    Returns a dict:
+      mean_iou            mean of class_iou over the classes that occur (see module doc)
+      pixel_accuracy      correctly labelled pixels / all scored pixels
+      mean_class_accuracy mean over ground-truth classes of TP / pixels of that class
+      freq_weighted_iou   class_iou weighted by ground-truth pixel frequency
+      class_iou           (C,) float array, NaN for classes absent from both
+      class_accuracy      (C,) float array, NaN for classes absent from the ground truth
+      intersection, union (C,) int arrays (Algorithm 2's l_i-Intersection, l_i-Union)
+      num_pixels          pixels scored (label != ignore)
+      num_classes_scored  classes that entered the mean
+    With no scored pixels every score is NaN.
+    """
+    confusion = np.asarray(confusion, dtype=np.int64)
+    if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
+        raise ValueError(f"confusion matrix must be square, got shape {confusion.shape}")
+    true_positive = np.diag(confusion)
+    gt_pixels = confusion.sum(axis=1)
+    pred_pixels = confusion.sum(axis=0)
+    union = gt_pixels + pred_pixels - true_positive
+    total = int(confusion.sum())
+    with np.errstate(divide="ignore", invalid="ignore"):
+        class_iou = np.where(union > 0, true_positive / np.maximum(union, 1), np.nan)
+        class_accuracy = np.where(gt_pixels > 0, true_positive / np.maximum(gt_pixels, 1), np.nan)
+    scored = union > 0
+    mean_iou = float(class_iou[scored].mean()) if scored.any() else float("nan")
+    present = gt_pixels > 0
+    return {
+        "mean_iou": mean_iou,
+        "pixel_accuracy": float(true_positive.sum() / total) if total else float("nan"),
+        "mean_class_accuracy": float(class_accuracy[present].mean()) if present.any()
+        else float("nan"),
+        "freq_weighted_iou": float((gt_pixels[scored] * class_iou[scored]).sum() / total)
+        if total else float("nan"),
+        "class_iou": class_iou,
+        "class_accuracy": class_accuracy,
+        "intersection": true_positive,
+        "union": union,
+        "num_pixels": total,
+        "num_classes_scored": int(scored.sum()),
+    }
+
+
+ConfidenceInterval = collections.namedtuple(
+    "ConfidenceInterval", ["mean", "low", "high", "half_width", "std", "n", "level"])
+
+
+def mean_ci(values, level=0.95):
+    """Mean and two-sided Student-t confidence interval of repeated measurements.
+
+    half_width = t_{(1+level)/2, n-1} * s / sqrt(n) with s the sample standard deviation
+    (ddof=1). With a single value the interval is undefined: half_width, low, high and
+    std are NaN. NaN values are an error (a failed run must be fixed or dropped).
+    """
+    from scipy import stats
+
+    values = np.asarray(values, dtype=np.float64).ravel()
+    if values.size == 0:
+        raise ValueError("mean_ci needs at least one value")
+    if np.isnan(values).any():
+        raise ValueError("mean_ci got NaN values; drop or rerun the failed runs first")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    n = values.size
+    mean = float(values.mean())
+    if n < 2:
+        nan = float("nan")
+        return ConfidenceInterval(mean, nan, nan, nan, nan, 1, level)
+    std = float(values.std(ddof=1))
+    half_width = float(stats.t.ppf((1 + level) / 2, n - 1) * std / np.sqrt(n))
+    return ConfidenceInterval(mean, mean - half_width, mean + half_width, half_width, std, n, level)
