@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+"""Throughput of the ImageSegData data layer, in images per second, on VOC-sized files.
+
+Generates VOC-like JPEG images (500x375, smooth shapes plus noise) and palette label PNGs
+in a temporary folder, then times batches (random 321 crops, mirrors, mean subtraction)
+two ways in this one process: the batch maker alone, and the layer inside a caffe.Net
+(forward of a net that holds only the data layer, prefetching off so that all loading is
+counted). The goal is at least 100 images/s on one core, so that loading never limits
+training (a LargeFOV iteration takes far longer). Prints the numbers; asserts nothing.
+"""
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+os.environ.setdefault("GLOG_minloglevel", "2")
+
+import cv2  # noqa: E402
+import numpy as np  # noqa: E402
+
+from python_layers import seg_data, voc_io  # noqa: E402
+
+
+def make_dataset(root, count, width=500, height=375, seed=0):
+    """``count`` VOC-like image/label pairs under ``root``; returns the list file."""
+    rs = np.random.RandomState(seed)
+    os.makedirs(os.path.join(root, "JPEGImages"), exist_ok=True)
+    lines = []
+    for i in range(count):
+        background = rs.randint(0, 256, size=(height // 25 + 1, width // 25 + 1, 3)).astype(np.uint8)
+        image = cv2.resize(background, (width, height), interpolation=cv2.INTER_CUBIC)
+        label = np.zeros((height, width), np.uint8)
+        for _ in range(3):
+            c = rs.randint(1, 21)
+            x0, y0 = rs.randint(0, width - 100), rs.randint(0, height - 100)
+            w, h = rs.randint(40, 100), rs.randint(40, 100)
+            cv2.ellipse(label, (x0 + w // 2, y0 + h // 2), (w // 2, h // 2), 0, 0, 360, 255, 5)
+            cv2.ellipse(label, (x0 + w // 2, y0 + h // 2), (w // 2, h // 2), 0, 0, 360, c, -1)
+            cv2.ellipse(image, (x0 + w // 2, y0 + h // 2), (w // 2, h // 2), 0, 0, 360,
+                        rs.randint(0, 256, 3).tolist(), -1)
+        image = np.clip(image + rs.randint(-12, 13, size=image.shape), 0, 255).astype(np.uint8)
+        cv2.imwrite(os.path.join(root, "JPEGImages", f"{i:06d}.jpg"), image,
+                    [cv2.IMWRITE_JPEG_QUALITY, 90])
+        voc_io.write_label(os.path.join(root, "SegmentationClassAug", f"{i:06d}.png"), label)
+        lines.append(f"/JPEGImages/{i:06d}.jpg /SegmentationClassAug/{i:06d}.png\n")
+    list_path = os.path.join(root, "train.txt")
+    with open(list_path, "w") as f:
+        f.writelines(lines)
+    return list_path
+
+
+def time_batches(next_batch, batches, batch_size, repeats):
+    """Images per second over ``batches`` batches, the best of ``repeats`` runs (the
+    machine is shared: the best run is the least disturbed one)."""
+    next_batch()  # warm the file cache and imports
+    best = 0.0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(batches):
+            next_batch()
+        best = max(best, batches * batch_size / (time.perf_counter() - start))
+    return best
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=40, help="images generated (40)")
+    parser.add_argument("--batch-size", type=int, default=10, help="batch size (10)")
+    parser.add_argument("--crop", type=int, default=321, help="crop size (321)")
+    parser.add_argument("--batches", type=int, default=12, help="batches timed (12)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed runs; the best is reported (3)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="OpenCV threads (1: measure on one core)")
+    args = parser.parse_args(argv)
+    cv2.setNumThreads(args.threads)
+
+    with tempfile.TemporaryDirectory() as root:
+        list_path = make_dataset(root, args.images)
+        params = seg_data.parse_params(json.dumps(dict(
+            root=root, list=list_path, batch_size=args.batch_size, crop_size=args.crop,
+            seed=0, prefetch=0)))
+        source = seg_data.BatchSource(seg_data.read_pairs(root, list_path), params, train=True)
+        direct = time_batches(source.next_batch, args.batches, args.batch_size, args.repeats)
+
+        import caffe
+        from caffe import layers as L
+        caffe.set_mode_cpu()
+        n = caffe.NetSpec()
+        n.data, n.label = L.Python(ntop=2, python_param=dict(
+            module="python_layers.seg_data", layer="ImageSegData",
+            param_str=json.dumps(dict(root=root, list=list_path, batch_size=args.batch_size,
+                                      crop_size=args.crop, seed=0, prefetch=0))))
+        net_path = os.path.join(root, "data.prototxt")
+        with open(net_path, "w") as f:
+            f.write(str(n.to_proto()))
+        net = caffe.Net(net_path, caffe.TRAIN)
+        in_net = time_batches(net.forward, args.batches, args.batch_size, args.repeats)
+
+    print(f"data layer throughput ({args.images} JPEGs 500x375, batch {args.batch_size}, "
+          f"crop {args.crop}, best of {args.repeats} x {args.batches} batches, one process):")
+    print(f"  batch maker alone:      {direct:7.1f} images/s")
+    print(f"  layer in caffe.Net:     {in_net:7.1f} images/s")
+    print(f"  goal: >= 100 images/s -> {'met' if min(direct, in_net) >= 100 else 'NOT met'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,363 @@
+"""The segmentation data layer (DeepLab's ``ImageSegData``, which BVLC Caffe lacks).
+
+Per image, as DeepLab's transformer: read BGR, subtract the mean, pad bottom/right to the
+crop size (the image with the mean, i.e. 0 after subtraction; the label with 255), then
+crop (random in training, top-left otherwise) and mirror (random, training only; image
+and label alike). The per-image transform is a plain function, ``preprocess``, which the
+evaluation and fixation tools reuse for DeepLab's test protocol (pad to 513 with the mean).
+
+Layer parameters are JSON in ``param_str``::
+
+    {"root": "data/VOCdevkit/VOC2012", "list": "data/lists/train.txt", "batch_size": 10,
+     "crop_size": 321, "mirror": true, "shuffle": true, "seed": 0, "prefetch": 2}
+
+Relative paths are relative to the current directory (``caffe train`` runs from the
+repository root).
+"""
+import functools
+import json
+import os
+import queue
+import sys
+import threading
+
+import numpy as np
+
+from python_layers import ToolkitError, voc_io
+
+try:
+    import caffe
+    _LayerBase = caffe.Layer
+    _TEST_PHASE = caffe.TEST
+except ImportError:  # preprocess() stays usable without pycaffe
+    caffe = None
+    _LayerBase = object
+    _TEST_PHASE = 1
+
+DEEPLAB_MEAN = (104.008, 116.669, 122.675)  # BGR, subtracted; no scaling
+
+DEFAULTS = {
+    "root": None,            # data root the list's paths are joined onto (required)
+    "list": None,            # DeepLab list file: "/JPEGImages/x.jpg /SegmentationClassAug/x.png"
+    "batch_size": 1,
+    "crop_size": 321,
+    "mean": list(DEEPLAB_MEAN),
+    "mirror": True,          # random horizontal flips (training phase only)
+    "shuffle": True,         # reshuffle the list every epoch
+    "seed": None,            # seed of crops, flips and shuffling (None: from the OS)
+    "ignore_label": voc_io.IGNORE_LABEL,
+    "num_classes": 21,
+    "prefetch": 2,           # batches a background thread prepares ahead (0: none)
+}
+
+
+# --- the per-image transform --------------------------------------------------------
+
+def pad_to(array, height, width, value):
+    """Pad ``array`` (H, W[, C]) at the bottom and right with ``value`` to at least
+    ``height`` x ``width``; larger arrays are returned unchanged (never cropped)."""
+    array = np.asarray(array)
+    pad_h, pad_w = max(height - array.shape[0], 0), max(width - array.shape[1], 0)
+    if not pad_h and not pad_w:
+        return array
+    widths = [(0, pad_h), (0, pad_w)] + [(0, 0)] * (array.ndim - 2)
+    return np.pad(array, widths, mode="constant", constant_values=value)
+
+
+def crop_window(image_shape, crop, rng=None, mirror=False):
+    """(y0, x0, flip) of a crop from an image padded to at least ``crop``: uniform over
+    the valid offsets and a fair coin for ``flip`` when ``rng`` is given, else (0, 0, False).
+    """
+    if rng is None:
+        if mirror:
+            raise ValueError("a random mirror needs rng")
+        return 0, 0, False
+    height, width = image_shape[:2]
+    y0 = int(rng.randint(max(height - crop, 0) + 1))
+    x0 = int(rng.randint(max(width - crop, 0) + 1))
+    flip = bool(mirror) and bool(rng.randint(2))
+    return y0, x0, flip
+
+
+def _transform_into(data_out, label_out, image_bgr, label, crop, mean, window):
+    """Write the mean-subtracted, padded, cropped (and flipped) image into ``data_out``
+    (3, crop, crop), pre-filled with 0, and the label into ``label_out`` (crop, crop),
+    pre-filled with the ignore label. Only the crop window is converted (fast)."""
+    y0, x0, flip = window
+    if flip:
+        data_out, label_out = data_out[:, :, ::-1], label_out[:, ::-1]
+    patch = image_bgr[y0:y0 + crop, x0:x0 + crop]
+    rows, cols = patch.shape[:2]
+    np.subtract(patch.transpose(2, 0, 1), mean[:, None, None], out=data_out[:, :rows, :cols],
+                casting="unsafe")
+    if label is not None:
+        label_out[:rows, :cols] = label[y0:y0 + crop, x0:x0 + crop]
+
+
+def preprocess(image_bgr, label=None, crop=321, mean=DEEPLAB_MEAN, rng=None, mirror=False,
+               ignore_label=voc_io.IGNORE_LABEL):
+    """DeepLab's per-image transform. Returns (data (3, crop, crop) float32, label
+    (crop, crop) uint8 or None).
+
+    ``image_bgr`` (H, W, 3) minus ``mean``, padded bottom/right to ``crop`` with 0 (the
+    mean before subtraction), the label with ``ignore_label``. With ``rng`` (a
+    ``numpy.random.RandomState``): a random crop and, when ``mirror``, a random flip of
+    both; without: the top-left crop (the test protocol: ``preprocess(image, crop=513)``).
+    """
+    image_bgr = np.asarray(image_bgr)
+    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3:
+        raise ValueError(f"image must be (H, W, 3) BGR, got shape {image_bgr.shape}")
+    if label is not None:
+        label = np.asarray(label)
+        if label.shape != image_bgr.shape[:2]:
+            raise ToolkitError(f"label size {label.shape[1]}x{label.shape[0]} differs from "
+                               f"image size {image_bgr.shape[1]}x{image_bgr.shape[0]}")
+    mean = np.asarray(mean, np.float32).reshape(3)
+    data = np.zeros((3, crop, crop), np.float32)
+    label_crop = np.full((crop, crop), ignore_label, np.uint8)
+    window = crop_window(image_bgr.shape, crop, rng, mirror)
+    _transform_into(data, label_crop, image_bgr, label, crop, mean, window)
+    return data, (label_crop if label is not None else None)
+
+
+def load_pair(image_path, label_path, num_classes=21, ignore_label=voc_io.IGNORE_LABEL):
+    """Read an image (BGR) and its label, checking that sizes match and that every label
+    value is a class (0..num_classes-1) or the ignore label."""
+    image = voc_io.read_image(image_path)
+    label = voc_io.read_label(label_path)
+    if label.shape != image.shape[:2]:
+        raise ToolkitError(
+            f"label {label_path} is {label.shape[1]}x{label.shape[0]} but image {image_path} "
+            f"is {image.shape[1]}x{image.shape[0]} (width x height); a label must have its "
+            "image's size: fix or remove the pair from the list")
+    bad = np.unique(label[(label >= num_classes) & (label != ignore_label)])
+    if bad.size:
+        raise ToolkitError(
+            f"label {label_path} has values {bad.tolist()[:5]} that are neither a class "
+            f"(0..{num_classes - 1}) nor the ignore label {ignore_label}; fix the label or "
+            "set num_classes")
+    return image, label
+
+
+# --- parameters -----------------------------------------------------------------------
+
+def _require(ok, key, what):
+    if not ok:
+        raise ToolkitError(f"ImageSegData: param_str key {key!r} {what}")
+
+
+def parse_params(param_str):
+    """Validated layer parameters: DEFAULTS updated with the JSON in ``param_str``."""
+    try:
+        given = json.loads(param_str) if param_str and param_str.strip() else {}
+    except json.JSONDecodeError as exc:
+        raise ToolkitError(f"ImageSegData: param_str is not valid JSON ({exc})") from None
+    if not isinstance(given, dict):
+        raise ToolkitError("ImageSegData: param_str must be a JSON object")
+    unknown = sorted(set(given) - set(DEFAULTS))
+    if unknown:
+        raise ToolkitError(f"ImageSegData: unknown param_str key {unknown[0]!r}; known keys: "
+                           f"{', '.join(sorted(DEFAULTS))}")
+    params = dict(DEFAULTS, **given)
+
+    def positive_int(key, minimum=1):
+        value = params[key]
+        _require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+                 key, f"must be an integer >= {minimum}, got {value!r}")
+
+    for key in ("root", "list"):
+        _require(isinstance(params[key], str) and params[key], key,
+                 "is required: a path (relative to the current directory)")
+    positive_int("batch_size")
+    positive_int("crop_size")
+    positive_int("num_classes")
+    positive_int("prefetch", 0)
+    mean = params["mean"]
+    _require(isinstance(mean, list) and len(mean) == 3
+             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in mean),
+             "mean", f"must be a list of 3 numbers (B, G, R), got {mean!r}")
+    for key in ("mirror", "shuffle"):
+        _require(isinstance(params[key], bool), key, f"must be true or false, got {params[key]!r}")
+    seed = params["seed"]
+    _require(seed is None or (isinstance(seed, int) and not isinstance(seed, bool)
+                              and 0 <= seed < 2**32), "seed",
+             f"must be null or an integer in [0, 2**32), got {seed!r}")
+    ignore = params["ignore_label"]
+    _require(isinstance(ignore, int) and not isinstance(ignore, bool)
+             and params["num_classes"] <= ignore <= 255, "ignore_label",
+             f"must be an integer in [num_classes, 255], got {ignore!r}")
+    return params
+
+
+def read_pairs(root, list_file):
+    """The (image, label) paths of a list file; every file must exist (checked up front, so
+    a bad list fails at setup rather than hours into training)."""
+    pairs = voc_io.read_list(list_file, root=root)
+    for number, (image_path, label_path) in enumerate(pairs, 1):
+        if label_path is None:
+            raise ToolkitError(f"{list_file}: entry {number} ({image_path}) has no label; "
+                               "a training list needs 'image label' on every line")
+    missing = [p for pair in pairs for p in pair if not os.path.isfile(p)]
+    if missing:
+        raise ToolkitError(f"{len(missing)} file(s) of list {list_file} not found, first: "
+                           f"{missing[0]} (check the data root {root!r} and the list)")
+    return pairs
+
+
+# --- batches ---------------------------------------------------------------------------
+
+class BatchSource:
+    """Makes batches in list order (reshuffled every epoch when ``shuffle``), with random
+    crops and flips when ``train``. All randomness comes from one seeded RandomState, so a
+    seed fixes the whole sequence of batches."""
+
+    def __init__(self, pairs, params, train):
+        self.pairs = pairs
+        self.batch_size = params["batch_size"]
+        self.crop = params["crop_size"]
+        self.mean = np.asarray(params["mean"], np.float32)
+        self.shuffle = params["shuffle"]
+        self.mirror = params["mirror"] and train
+        self.train = train
+        self.num_classes = params["num_classes"]
+        self.ignore_label = params["ignore_label"]
+        self.rng = np.random.RandomState(params["seed"])
+        self.order = np.arange(0)
+        self.position = 0
+
+    def _next_index(self):
+        if self.position >= len(self.order):
+            count = len(self.pairs)
+            self.order = self.rng.permutation(count) if self.shuffle else np.arange(count)
+            self.position = 0
+        index = self.order[self.position]
+        self.position += 1
+        return index
+
+    def next_batch(self):
+        """(data (N,3,crop,crop) float32, label (N,1,crop,crop) float32)."""
+        n, crop = self.batch_size, self.crop
+        data = np.zeros((n, 3, crop, crop), np.float32)
+        labels = np.full((n, crop, crop), self.ignore_label, np.uint8)
+        for slot in range(n):
+            image_path, label_path = self.pairs[self._next_index()]
+            image, label = load_pair(image_path, label_path, self.num_classes, self.ignore_label)
+            window = crop_window(image.shape, crop, self.rng if self.train else None,
+                                 self.mirror)
+            _transform_into(data[slot], labels[slot], image, label, crop, self.mean, window)
+        return data, labels[:, None].astype(np.float32)
+
+
+class Prefetcher:
+    """Runs ``source.next_batch`` in a daemon thread, ``depth`` batches ahead. An error in
+    the thread is re-raised by ``get`` (the same exception, message intact).
+
+    Under the ``caffe`` binary the main thread holds Python's GIL while it runs C++ layers,
+    so the thread mostly works while Python layers run or ``get`` waits; the loading itself
+    (about 300 VOC images/s on one core, benchmarks/bench_data_layer.py) is far faster
+    than a LargeFOV iteration, so the layer is not the bottleneck either way.
+    """
+
+    def __init__(self, source, depth):
+        self.source = source
+        self.queue = queue.Queue(maxsize=depth)
+        self.stopping = threading.Event()
+        self.error = None
+        self.thread = threading.Thread(target=self._run, name="ImageSegData-prefetch",
+                                       daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            while not self.stopping.is_set():
+                self.queue.put(("batch", self.source.next_batch()))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            self.queue.put(("error", exc))
+
+    def get(self):
+        if self.error is not None:
+            raise self.error
+        while True:
+            try:
+                kind, payload = self.queue.get(timeout=1.0)
+                break
+            except queue.Empty:
+                if not self.thread.is_alive():
+                    raise ToolkitError("ImageSegData: the prefetch thread stopped without "
+                                       "a batch; set prefetch to 0 to load in the layer") from None
+        if kind == "error":
+            self.error = payload
+            raise payload
+        return payload
+
+    def close(self):
+        """Stop the thread (it may be blocked on a full queue: drain it)."""
+        self.stopping.set()
+        while self.thread.is_alive():
+            try:
+                self.queue.get(timeout=0.1)
+            except queue.Empty:
+                pass
+
+
+def _inside_caffe_binary():
+    """True when Python is embedded in the ``caffe`` tool rather than run as a program."""
+    return not getattr(sys, "orig_argv", ["python"])
+
+
+def visible_in_caffe_binary(method):
+    """Print a layer method's error to stderr before re-raising it when running inside the
+    ``caffe`` tool: BVLC's CMake build compiles the tool without WITH_PYTHON_LAYER, so it
+    aborts on a Python exception without printing it."""
+    @functools.wraps(method)
+    def wrapper(self, *args):
+        try:
+            return method(self, *args)
+        except Exception as exc:
+            if _inside_caffe_binary():
+                print(f"error: {type(self).__name__}: {exc}", file=sys.stderr, flush=True)
+            raise
+    return wrapper
+
+
+class ImageSegData(_LayerBase):
+    """Caffe data layer: tops ``data`` (N,3,crop,crop) and ``label`` (N,1,crop,crop).
+
+    Random crops/mirrors in the TRAIN phase; top-left crops, no mirror in TEST.
+    """
+
+    @visible_in_caffe_binary
+    def setup(self, bottom, top):
+        if bottom:
+            raise ToolkitError("ImageSegData takes no bottoms")
+        if len(top) != 2:
+            raise ToolkitError("ImageSegData gives two tops: data and label")
+        self.params = parse_params(self.param_str)
+        pairs = read_pairs(self.params["root"], self.params["list"])
+        train = getattr(self, "phase", 0) != _TEST_PHASE
+        self.source = BatchSource(pairs, self.params, train)
+        depth = self.params["prefetch"]
+        self.prefetcher = Prefetcher(self.source, depth) if depth else None
+        n, crop = self.params["batch_size"], self.params["crop_size"]
+        top[0].reshape(n, 3, crop, crop)
+        top[1].reshape(n, 1, crop, crop)
+
+    def reshape(self, bottom, top):
+        pass  # fixed shapes, set in setup
+
+    @visible_in_caffe_binary
+    def forward(self, bottom, top):
+        if self.prefetcher is not None:
+            data, label = self.prefetcher.get()
+        else:
+            data, label = self.source.next_batch()
+        top[0].data[...] = data
+        top[1].data[...] = label
+
+    def backward(self, top, propagate_down, bottom):
+        pass  # a data layer has no bottoms
+
+    def close(self):
+        """Stop the prefetch thread (Caffe keeps Python layers alive with their net)."""
+        if self.prefetcher is not None:
+            self.prefetcher.close()
