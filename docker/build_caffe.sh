@@ -17,7 +17,7 @@ CAFFE_ORIG_SHA256="e0eb3f06794f7402c77b7dec8e8480273ee1a1bb192e9122b621a69d4147a
 CAFFE_DEBIAN="caffe_${CAFFE_DEB_VERSION}.debian.tar.xz"
 CAFFE_DEBIAN_SHA256="07cf073227494a6b07234e40cb5df91db566616593eef9baafdc4d06ad159f21"
 # Bump when the build configuration below changes, so cached prefixes are rebuilt.
-RECIPE_VERSION=1
+RECIPE_VERSION=2
 
 BUILD_DEPS=(build-essential cmake pkg-config patch xz-utils libprotobuf-dev protobuf-compiler
     libgoogle-glog-dev libgflags-dev libhdf5-dev libopenblas-dev
@@ -269,6 +269,15 @@ prepare_tree() {  # unpack, patch and adapt the source in $1 from the tarballs i
     # protobuf >= 3.14 (Debian 12 has 3.21) takes one argument here.
     sed -i 's/SetTotalBytesLimit(kProtoReadBytesLimit, 536870912)/SetTotalBytesLimit(kProtoReadBytesLimit)/' \
         "$src/src/caffe/util/io.cpp"
+    # Upstream CMake gives WITH_PYTHON_LAYER (and Python's headers) to libcaffe only, so
+    # the caffe tool is compiled without its `catch (error_already_set) { PyErr_Print(); }`
+    # and a Python layer's exception ends in a bare `terminate`. Make them PUBLIC.
+    sed -i -e 's/PRIVATE -DWITH_PYTHON_LAYER/PUBLIC -DWITH_PYTHON_LAYER/' \
+        -e 's/PRIVATE ${PYTHON_INCLUDE_DIRS} ${NUMPY_INCLUDE_DIR} PUBLIC/PUBLIC ${PYTHON_INCLUDE_DIRS} ${NUMPY_INCLUDE_DIR}/' \
+        -e 's/PRIVATE ${PYTHON_LIBRARIES} PUBLIC/PUBLIC ${PYTHON_LIBRARIES}/' \
+        "$src/cmake/Dependencies.cmake"
+    grep -q 'PUBLIC -DWITH_PYTHON_LAYER' "$src/cmake/Dependencies.cmake" \
+        || die "could not make WITH_PYTHON_LAYER public in cmake/Dependencies.cmake"
 }
 
 step_build() {
@@ -292,8 +301,7 @@ step_build() {
     say "unpacking and patching the source into $src"
     prepare_tree "$src" "$tarballs"
 
-    # An old or half-written prefix must never look complete.
-    rm -rf "$PREFIX" "$bld"
+    rm -rf "$bld"
     mkdir -p "$bld"
     local py_inc py_lib numpy_inc
     py_inc=$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
@@ -320,6 +328,9 @@ step_build() {
     say "building with $JOBS jobs (a cold CPU build takes about 5 minutes on 2 cores)"
     (cd "$bld" && make -j"$JOBS" caffe caffe.bin pycaffe >make.log 2>&1) \
         || { tail -n 30 "$bld/make.log" >&2; die "the Caffe build failed; the full log is $bld/make.log"; }
+    # The old prefix stays usable until the new build is ready; a half-written one never
+    # has a stamp, so it never looks complete.
+    rm -rf "$PREFIX"
     (cd "$bld" && make install >install.log 2>&1) \
         || { tail -n 30 "$bld/install.log" >&2; die "installing Caffe into $PREFIX failed; the full log is $bld/install.log"; }
     check_prefix

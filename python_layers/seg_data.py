@@ -14,11 +14,9 @@ Layer parameters are JSON in ``param_str``::
 Relative paths are relative to the current directory (``caffe train`` runs from the
 repository root).
 """
-import functools
 import json
 import os
 import queue
-import sys
 import threading
 
 import numpy as np
@@ -300,33 +298,12 @@ class Prefetcher:
                 pass
 
 
-def _inside_caffe_binary():
-    """True when Python is embedded in the ``caffe`` tool rather than run as a program."""
-    return not getattr(sys, "orig_argv", ["python"])
-
-
-def visible_in_caffe_binary(method):
-    """Print a layer method's error to stderr before re-raising it when running inside the
-    ``caffe`` tool: BVLC's CMake build compiles the tool without WITH_PYTHON_LAYER, so it
-    aborts on a Python exception without printing it."""
-    @functools.wraps(method)
-    def wrapper(self, *args):
-        try:
-            return method(self, *args)
-        except Exception as exc:
-            if _inside_caffe_binary():
-                print(f"error: {type(self).__name__}: {exc}", file=sys.stderr, flush=True)
-            raise
-    return wrapper
-
-
 class ImageSegData(_LayerBase):
     """Caffe data layer: tops ``data`` (N,3,crop,crop) and ``label`` (N,1,crop,crop).
 
     Random crops/mirrors in the TRAIN phase; top-left crops, no mirror in TEST.
     """
 
-    @visible_in_caffe_binary
     def setup(self, bottom, top):
         if bottom:
             raise ToolkitError("ImageSegData takes no bottoms")
@@ -345,7 +322,6 @@ class ImageSegData(_LayerBase):
     def reshape(self, bottom, top):
         pass  # fixed shapes, set in setup
 
-    @visible_in_caffe_binary
     def forward(self, bottom, top):
         if self.prefetcher is not None:
             data, label = self.prefetcher.get()
