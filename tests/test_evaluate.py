@@ -1,0 +1,252 @@
+"""tools/evaluate.py on a reduced-width DeepLab test net (real Caffe) and tiny VOC data."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from python_layers import ToolkitError, voc_io
+from tests.conftest import REPO, write_tiny_voc
+from tools import evaluate, metrics
+
+NUM_CLASSES = 4
+SIZE = 65  # 8k+1; the tiny images are 53x45
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory, caffe):
+    """(test prototxt, caffemodel) of test_net(width_div=32, 4 classes, 65) with random
+    weights large enough that every class gets predicted somewhere."""
+    from tools import netdef
+
+    folder = tmp_path_factory.mktemp("model")
+    prototxt = str(folder / "test.prototxt")
+    with open(prototxt, "w") as f:
+        f.write(str(netdef.test_net(width_div=32, num_classes=NUM_CLASSES, size=SIZE)))
+    net = caffe.Net(prototxt, caffe.TEST)
+    rng = np.random.RandomState(1)
+    for blobs in net.params.values():
+        for blob in blobs:
+            blob.data[...] = rng.randn(*blob.data.shape) * 0.3
+    weights = str(folder / "tiny.caffemodel")
+    net.save(weights)
+    return prototxt, weights
+
+
+@pytest.fixture(scope="module")
+def voc(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("voc"))
+    return root, write_tiny_voc(root, n_images=5, num_classes=NUM_CLASSES, list_name="val.txt")
+
+
+def run(tiny_model, voc, out, **kwargs):
+    root, list_path = voc
+    options = dict(num_classes=NUM_CLASSES, size=SIZE, progress=False)
+    options.update(kwargs)
+    return evaluate.evaluate(tiny_model, list_path, root, str(out), **options)
+
+
+def confusion_from_pngs(out, voc):
+    """The confusion matrix recomputed from the written prediction PNGs and the labels."""
+    root, list_path = voc
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    for image_path, label_path in voc_io.read_list(list_path, root=root):
+        stem = os.path.splitext(os.path.basename(image_path))[0]
+        pred = voc_io.read_label(os.path.join(out, "predictions", stem + ".png"))
+        confusion += metrics.confusion_matrix(pred, voc_io.read_label(label_path), NUM_CLASSES)
+    return confusion
+
+
+def test_outputs_and_numbers_match_the_written_pngs(tiny_model, voc, tmp_path):
+    out = tmp_path / "eval"
+    result = run(tiny_model, voc, out)
+    for name in ("metrics.json", "class_iou.csv", "summary.md", "run.json"):
+        assert (out / name).is_file(), name
+    with open(out / "metrics.json") as f:
+        saved = json.load(f)
+    assert saved["mean_iou"] == pytest.approx(result["mean_iou"])
+    assert saved["num_images"] == 5 and saved["images_run"] == 5
+    assert saved["warnings"] == []  # a tiny unknown model: nothing to warn about
+
+    pngs = sorted(os.listdir(out / "predictions"))
+    assert pngs == [f"img_{i:04d}.png" for i in range(5)]
+    with Image.open(out / "predictions" / pngs[0]) as img:
+        assert img.mode == "P"
+        assert np.array(img.getpalette()[:12]).reshape(4, 3).tolist() == \
+            voc_io.voc_palette(4).tolist()
+        assert img.size == (53, 45)  # cropped back to the image size
+
+    confusion = confusion_from_pngs(out, voc)
+    np.testing.assert_array_equal(confusion, np.array(saved["confusion"]))
+    expected = metrics.scores(confusion)
+    assert saved["mean_iou"] == pytest.approx(expected["mean_iou"])
+    assert saved["pixel_accuracy"] == pytest.approx(expected["pixel_accuracy"])
+    np.testing.assert_allclose(list(saved["class_iou"].values()), expected["class_iou"])
+    assert len(set(np.flatnonzero(confusion.sum(axis=0)))) > 1  # not a constant prediction
+
+    lines = (out / "class_iou.csv").read_text().splitlines()
+    assert lines[0] == "class,iou" and len(lines) == 1 + NUM_CLASSES
+    assert lines[1].startswith("class_0,")
+    assert "mean IoU" in (out / "summary.md").read_text()
+
+
+def test_prediction_follows_deeplab_test_protocol(tiny_model, voc, tmp_path, caffe):
+    """Pad with the mean at the bottom/right, forward, crop the zoomed scores, argmax."""
+    out = tmp_path / "eval"
+    run(tiny_model, voc, out)
+    root, list_path = voc
+    image_path, _ = voc_io.read_list(list_path, root=root)[0]
+    image = voc_io.read_image(image_path).astype(np.float32)
+    h, w = image.shape[:2]
+    padded = np.zeros((SIZE, SIZE, 3), np.float32)  # mean-subtracted pad = 0
+    padded[:h, :w] = image - np.array([104.008, 116.669, 122.675], np.float32)
+    net = caffe.Net(tiny_model[0], tiny_model[1], caffe.TEST)
+    net.blobs["data"].data[0] = padded.transpose(2, 0, 1)
+    net.forward()
+    expected = net.blobs["fc8_interp"].data[0][:, :h, :w].argmax(axis=0)
+    got = voc_io.read_label(out / "predictions" / "img_0000.png")
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_resume_after_deleting_and_after_an_interruption(tiny_model, voc, tmp_path):
+    full = run(tiny_model, voc, tmp_path / "full")
+
+    # Delete two predictions: only those two run again, the numbers stay.
+    os.unlink(tmp_path / "full" / "predictions" / "img_0001.png")
+    os.unlink(tmp_path / "full" / "predictions" / "img_0003.png")
+    seen = []
+    again = run(tiny_model, voc, tmp_path / "full",
+                on_image=lambda i, image_id, reused: seen.append((image_id, reused)))
+    assert [s for s, reused in seen if not reused] == ["img_0001", "img_0003"]
+    assert (again["images_run"], again["images_reused"]) == (2, 3)
+    assert again["confusion"] == full["confusion"]
+
+    # Interrupt after the second image: no metrics yet, two predictions kept.
+    def stop_after_two(index, image_id, reused):
+        if index == 1:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "interrupted"
+    with pytest.raises(KeyboardInterrupt):
+        run(tiny_model, voc, out, on_image=stop_after_two)
+    assert not (out / "metrics.json").exists()
+    assert sorted(os.listdir(out / "predictions")) == ["img_0000.png", "img_0001.png"]
+    resumed = run(tiny_model, voc, out)
+    assert (resumed["images_run"], resumed["images_reused"]) == (3, 2)
+    assert resumed["confusion"] == full["confusion"]
+    assert resumed["mean_iou"] == pytest.approx(full["mean_iou"])
+
+
+def test_resume_refuses_predictions_of_another_run(tiny_model, voc, tmp_path, caffe):
+    out = tmp_path / "eval"
+    run(tiny_model, voc, out)
+    # The same weights under another name resume; other weights do not.
+    renamed = str(tmp_path / "renamed.caffemodel")
+    shutil.copyfile(tiny_model[1], renamed)
+    assert run((tiny_model[0], renamed), voc, out)["images_run"] == 0
+    net = caffe.Net(tiny_model[0], tiny_model[1], caffe.TEST)
+    net.params["fc8_voc12"][1].data[0] += 1.0
+    other = str(tmp_path / "other.caffemodel")
+    net.save(other)
+    with pytest.raises(ToolkitError, match=r"different run \(differs in: parameters_sha256\)"):
+        run((tiny_model[0], other), voc, out)
+    with pytest.raises(ToolkitError, match=r"differs in: size"):
+        run(tiny_model, voc, out, size=73)
+    result = run((tiny_model[0], other), voc, out, resume=False)
+    assert result["images_run"] == 5
+
+
+def test_warns_when_weights_were_trained_on_the_split(tiny_model, voc, tmp_path, capsys):
+    # The list is val.txt -> voc2012_val; 'largefov' (train2_iter_8000) has seen it.
+    result = run(tiny_model, voc, tmp_path / "eval", model_name="largefov")
+    assert len(result["warnings"]) == 1 and "voc2012_val" in result["warnings"][0]
+    assert "WARNING" in capsys.readouterr().err
+    with open(tmp_path / "eval" / "metrics.json") as f:
+        assert json.load(f)["warnings"] == result["warnings"]
+    assert "Warning" in (tmp_path / "eval" / "summary.md").read_text()
+    # The ImageNet initialisation has seen no VOC split; a train list is no val split.
+    assert run(tiny_model, voc, tmp_path / "e2", model_name="largefov-init")["warnings"] == []
+    assert evaluate.contamination_warning("largefov", "voc2012_train") is not None
+    assert evaluate.contamination_warning("fcn8s", "voc2012_val") is not None  # SBD train
+    assert evaluate.contamination_warning("deeplabv2-resnet101", "voc2012_val") is None
+
+
+def test_clear_errors(tiny_model, voc, tmp_path, caffe):
+    root, list_path = voc
+    with pytest.raises(ToolkitError, match="list file not found"):
+        evaluate.evaluate(tiny_model, str(tmp_path / "nope.txt"), root, str(tmp_path / "o"),
+                          num_classes=NUM_CLASSES, size=SIZE, progress=False)
+    with pytest.raises(ToolkitError, match=r"img_0000\.jpg is 53x45, larger than .*--size"):
+        run(tiny_model, voc, tmp_path / "o", size=33)
+    with pytest.raises(ToolkitError, match="weights not found.*weights/fetch.py"):
+        run((tiny_model[0], str(tmp_path / "missing.caffemodel")), voc, tmp_path / "o")
+    with pytest.raises(ToolkitError, match="net prototxt not found"):
+        run((str(tmp_path / "missing.prototxt"), tiny_model[1]), voc, tmp_path / "o")
+    with pytest.raises(ToolkitError, match="4 channels but --num-classes is 5"):
+        run(tiny_model, voc, tmp_path / "o", num_classes=5)
+    # Weights of another width: netdef.load_weights names the layer before Caffe aborts.
+    from tools import netdef
+    wide = str(tmp_path / "wide.prototxt")
+    with open(wide, "w") as f:
+        f.write(str(netdef.test_net(width_div=16, num_classes=NUM_CLASSES, size=SIZE)))
+    with pytest.raises(ToolkitError, match="conv1_1"):
+        run((wide, tiny_model[1]), voc, tmp_path / "o")
+    # Missing image file named up front.
+    os.rename(os.path.join(root, "JPEGImages", "img_0004.jpg"), str(tmp_path / "moved.jpg"))
+    try:
+        with pytest.raises(ToolkitError, match="img_0004.jpg"):
+            run(tiny_model, voc, tmp_path / "o2")
+    finally:
+        os.rename(str(tmp_path / "moved.jpg"), os.path.join(root, "JPEGImages", "img_0004.jpg"))
+
+
+def test_list_without_labels_writes_predictions_only(tiny_model, voc, tmp_path):
+    root, list_path = voc
+    test_list = str(tmp_path / "test.txt")
+    with open(list_path) as src, open(test_list, "w") as dst:
+        dst.writelines(line.split()[0] + "\n" for line in src)
+    result = evaluate.evaluate(tiny_model, test_list, root, str(tmp_path / "eval"),
+                               num_classes=NUM_CLASSES, size=SIZE, progress=False)
+    assert "mean_iou" not in result and result["num_images"] == 5
+    assert len(os.listdir(tmp_path / "eval" / "predictions")) == 5
+    assert not (tmp_path / "eval" / "class_iou.csv").exists()
+
+
+def test_command_line(tiny_model, voc, tmp_path):
+    """The thin CLI: infers 'largefov' from the file name, warns, prints the table."""
+    root, list_path = voc
+    weights = str(tmp_path / "train2_iter_8000.caffemodel")
+    shutil.copyfile(tiny_model[1], weights)
+    command = [sys.executable, os.path.join(REPO, "tools", "evaluate.py"),
+               "--model", tiny_model[0], "--weights", weights, "--data-root", root,
+               "--list", list_path, "--out", str(tmp_path / "eval"), "--size", str(SIZE),
+               "--num-classes", str(NUM_CLASSES), "--no-progress"]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert "mean IoU:" in done.stdout and "pixel accuracy:" in done.stdout
+    assert "class_3" in done.stdout
+    assert "WARNING" in done.stderr and "largefov" in done.stderr
+
+    done = subprocess.run(command[:-1] + ["--size", "33"], capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: image ") and "--size" in done.stderr
+    assert "Traceback" not in done.stderr
+
+    helped = subprocess.run([sys.executable, os.path.join(REPO, "tools", "evaluate.py"),
+                             "--help"], capture_output=True, text=True)
+    assert helped.returncode == 0 and "--data-root" in helped.stdout and "resume" in helped.stdout
+
+
+def test_duplicate_image_names_are_an_error(tiny_model, voc, tmp_path):
+    root, list_path = voc
+    doubled = str(tmp_path / "doubled.txt")
+    with open(list_path) as src, open(doubled, "w") as dst:
+        lines = src.readlines()
+        dst.writelines(lines + lines[:1])
+    with pytest.raises(ToolkitError, match="'img_0000' more than once"):
+        evaluate.evaluate(tiny_model, doubled, root, str(tmp_path / "eval"),
+                          num_classes=NUM_CLASSES, size=SIZE, progress=False)
