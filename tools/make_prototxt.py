@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
-"""Write the DeepLab-LargeFOV nets and solvers of prototxt/ from tools/netdef.py.
+"""Write the nets and solvers of prototxt/: DeepLab-LargeFOV from tools/netdef.py and the
+other models' deploy nets (FCN-8s, FCN-AlexNet, DeepLab v2 ResNet-101, VGG-16) from
+tools/zoo_nets.py.
 
 Files: train_{baseline,control,cosine,correlation,selective_cosine,selective_correlation},
-solver_<same>, test and deploy (.prototxt). Train with, from the repository root:
+solver_<same>, test, deploy and deploy_<model> (.prototxt). Train with, from the
+repository root:
 
     .venv/bin/caffe train -solver prototxt/solver_cosine.prototxt -weights <caffemodel>
 
@@ -16,7 +19,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from python_layers import ToolkitError  # noqa: E402
-from tools import netdef  # noqa: E402
+from tools import netdef, zoo_nets  # noqa: E402
 
 
 def parse_args(argv=None):
@@ -59,7 +62,8 @@ def main(argv=None):
                    num_classes=args.num_classes)
     try:
         if args.check:
-            stale = netdef.stale_files(args.out_dir, **options)
+            stale = (netdef.stale_files(args.out_dir, **options)
+                     + zoo_nets.stale_deploy_nets(args.out_dir))
             for path in stale:
                 print(f"out of date: {path}")
             if stale:
@@ -67,7 +71,9 @@ def main(argv=None):
                 return 1
             print("all generated prototxt files are current")
             return 0
-        for path in netdef.write_all(args.out_dir, **options):
+        written = netdef.write_all(args.out_dir, **options)
+        written += zoo_nets.write_deploy_nets(args.out_dir)
+        for path in written:
             print(f"wrote {path}")
     except ToolkitError as exc:
         print(f"error: {exc}", file=sys.stderr)
