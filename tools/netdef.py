@@ -318,13 +318,15 @@ def stale_files(out_dir=None, **options):
 def write_experiment(out_dir, loss, lam=0.01, stage="finetune", data_root=DEFAULT_DATA_ROOT,
                      list_file=DEFAULT_LIST, batch_size=10, crop=321, width_div=1,
                      num_classes=21, seed=None, iterations=None, snapshot=None, base_lr=None,
-                     mirror=True, shuffle=True):
+                     mirror=True, shuffle=True, solver_overrides=None):
     """Write one run folder: ``train_<name>.prototxt`` and ``solver_<name>.prototxt``,
     with snapshots ``<out_dir>/<name>_iter_<N>.caffemodel``; returns the solver's path.
 
     ``loss`` "softmax" is the control (lambda unused); ``stage`` "baseline" uses DeepLab's
     stage-1 step solver (6000 iterations by default) instead of the poly fine-tune (2000).
-    ``base_lr`` overrides the solver's learning rate.
+    ``base_lr`` overrides the solver's learning rate; ``solver_overrides`` sets any other
+    SolverParameter fields (e.g. {"type": "Adam", "lr_policy": "poly", "power": 0.9} for
+    training from scratch, as the synthetic demo does).
     """
     out_dir = os.path.abspath(out_dir)
     os.makedirs(out_dir, exist_ok=True)
@@ -340,6 +342,11 @@ def write_experiment(out_dir, loss, lam=0.01, stage="finetune", data_root=DEFAUL
         s = baseline_solver(net_path, iterations or 6000, **options)
     else:
         s = solver(net_path, iterations or 2000, **options)
+    for field, value in (solver_overrides or {}).items():
+        setattr(s, field, value)
+    if s.lr_policy != "step":
+        s.ClearField("gamma")
+        s.ClearField("stepsize")
     voc_io.write_text(net_path, to_text(net, EXPERIMENT_HEADER))
     voc_io.write_text(solver_path, to_text(s, EXPERIMENT_HEADER))
     return solver_path
