@@ -36,6 +36,7 @@ from tools import metrics  # noqa: E402
 LOSSES = ("correlation", "cosine", "selective_correlation", "selective_cosine")
 LAMBDAS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 CONTROL = "control"
+BASELINE = "baseline"  # DeepLab's stage-1 training (optional), the fine-tunes' start
 
 # Table 3.1 of the thesis (VOC 2012 val mIoU, before CRF) and its baseline.
 THESIS_BASELINE = 0.6225
@@ -48,7 +49,7 @@ THESIS_TABLE = {
 LOSS_TITLES = {
     "correlation": "correlation", "cosine": "cosine",
     "selective_correlation": "selective correlation", "selective_cosine": "selective cosine",
-    CONTROL: "control (softmax only)",
+    CONTROL: "control (softmax only)", BASELINE: "stage-1 baseline (before fine-tuning)",
 }
 
 Run = collections.namedtuple("Run", ["loss", "lam", "seed"])
@@ -63,7 +64,8 @@ class SweepConfig(object):
                  losses=LOSSES, lambdas=LAMBDAS, seeds=(0,), iterations=2000,
                  batch_size=10, crop=321, test_size=513, width_div=1, num_classes=21,
                  gpu=None, snapshot_every=None, progress=True, init_trained_on=None,
-                 base_lr=None):
+                 base_lr=None, baseline_from=None, baseline_list=None,
+                 baseline_iterations=6000, class_names=None):
         self.out = os.path.abspath(out)
         self.data_root = os.path.abspath(data_root)
         self.train_list = os.path.abspath(train_list)
@@ -83,19 +85,29 @@ class SweepConfig(object):
         self.progress = progress
         self.init_trained_on = init_trained_on
         self.base_lr = base_lr  # None: the thesis's 1e-4
+        self.class_names = list(class_names) if class_names else None
+        # Optional stage 1: train the baseline from an ImageNet init (vgg16_20M) on
+        # baseline_list (train_aug) and fine-tune from it instead of init_weights.
+        self.baseline_from = os.path.abspath(baseline_from) if baseline_from else None
+        self.baseline_list = os.path.abspath(baseline_list or train_list)
+        self.baseline_iterations = int(baseline_iterations)
         for loss in self.losses:
             if loss not in LOSSES:
                 raise ToolkitError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
 
     def runs(self):
-        """The control for every seed, then every loss x lambda x seed."""
-        planned = [Run(CONTROL, 0.0, seed) for seed in self.seeds]
+        """The optional baseline, the control for every seed, then every loss x lambda x
+        seed."""
+        planned = [Run(BASELINE, 0.0, self.seeds[0])] if self.baseline_from else []
+        planned += [Run(CONTROL, 0.0, seed) for seed in self.seeds]
         planned += [Run(loss, lam, seed) for loss in self.losses for lam in self.lambdas
                     for seed in self.seeds]
         return planned
 
 
 def run_name(run):
+    if run.loss == BASELINE:
+        return "baseline"
     if run.loss == CONTROL:
         return f"control_seed{run.seed}"
     return f"{run.loss}_lam{run.lam:g}_seed{run.seed}"
@@ -150,7 +162,7 @@ def train(solver_path, run_dir, init_weights=None, gpu=None, log_name="train.log
     if gpu is not None:
         command += ["-gpu", str(gpu)]
     log_path = os.path.join(run_dir, log_name)
-    env = dict(os.environ, GLOG_logtostderr="1")
+    env = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0")  # the log is parsed
     with open(log_path, "a") as log:
         log.write("$ " + " ".join(command) + "\n")
         log.flush()
@@ -190,7 +202,7 @@ def evaluate_weights(cfg, weights, out_dir, model_name=None):
     return evaluation.evaluate(
         (test_net, weights), cfg.val_list, cfg.data_root, out_dir,
         num_classes=cfg.num_classes, size=cfg.test_size, resume=True,
-        progress=cfg.progress, gpu=cfg.gpu, model_name=model_name)
+        progress=cfg.progress, gpu=cfg.gpu, model_name=model_name, class_names=cfg.class_names)
 
 
 def run_one(cfg, run):
@@ -203,30 +215,45 @@ def run_one(cfg, run):
             return json.load(f)
     run_dir = os.path.join(cfg.out, "runs", name)
     os.makedirs(run_dir, exist_ok=True)
-    loss = "softmax" if run.loss == CONTROL else run.loss
     started = time.time()
-    solver_path = netdef.write_experiment(
-        run_dir, loss=loss, lam=run.lam, data_root=cfg.data_root, list_file=cfg.train_list,
-        batch_size=cfg.batch_size, crop=cfg.crop, width_div=cfg.width_div,
-        num_classes=cfg.num_classes, seed=run.seed, iterations=cfg.iterations,
-        snapshot=cfg.snapshot_every, base_lr=cfg.base_lr)
-    finished = glob.glob(os.path.join(run_dir, f"*_iter_{cfg.iterations}.caffemodel"))
+    common = dict(data_root=cfg.data_root, batch_size=cfg.batch_size, crop=cfg.crop,
+                  width_div=cfg.width_div, num_classes=cfg.num_classes, seed=run.seed)
+    if run.loss == BASELINE:
+        iterations, init = cfg.baseline_iterations, cfg.baseline_from
+        solver_path = netdef.write_experiment(
+            run_dir, loss="softmax", stage="baseline", list_file=cfg.baseline_list,
+            iterations=iterations, **common)
+    else:
+        iterations, init = cfg.iterations, fine_tune_init(cfg)
+        solver_path = netdef.write_experiment(
+            run_dir, loss="softmax" if run.loss == CONTROL else run.loss, lam=run.lam,
+            list_file=cfg.train_list, iterations=iterations, snapshot=cfg.snapshot_every,
+            base_lr=cfg.base_lr, **common)
+    finished = glob.glob(os.path.join(run_dir, f"*_iter_{iterations}.caffemodel"))
     if finished:  # trained before an interrupted evaluation: evaluation resumes on its own
         losses = parse_losses(open(os.path.join(run_dir, "train.log")).read())
     else:
-        losses = train(solver_path, run_dir, cfg.init_weights, cfg.gpu)
-    weights = final_weights(run_dir, cfg.iterations)
+        losses = train(solver_path, run_dir, init, cfg.gpu)
+    weights = final_weights(run_dir, iterations)
     evaluation = evaluate_weights(cfg, weights, os.path.join(run_dir, "eval"))
     record = {
         "run": name, "loss": run.loss, "lambda": run.lam, "seed": run.seed,
         "mean_iou": evaluation["mean_iou"], "pixel_accuracy": evaluation["pixel_accuracy"],
-        "class_iou": evaluation["class_iou"], "iterations": cfg.iterations,
+        "class_iou": evaluation["class_iou"], "iterations": iterations,
         "first_loss": losses[0][1] if losses else None,
         "last_loss": losses[-1][1] if losses else None,
         "weights": os.path.relpath(weights, cfg.out), "seconds": round(time.time() - started, 1),
     }
     voc_io.write_json(result_path, record)
     return record
+
+
+def fine_tune_init(cfg):
+    """The fine-tunes start from the stage-1 baseline when the sweep trains one."""
+    if not cfg.baseline_from:
+        return cfg.init_weights
+    with open(os.path.join(cfg.out, "results", "baseline.json")) as f:
+        return os.path.join(cfg.out, json.load(f)["weights"])
 
 
 def load_results(out):
@@ -287,10 +314,16 @@ def summarize(results, losses=LOSSES, lambdas=LAMBDAS):
         by_cell[(record["loss"], float(record["lambda"]))].append(record["mean_iou"])
     control = by_cell.get((CONTROL, 0.0), [])
     rows = []
+    baseline = by_cell.get((BASELINE, 0.0))
+    if baseline:
+        rows.append(dict(loss=BASELINE, lam=0.0, n=len(baseline), mean=float(np.mean(baseline)),
+                         ci=float("nan"), diff=float("nan"), diff_ci=float("nan"),
+                         thesis=THESIS_BASELINE))
     if control:
         ci = metrics.mean_ci(control)
         rows.append(dict(loss=CONTROL, lam=0.0, n=ci.n, mean=ci.mean, ci=ci.half_width,
-                         diff=0.0, diff_ci=float("nan"), thesis=THESIS_BASELINE))
+                         diff=0.0, diff_ci=float("nan"),
+                         thesis=None if baseline else THESIS_BASELINE))
     for loss in losses:
         for column, lam in enumerate(lambdas):
             values = by_cell.get((loss, float(lam)))
@@ -319,13 +352,15 @@ def table_markdown(rows, title="Table 3.1"):
              "|---|---|---|---|---|---|---|---|"]
     for row in rows:
         lines.append("| {} | {} | {} | {} | {} | {} | {} | {} |".format(
-            LOSS_TITLES[row["loss"]], "0" if row["loss"] == CONTROL else f"{row['lam']:g}",
-            row["n"], _fmt(row["mean"]), _fmt(row["ci"]),
-            "—" if row["loss"] == CONTROL else _fmt(row["diff"], signed=True),
-            "—" if row["loss"] == CONTROL else _fmt(row["diff_ci"]), _fmt(row["thesis"])))
+            LOSS_TITLES[row["loss"]],
+            "—" if row["loss"] == BASELINE else "0" if row["loss"] == CONTROL else
+            f"{row['lam']:g}", row["n"], _fmt(row["mean"]), _fmt(row["ci"]),
+            "—" if row["loss"] in (CONTROL, BASELINE) else _fmt(row["diff"], signed=True),
+            "—" if row["loss"] in (CONTROL, BASELINE) else _fmt(row["diff_ci"]),
+            _fmt(row["thesis"])))
     lines += ["", "A cell beats the control only where Δ − CI > 0. The thesis's column is its "
-              "single run (its baseline, 0.6225, sits on the control's row; the thesis had no "
-              "control)."]
+              "single run (its baseline, 0.6225, sits on the baseline's row, or the control's when "
+              "no baseline was trained; the thesis had no control)."]
     return "\n".join(lines) + "\n"
 
 
@@ -376,6 +411,14 @@ def parse_args(argv=None):
                         help="divide every layer's channels (1 = the real LargeFOV)")
     parser.add_argument("--num-classes", type=int, default=21)
     parser.add_argument("--gpu", type=int, default=None, help="GPU id (default: CPU)")
+    parser.add_argument("--baseline-from", default=None, metavar="IMAGENET_CAFFEMODEL",
+                        help="first train DeepLab's stage-1 baseline from this ImageNet init "
+                             "(weights/vgg16_20M.caffemodel) and fine-tune from it instead of "
+                             "--init-weights: the fair route, since the released "
+                             "train2_iter_8000 has seen VOC 2012 val")
+    parser.add_argument("--baseline-list", default="data/lists/train_aug.txt",
+                        help="training list of the stage-1 baseline")
+    parser.add_argument("--baseline-iterations", type=int, default=6000)
     parser.add_argument("--table-only", action="store_true",
                         help="only rebuild the table from finished runs")
     return parser.parse_args(argv)
@@ -388,16 +431,18 @@ def main(argv=None):
     for model in zoo.MODELS.values():
         if os.path.basename(args.init_weights) == model.weights:
             trained_on = model.trained_on
-    cfg = SweepConfig(
-        out=args.out, data_root=args.data_root, train_list=args.train_list,
-        val_list=args.val_list, init_weights=args.init_weights,
-        losses=[x for x in args.losses.split(",") if x],
-        lambdas=[float(x) for x in args.lambdas.split(",") if x],
-        seeds=[int(x) for x in args.seeds.split(",") if x], iterations=args.iterations,
-        batch_size=args.batch_size, crop=args.crop, test_size=args.test_size,
-        width_div=args.width_div, num_classes=args.num_classes, gpu=args.gpu,
-        init_trained_on=trained_on)
     try:
+        cfg = SweepConfig(
+            out=args.out, data_root=args.data_root, train_list=args.train_list,
+            val_list=args.val_list, init_weights=args.init_weights,
+            losses=[x for x in args.losses.split(",") if x],
+            lambdas=[float(x) for x in args.lambdas.split(",") if x],
+            seeds=[int(x) for x in args.seeds.split(",") if x], iterations=args.iterations,
+            batch_size=args.batch_size, crop=args.crop, test_size=args.test_size,
+            width_div=args.width_div, num_classes=args.num_classes, gpu=args.gpu,
+            init_trained_on=None if args.baseline_from else trained_on,
+            baseline_from=args.baseline_from, baseline_list=args.baseline_list,
+            baseline_iterations=args.baseline_iterations)
         results = load_results(cfg.out) if args.table_only else run_sweep(cfg)
     except ToolkitError as error:
         print(f"error: {error}", file=sys.stderr)

@@ -102,9 +102,33 @@ def random_largefov_demo(work_dir):
     return Demo(model, image, "demo")
 
 
+DEMO_IMAGE = ("val", 5)  # a synthetic val image with a sofa, a chair and a dog
+
+
+def trained_demo(work_dir):
+    """The committed demo model (weights/demo/, trained by tools/demo.py on the synthetic
+    discriminative-parts data) on one of that data set's val images, rendered on the fly.
+    Falls back to random weights when the committed model is missing."""
+    from tools import demo, synthetic
+
+    if not os.path.isfile(demo.DEMO_WEIGHTS):
+        return random_largefov_demo(work_dir)
+    prototxt, _ = demo.demo_model_files(work_dir)
+    split, index = DEMO_IMAGE
+    seed = demo.RECIPE["data"]["seed"]
+    image = synthetic.render_example(synthetic._example_rng(seed, split, index),
+                                     demo.RECIPE["data"]["size"])[0]
+    model = ModelSpec("demo", prototxt, demo.DEMO_WEIGHTS, DEFAULT_SCORE_BLOB, zoo.DEEPLAB_MEAN,
+                      "segmentation", synthetic.CLASS_NAMES,
+                      "demo: the committed reduced-width DeepLab-LargeFOV trained on synthetic "
+                      "data (weights/demo/), on a synthetic val image; pass --model and "
+                      "--image for your own")
+    return Demo(model, image, "demo")
+
+
 def default_demo(work_dir):
-    """What runs with no --model: switch the demo here (one line)."""
-    return random_largefov_demo(work_dir)
+    """What runs with no --model."""
+    return trained_demo(work_dir)
 
 
 # --- model, weights and input ------------------------------------------------------------

@@ -1,0 +1,65 @@
+"""The main job (tools/demo.py) and its committed model: what must hold by construction of
+the synthetic data set, with real Caffe end to end."""
+import json
+import os
+
+import pytest
+
+from tools import demo
+
+
+def test_committed_model_is_the_one_the_recipe_describes(caffe, tmp_path):
+    from tools import netdef
+    meta = json.load(open(demo.DEMO_RECIPE_FILE))
+    assert meta["recipe"] == demo.RECIPE
+    assert meta["recipe_id"] == demo.recipe_id()
+    assert meta["sha256"] == demo.sha256_of(demo.DEMO_WEIGHTS)
+    assert demo.committed_baseline() is not None
+    assert os.path.getsize(demo.DEMO_WEIGHTS) < 5 * 2 ** 20  # a few MB at most
+    # every layer of the recipe's net is there, with its shape, by name
+    deploy, _ = demo.demo_model_files(str(tmp_path))
+    net = caffe.Net(deploy, caffe.TEST)
+    loaded = netdef.load_weights(net, demo.DEMO_WEIGHTS)
+    assert set(net.params) <= set(loaded)
+    assert net.params["conv1_1"][0].data.shape == (8, 3, 3, 3)  # 64 / width_div 8
+    assert net.params["fc8_voc12"][0].data.shape == (5, 128, 1, 1)
+    # the val mIoU recorded when it was exported, above the stated floor
+    assert meta["val_mean_iou"] >= 0.75
+
+
+def test_quick_demo_end_to_end(tmp_path):
+    summary = demo.run_demo(out=str(tmp_path / "out"), data_dir=str(tmp_path / "data"),
+                            quick=True, progress=False)
+    baseline = summary["baseline"]
+    # the baseline beats chance (predicting background everywhere) by a wide margin
+    assert baseline["mean_iou"] > 3 * baseline["all_background_mean_iou"]
+    assert baseline["mean_iou"] > 0.6
+    # fixations land on the discriminative part far more often than its share of the area
+    shares = summary["part_shares"]
+    assert shares["objects_traced"] >= 3
+    assert shares["mean_share_on_part"] > 3 * shares["mean_part_area_share"]
+    assert shares["median_enrichment"] > 3
+    # masking the part lowers the class activation on the rest of the object
+    salient = summary["salient"]
+    assert salient["objects"] >= 3
+    assert salient["mean_drop_pct"] > 10
+    assert salient["objects_with_drop"] > salient["objects"] / 2
+    # the small Table 3.1: control and the chosen losses, each evaluated
+    losses = [row["loss"] for row in summary["table"]["rows"]]
+    assert losses == ["control", "cosine", "selective_cosine"]
+    assert all(0 <= row["mean"] <= 1 for row in summary["table"]["rows"])
+    # the report and its figures
+    out = tmp_path / "out"
+    report = (out / "report.md").read_text()
+    for section in ("## 1. Data", "## 2. Baseline", "## 3. Segmentation fixations",
+                    "## 4. Masking the part", "## 5. Table 3.1 in small", "## Timings"):
+        assert section in report
+    for figure in ["data.png"] + summary["fixation_figures"] + summary["salient"]["figures"]:
+        assert (out / figure).is_file(), figure
+    assert (out / "table" / "table31.md").is_file()
+
+    # a second run reuses every cached step
+    again = demo.run_demo(out=str(out), data_dir=str(tmp_path / "data"), quick=True,
+                          progress=False)
+    assert again["baseline"]["mean_iou"] == pytest.approx(baseline["mean_iou"])
+    assert again["table"]["markdown"] == summary["table"]["markdown"]
