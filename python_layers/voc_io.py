@@ -47,11 +47,11 @@ def read_image(path):
     return image
 
 
-def read_label(path, num_classes=None):
+def read_label(path, num_classes=None, ignore_label=IGNORE_LABEL):
     """A label map as an (H, W) uint8 array of class indices (255 = ignore).
 
     Palette PNGs (VOC's SegmentationClass) are read as indices, not colours. With
-    ``num_classes``, values that are neither a class nor 255 are an error.
+    ``num_classes``, values that are neither a class nor ``ignore_label`` are an error.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -73,12 +73,12 @@ def read_label(path, num_classes=None):
         raise ToolkitError(f"label {path} has values above 255; expected 8-bit class indices")
     label = label.astype(np.uint8)
     if num_classes is not None:
-        bad = np.unique(label[(label >= num_classes) & (label != IGNORE_LABEL)])
+        bad = np.unique(label[(label >= num_classes) & (label != ignore_label)])
         if bad.size:
             raise ToolkitError(
                 f"label {path} has values {bad.tolist()[:5]} that are neither a class "
-                f"(0..{num_classes - 1}) nor {IGNORE_LABEL} (ignore); fix the label or "
-                "the number of classes")
+                f"(0..{num_classes - 1}) nor the ignore label {ignore_label}; fix the label "
+                "or set the number of classes")
     return label
 
 
@@ -136,6 +136,16 @@ def atomic_path(path):
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def settings_differ(path, settings):
+    """Keys whose values differ between ``settings`` and the JSON at ``path`` (none when
+    there is no file): a resumed run must not mix results of two settings."""
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        previous = json.load(f)
+    return sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
 
 
 def write_text(path, text):

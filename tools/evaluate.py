@@ -213,14 +213,10 @@ def run_fingerprint(net, model, list_file, data_root, num_classes, size, mean, o
 
 def claim_out_dir(out_dir, fingerprint, resume):
     """Write run.json; refuse to resume into a folder written with other settings."""
-    import json
 
     path = os.path.join(out_dir, "run.json")
-    if resume and os.path.exists(path):
-        with open(path) as f:
-            previous = json.load(f)
-        differ = sorted(k for k in set(previous) | set(fingerprint)
-                        if previous.get(k) != fingerprint.get(k))
+    if resume:
+        differ = voc_io.settings_differ(path, fingerprint)
         if differ:
             raise ToolkitError(
                 f"{out_dir} holds predictions of a different run (differs in: "

@@ -486,11 +486,8 @@ class ResultCache:
         self.experiment = experiment
         settings = _json_safe(settings)
         settings_path = self.folder + ".settings.json"
-        if os.path.isfile(settings_path) and resume:
-            with open(settings_path) as f:
-                previous = json.load(f)
-            differ = sorted(k for k in set(previous) | set(settings)
-                            if previous.get(k) != settings.get(k))
+        if resume:
+            differ = voc_io.settings_differ(settings_path, settings)
             if differ:
                 raise ToolkitError(
                     f"{self.folder} holds {experiment} results of other settings (differ in: "
