@@ -12,7 +12,11 @@ gpu_args=()
 command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && gpu_args=(--gpu 0)
 cmd=${1:-help}; shift || true
 case $cmd in
-    reproduce) exec python tools/reproduce_table.py --data-root /data/VOCdevkit/VOC2012 "${gpu_args[@]}" "$@" ;;
+    reproduce)
+        voc=/data/VOCdevkit/VOC2012
+        [[ -d $voc/JPEGImages ]] || { echo "mount PASCAL VOC: -v /path/to/VOCdevkit:/data/VOCdevkit" >&2; exit 2; }
+        python tools/fetch_voc.py --lists-only "$voc" --lists-dir data/lists
+        exec python tools/reproduce_table.py --data-root "$voc" "${gpu_args[@]}" "$@" ;;
     demo)      exec python tools/demo.py "$@" ;;
     test)      exec python -m pytest "$@" ;;
     fixations) exec python tools/seg_fixations.py "$@" ;;

@@ -509,3 +509,32 @@ def test_zoo_urls_are_rewritten_for_mirrors(fetch_weights):
     assert fetch_weights.model_url(info, "http://127.0.0.1:1/m/") == \
         "http://127.0.0.1:1/m/prototxt_and_model.zip"
 
+
+
+def test_lists_only_for_an_existing_voc_folder(tmp_path):
+    """A mounted VOC2012 folder (the Docker image's case): lists, nothing downloaded."""
+    import numpy as np
+    from python_layers import voc_io
+    from tools import fetch_voc
+    root = tmp_path / "VOC2012"
+    sets = root / "ImageSets" / "Segmentation"
+    sets.mkdir(parents=True)
+    (sets / "train.txt").write_text("a\nb\n")
+    (sets / "val.txt").write_text("c\n")
+    for name in "abcd":
+        (root / "JPEGImages").mkdir(exist_ok=True)
+        (root / "JPEGImages" / f"{name}.jpg").write_bytes(b"x")
+        voc_io.write_label(str(root / "SegmentationClassAug" / f"{name}.png"),
+                           np.zeros((2, 2), np.uint8))
+        if name in "abc":
+            voc_io.write_label(str(root / "SegmentationClass" / f"{name}.png"),
+                               np.zeros((2, 2), np.uint8))
+    lists = tmp_path / "lists"
+    assert fetch_voc.main(["--lists-only", str(root), "--lists-dir", str(lists)]) == 0
+    assert (lists / "train.txt").read_text().splitlines() == [
+        "/JPEGImages/a.jpg /SegmentationClass/a.png", "/JPEGImages/b.jpg /SegmentationClass/b.png"]
+    assert (lists / "val.txt").read_text() == "/JPEGImages/c.jpg /SegmentationClass/c.png\n"
+    # train_aug: everything with an Aug label, minus val
+    assert [line.split()[0] for line in (lists / "train_aug.txt").read_text().splitlines()] == [
+        "/JPEGImages/a.jpg", "/JPEGImages/b.jpg", "/JPEGImages/d.jpg"]
+    assert fetch_voc.main(["--lists-only", str(tmp_path), "--lists-dir", str(lists)]) == 2

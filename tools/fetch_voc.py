@@ -248,12 +248,41 @@ def build_parser():
                         help="accept archives whose md5 differs from the published one")
     parser.add_argument("--keep-archives", action="store_true",
                         help="keep downloaded archives in DEST/downloads after extraction")
+    parser.add_argument("--lists-only", metavar="VOC2012_DIR",
+                        help="download nothing: write the list files for this existing "
+                             "VOC2012 folder (e.g. one mounted into the Docker image); "
+                             "train_aug.txt too when it has SegmentationClassAug/")
+    parser.add_argument("--lists-dir", default=None,
+                        help="where the list files go (default DEST/lists)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
 
+def lists_for_existing(voc_root, lists_dir):
+    """List files of an already-extracted VOC2012 folder; SegmentationClassAug/, when
+    present, counts as the SBD augmentation. Returns {name: count}."""
+    if not os.path.isdir(os.path.join(voc_root, "ImageSets", "Segmentation")):
+        raise ToolkitError(f"{voc_root} is not a VOC2012 folder (no ImageSets/Segmentation); "
+                           "pass the folder that holds JPEGImages/")
+    aug = os.path.join(voc_root, "SegmentationClassAug")
+    sbd_splits = None
+    if os.path.isdir(aug):
+        sbd_splits = (sorted(name[:-4] for name in os.listdir(aug) if name.endswith(".png")), [])
+    return write_lists(voc_root, lists_dir, sbd_splits)
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
+    lists_dir = args.lists_dir or os.path.join(args.dest, "lists")
+    if args.lists_only:
+        try:
+            counts = lists_for_existing(args.lists_only, lists_dir)
+        except ToolkitError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        for name, count in counts.items():
+            print(f"{os.path.join(lists_dir, name + '.txt')}: {count} images")
+        return 0
     progress = not args.no_progress
     downloads = os.path.join(args.dest, "downloads")
     voc_root = voc_root_of(args.dest)
@@ -279,7 +308,7 @@ def main(argv=None):
                                  verify=not args.no_verify, progress=progress)
                 fetched += [] if args.sbd_archive else [sbd_tgz]
                 sbd_splits = convert_sbd(sbd_tgz, voc_root, progress=progress)
-        counts = write_lists(voc_root, os.path.join(args.dest, "lists"), sbd_splits)
+        counts = write_lists(voc_root, lists_dir, sbd_splits)
         if not args.keep_archives:
             for path in fetched:
                 os.unlink(path)
@@ -288,7 +317,7 @@ def main(argv=None):
         return 2
     print(f"data root: {voc_root}")
     for name, count in counts.items():
-        print(f"{os.path.join(args.dest, 'lists', name + '.txt')}: {count} images")
+        print(f"{os.path.join(lists_dir, name + '.txt')}: {count} images")
     return 0
 
 
