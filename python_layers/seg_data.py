@@ -32,7 +32,7 @@ except ImportError:  # preprocess() stays usable without pycaffe
     _LayerBase = object
     _TEST_PHASE = 1
 
-DEEPLAB_MEAN = (104.008, 116.669, 122.675)  # BGR, subtracted; no scaling
+DEEPLAB_MEAN = voc_io.DEEPLAB_MEAN
 
 DEFAULTS = {
     "root": None,            # data root the list's paths are joined onto (required)

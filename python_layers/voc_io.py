@@ -13,6 +13,7 @@ from PIL import Image
 from python_layers import ToolkitError
 
 IGNORE_LABEL = 255
+DEEPLAB_MEAN = (104.008, 116.669, 122.675)  # BGR, subtracted by DeepLab; no scaling
 
 VOC_CLASSES = (
     "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car",

@@ -13,7 +13,7 @@ def test_committed_model_is_the_one_the_recipe_describes(caffe, tmp_path):
     meta = json.load(open(demo.DEMO_RECIPE_FILE))
     assert meta["recipe"] == demo.RECIPE
     assert meta["recipe_id"] == demo.recipe_id()
-    assert meta["sha256"] == demo.sha256_of(demo.DEMO_WEIGHTS)
+    assert meta["sha256"] == demo.file_digest(demo.DEMO_WEIGHTS)
     assert demo.committed_baseline() is not None
     assert os.path.getsize(demo.DEMO_WEIGHTS) < 5 * 2 ** 20  # a few MB at most
     # every layer of the recipe's net is there, with its shape, by name

@@ -32,6 +32,7 @@ import numpy as np  # noqa: E402
 
 from python_layers import ToolkitError, voc_io  # noqa: E402
 from tools import REPO_ROOT  # noqa: E402
+from tools.download import file_digest  # noqa: E402
 
 DEMO_WEIGHTS_DIR = os.path.join(REPO_ROOT, "weights", "demo")
 DEMO_WEIGHTS = os.path.join(DEMO_WEIGHTS_DIR, "largefov_synthetic.caffemodel")
@@ -62,14 +63,6 @@ SETTINGS = {
 
 def recipe_id(recipe=RECIPE):
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class Step(object):
@@ -114,10 +107,9 @@ def data_figure(data_dir, path, count=4):
         image = voc_io.read_image(image_path)
         label = voc_io.voc_palette()[voc_io.read_label(label_path)][:, :, ::-1]
         rows.append(np.vstack([image, label]))
+    from tools import heatmap
     strip = cv2.resize(np.hstack(rows), None, fx=2, fy=2, interpolation=cv2.INTER_NEAREST)
-    with voc_io.atomic_path(path) as tmp:
-        cv2.imwrite(tmp, strip)
-    return path
+    return heatmap.write_png(path, strip)
 
 
 # --- 2. the baseline --------------------------------------------------------------------------
@@ -128,7 +120,7 @@ def committed_baseline():
         return None
     with open(DEMO_RECIPE_FILE) as f:
         meta = json.load(f)
-    if meta.get("recipe_id") != recipe_id() or meta.get("sha256") != sha256_of(DEMO_WEIGHTS):
+    if meta.get("recipe_id") != recipe_id() or meta.get("sha256") != file_digest(DEMO_WEIGHTS):
         return None
     return meta
 
@@ -161,7 +153,7 @@ def export_baseline(weights, losses, metrics, seconds):
     os.makedirs(DEMO_WEIGHTS_DIR, exist_ok=True)
     with voc_io.atomic_path(DEMO_WEIGHTS) as tmp:
         shutil.copyfile(weights, tmp)
-    meta = {"recipe": RECIPE, "recipe_id": recipe_id(), "sha256": sha256_of(DEMO_WEIGHTS),
+    meta = {"recipe": RECIPE, "recipe_id": recipe_id(), "sha256": file_digest(DEMO_WEIGHTS),
             "val_mean_iou": metrics["mean_iou"], "val_class_iou": metrics["class_iou"],
             "val_images": metrics.get("num_images"), "train_seconds": round(seconds),
             "first_loss": losses[0][1] if losses else None,
@@ -183,6 +175,10 @@ def demo_model_files(work_dir):
 
 
 # --- 3. fixations on the part ------------------------------------------------------------------
+
+PART_SHARE_COLUMNS = ("image", "class", "detected", "part_area_share", "points_in_body",
+                      "points_on_part", "points_total", "share_on_part")
+
 
 def part_shares(deploy, weights, data, image_count, out_dir):
     """Per object of the val images: the share of its class's fixation points (weighted by
@@ -228,12 +224,8 @@ def part_shares(deploy, weights, data, image_count, out_dir):
     rows = [dict(r, share_on_part=(r["points_on_part"] / r["points_in_body"]
                                    if r["points_in_body"] else float("nan")))
             for r in records]
-    import csv
-    with voc_io.atomic_path(os.path.join(out_dir, "part_shares.csv")) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["image"])
-            writer.writeheader()
-            writer.writerows(rows)
+    from tools import experiments
+    experiments.write_csv(os.path.join(out_dir, "part_shares.csv"), rows, PART_SHARE_COLUMNS)
     return rows, figures
 
 

@@ -7,10 +7,11 @@ published, so ``weights/fetch.py`` records a sha256 on first download and verifi
 import collections
 import os
 
+from python_layers import voc_io
 from tools import REPO_ROOT
 
-# BGR means subtracted by DeepLab and FCN (no scaling to [0, 1]).
-DEEPLAB_MEAN = (104.008, 116.669, 122.675)
+# BGR means subtracted by DeepLab (the data layer's default) and FCN; no scaling to [0, 1].
+DEEPLAB_MEAN = voc_io.DEEPLAB_MEAN
 FCN_MEAN = (104.00698793, 116.66876762, 122.67891434)
 
 ModelInfo = collections.namedtuple("ModelInfo", [
