@@ -533,6 +533,23 @@ def test_batch_items_never_mix(caffe, tmp_path):
     assert results[1][1].item == 1
 
 
+def test_seed_region_makes_other_units_background(caffe, tmp_path):
+    # score = data through an identity 1x1 conv; class 1 wins at all three cells. With the
+    # last cell outside the seed region (say, over the padding) it counts as background:
+    # class 1 seeds (1,0,0), (1,0,1) and traces back to them; background gets (0,0,2).
+    text = input_layer("data", 1, 2, 1, 3) + conv_layer("score", "data", num_output=2,
+                                                         kernel_size=1)
+    data = np.zeros((1, 2, 1, 3), np.float32)
+    data[0, 1] = 1
+    weights = np.eye(2, dtype=np.float32).reshape(2, 2, 1, 1)
+    net, graph = build(caffe, tmp_path, text, {"score": [weights, np.zeros(2)]}, {"data": data})
+    region = np.array([[True, True, False]])
+    traced = BackTracker(net, graph).trace("score", skip_background=False, seed_region=region)
+    assert traced[1].n_seeds == 2 and sorted(traced[1].units.tolist()) == [[1, 0, 0], [1, 0, 1]]
+    assert traced[0].n_seeds == 1 and traced[0].units.tolist() == [[0, 0, 2]]
+    assert BackTracker(net, graph).trace("score")[1].n_seeds == 3  # no region: all three
+
+
 def test_run_forward_reshapes_input(caffe, tmp_path):
     net, graph = shift_net(caffe, tmp_path)
     data = np.zeros((2, 3, 3), np.float32)

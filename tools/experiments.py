@@ -40,7 +40,6 @@ and one more forward per masked object.
 """
 import argparse
 import collections
-import contextlib
 import csv
 import io
 import json
@@ -522,20 +521,6 @@ def _image_points(class_fixations, image_shape):
     return heatmap.merge_points(points[inside], counts[inside])
 
 
-@contextlib.contextmanager
-def _padding_seeds_background(net, score_blob, region):
-    """Tie the score units over the padding (class 0) while a trace reads its seeds, as
-    ``seg_fixations.trace_inside`` does, so padding never seeds an object class."""
-    scores = net.blobs[score_blob].data
-    saved = scores[0].copy()
-    try:
-        if region is not None and not region.all():
-            scores[0][:, ~region] = 0
-        yield
-    finally:
-        scores[0] = saved
-
-
 class _Image:
     """One image of the list once forwarded: input, label, fixations of the main shift,
     scores, prediction and the seed region."""
@@ -594,10 +579,10 @@ def k_needed_record(image, run):
     if not image.classes:
         return dict(image=image.id, layers=[])
     blob = run.spec.score_blob
-    with _padding_seeds_background(run.net, blob, image.region):
-        means, counts = fixations.k_needed_per_layer(
-            run.tracker(run.shift), blob, items=(0,), classes=image.classes,
-            skip_background=False, fractions=np.asarray(run.fractions), return_counts=True)
+    means, counts = fixations.k_needed_per_layer(
+        run.tracker(run.shift), blob, items=(0,), classes=image.classes,
+        skip_background=False, fractions=np.asarray(run.fractions), return_counts=True,
+        seed_region=image.region)
     return dict(image=image.id, layers=[[name, int(counts[name]),
                                          (np.asarray(means[name]) * counts[name]).tolist()]
                                         for name in means])

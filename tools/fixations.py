@@ -672,16 +672,18 @@ class BackTracker:
     # -- public ------------------------------------------------------------------------
 
     def trace(self, score_blob, item=0, classes=None, skip_background=True,
-              keep_layers=False):
+              keep_layers=False, seed_region=None):
         """Fixations of every predicted class of batch ``item``: {class_id: ClassFixations}.
 
         ``classes``: only these (each must be predicted; they override ``skip_background``).
+        ``seed_region``: bool (h, w) map of the score units that may seed an object class;
+        the others count as background (class 0), e.g. the units over an image's padding.
         """
         return self.trace_items(score_blob, [item], classes, skip_background,
-                                keep_layers)[item]
+                                keep_layers, seed_region)[item]
 
     def trace_items(self, score_blob, items=None, classes=None, skip_background=True,
-                    keep_layers=False):
+                    keep_layers=False, seed_region=None):
         """``trace`` for several batch items at once: {item: {class_id: ClassFixations}}."""
         if score_blob not in self.net.blobs:
             raise ToolkitError(f"score blob '{score_blob}' is not in the net")
@@ -694,7 +696,7 @@ class BackTracker:
             if not 0 <= item < scores.shape[0]:
                 raise ToolkitError(f"item {item} is outside the batch of {scores.shape[0]}")
             for class_id, units in self._seeds(score_blob, scores[item], classes,
-                                               skip_background, item):
+                                               skip_background, item, seed_region):
                 tags.append((item, class_id))
                 seeds.append(units)
         per_tag = self._run(score_blob, tags, seeds, keep_layers)
@@ -705,10 +707,12 @@ class BackTracker:
 
     # -- seeds -------------------------------------------------------------------------
 
-    def _seeds(self, score_blob, scores, classes, skip_background, item):
+    def _seeds(self, score_blob, scores, classes, skip_background, item, seed_region=None):
         """[(class_id, (c, y, x) arrays)] of the argmax map of one item's scores."""
         scores3 = scores.reshape(_shape3((1,) + scores.shape))
         label = np.argmax(scores3, axis=0)
+        if seed_region is not None:
+            label = np.where(seed_region, label, 0)
         present = np.unique(label)
         if classes is None:
             wanted = [int(c) for c in present if not (skip_background and c == 0)]
@@ -1331,19 +1335,21 @@ DEFAULT_FRACTIONS = tuple(np.round(np.arange(0.1, 1.0, 0.1), 10))   # 0.1 ... 0.
 
 
 def k_needed_per_layer(tracker, score_blob, items=(0,), classes=None, skip_background=True,
-                       fractions=DEFAULT_FRACTIONS, return_counts=False):
+                       fractions=DEFAULT_FRACTIONS, return_counts=False, seed_region=None):
     """Figure 2.8: for every fixation unit visited at every layer with a choice (Convolution,
     Deconvolution, Pooling, InnerProduct, Eltwise, Interp), the K needed to capture x of its
     total positive contribution, averaged per layer: {layer: array (len(fractions),)}.
 
     The walk follows ``tracker``'s own K and shift; units whose contributions are all <= 0
     are left out of the means. With ``return_counts`` also {layer: units averaged}.
+    ``seed_region`` as in ``BackTracker.trace``.
     Layers appear top (score side) first.
     """
     collector = KNeededCollector(fractions)
     tracker._collector = collector
     try:
-        tracker.trace_items(score_blob, list(items), classes, skip_background)
+        tracker.trace_items(score_blob, list(items), classes, skip_background,
+                            seed_region=seed_region)
     finally:
         tracker._collector = None
     means = collector.means()

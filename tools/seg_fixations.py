@@ -332,23 +332,10 @@ def make_tracker(net, prototxt, shift=DEFAULT_SHIFT, k=DEFAULT_K, max_units=None
 
 
 def trace_inside(tracker, score_blob, classes, region=None):
-    """``tracker.trace`` seeded only by the score units over the image (``region``).
-
-    The units over the padding are tied (all classes 0) while the tracker reads its seeds,
-    so their argmax is class 0 and they seed no object class; the scores are restored
-    after. The tracker ranks contributions with the layers' bottoms, never with the score
-    blob's own values, so the trace is otherwise unchanged. (Background, when traced,
-    also gets the tied padding units.)
-    """
-    scores = tracker.net.blobs[score_blob].data
-    if region is None or region.all():
-        return tracker.trace(score_blob, item=0, classes=list(classes), skip_background=False)
-    saved = scores[0].copy()
-    try:
-        scores[0][:, ~region] = 0
-        return tracker.trace(score_blob, item=0, classes=list(classes), skip_background=False)
-    finally:
-        scores[0] = saved
+    """``tracker.trace`` seeded only by the score units over the image (``region``); the
+    units over the padding count as background (so background, when traced, gets them)."""
+    return tracker.trace(score_blob, item=0, classes=list(classes), skip_background=False,
+                         seed_region=region)
 
 
 def run_fixations(net, tracker, data, image, score_blob, kind="segmentation", classes=None,
