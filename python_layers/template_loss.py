@@ -38,7 +38,7 @@ except ImportError:  # pragma: no cover - exercised only where Caffe is not buil
 
 SIMILARITIES = ("cosine", "correlation")
 NORMALIZATIONS = ("valid", "none")
-LOSS_NAMES = ("cosine", "correlation", "selective_cosine", "selective_correlation")
+LOSS_NAMES = ("correlation", "cosine", "selective_correlation", "selective_cosine")  # Table 3.1 order
 DEFAULT_PARAMS = {
     "similarity": "cosine",
     "selective": False,

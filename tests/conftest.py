@@ -71,3 +71,16 @@ def tiny_voc(tmp_path):
     """(root, list_path) of a tiny generated VOC-style data set (see write_tiny_voc)."""
     root = str(tmp_path / "voc")
     return root, write_tiny_voc(root)
+
+
+def load_script(relative):
+    """A command-line script (e.g. "tools/evaluate.py") loaded by path, so a test can call
+    its ``main(argv)`` in-process; scripts are not importable modules."""
+    import importlib.util
+
+    path = os.path.join(REPO, relative)
+    name = "script_" + os.path.splitext(relative)[0].replace(os.sep, "_")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -9,7 +9,8 @@ from tools import demo
 
 
 def test_committed_model_is_the_one_the_recipe_describes(caffe, tmp_path):
-    from tools import netdef
+    from pixelfeedback import evaluation
+    from pixelfeedback.nets import weights
     meta = json.load(open(demo.DEMO_RECIPE_FILE))
     assert meta["recipe"] == demo.RECIPE
     assert meta["recipe_id"] == demo.recipe_id()
@@ -19,17 +20,17 @@ def test_committed_model_is_the_one_the_recipe_describes(caffe, tmp_path):
     # every layer of the recipe's net is there, with its shape, by name
     deploy, _ = demo.demo_model_files(str(tmp_path))
     net = caffe.Net(deploy, caffe.TEST)
-    loaded = netdef.load_weights(net, demo.DEMO_WEIGHTS)
+    loaded = weights.load_weights(net, demo.DEMO_WEIGHTS)
     assert set(net.params) <= set(loaded)
     assert net.params["conv1_1"][0].data.shape == (8, 3, 3, 3)  # 64 / width_div 8
     assert net.params["fc8_voc12"][0].data.shape == (5, 128, 1, 1)
     # its val mIoU, measured now on the recipe's val images, is the recorded one and above
     # the stated floor (val images depend only on the seed and their index)
-    from tools import evaluate, synthetic
+    from pixelfeedback import synthetic
     data = synthetic.generate(str(tmp_path / "data"), n_train=1, n_val=demo.RECIPE["data"]["n_val"],
                               size=demo.RECIPE["data"]["size"], seed=demo.RECIPE["data"]["seed"])
     _, test = demo.demo_model_files(str(tmp_path))
-    result = evaluate.evaluate((test, demo.DEMO_WEIGHTS), data["val_list"], data["root"],
+    result = evaluation.evaluate((test, demo.DEMO_WEIGHTS), data["val_list"], data["root"],
                                str(tmp_path / "eval"), num_classes=5,
                                size=demo.RECIPE["data"]["size"], progress=False)
     assert result["mean_iou"] == pytest.approx(meta["val_mean_iou"], abs=1e-6)

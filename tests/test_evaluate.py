@@ -1,4 +1,4 @@
-"""tools/evaluate.py on a reduced-width DeepLab test net (real Caffe) and tiny VOC data."""
+"""tools/evaluation.py on a reduced-width DeepLab test net (real Caffe) and tiny VOC data."""
 import json
 import os
 import shutil
@@ -11,7 +11,7 @@ from PIL import Image
 
 from python_layers import ToolkitError, voc_io
 from tests.conftest import REPO, write_tiny_voc
-from tools import evaluate, metrics
+from pixelfeedback import metrics
 
 NUM_CLASSES = 4
 SIZE = 65  # 8k+1; the tiny images are 53x45
@@ -21,12 +21,14 @@ SIZE = 65  # 8k+1; the tiny images are 53x45
 def tiny_model(tmp_path_factory, caffe):
     """(test prototxt, caffemodel) of test_net(width_div=32, 4 classes, 65) with random
     weights large enough that every class gets predicted somewhere."""
-    from tools import netdef
+    from pixelfeedback import evaluation
+    from pixelfeedback.nets import largefov
+    from pixelfeedback.nets import weights
 
     folder = tmp_path_factory.mktemp("model")
     prototxt = str(folder / "test.prototxt")
     with open(prototxt, "w") as f:
-        f.write(str(netdef.test_net(width_div=32, num_classes=NUM_CLASSES, size=SIZE)))
+        f.write(str(largefov.test_net(width_div=32, num_classes=NUM_CLASSES, size=SIZE)))
     net = caffe.Net(prototxt, caffe.TEST)
     rng = np.random.RandomState(1)
     for blobs in net.params.values():
@@ -47,7 +49,7 @@ def run(tiny_model, voc, out, **kwargs):
     root, list_path = voc
     options = dict(num_classes=NUM_CLASSES, size=SIZE, progress=False)
     options.update(kwargs)
-    return evaluate.evaluate(tiny_model, list_path, root, str(out), **options)
+    return evaluation.evaluate(tiny_model, list_path, root, str(out), **options)
 
 
 def confusion_from_pngs(out, voc):
@@ -170,15 +172,15 @@ def test_warns_when_weights_were_trained_on_the_split(tiny_model, voc, tmp_path,
     assert "Warning" in (tmp_path / "eval" / "summary.md").read_text()
     # The ImageNet initialisation has seen no VOC split; a train list is no val split.
     assert run(tiny_model, voc, tmp_path / "e2", model_name="largefov-init")["warnings"] == []
-    assert evaluate.contamination_warning("largefov", "voc2012_train") is not None
-    assert evaluate.contamination_warning("fcn8s", "voc2012_val") is not None  # SBD train
-    assert evaluate.contamination_warning("deeplabv2-resnet101", "voc2012_val") is None
+    assert evaluation.contamination_warning("largefov", "voc2012_train") is not None
+    assert evaluation.contamination_warning("fcn8s", "voc2012_val") is not None  # SBD train
+    assert evaluation.contamination_warning("deeplabv2-resnet101", "voc2012_val") is None
 
 
 def test_clear_errors(tiny_model, voc, tmp_path, caffe):
     root, list_path = voc
     with pytest.raises(ToolkitError, match="list file not found"):
-        evaluate.evaluate(tiny_model, str(tmp_path / "nope.txt"), root, str(tmp_path / "o"),
+        evaluation.evaluate(tiny_model, str(tmp_path / "nope.txt"), root, str(tmp_path / "o"),
                           num_classes=NUM_CLASSES, size=SIZE, progress=False)
     with pytest.raises(ToolkitError, match=r"img_0000\.jpg is 53x45, larger than .*--size"):
         run(tiny_model, voc, tmp_path / "o", size=33)
@@ -188,11 +190,10 @@ def test_clear_errors(tiny_model, voc, tmp_path, caffe):
         run((str(tmp_path / "missing.prototxt"), tiny_model[1]), voc, tmp_path / "o")
     with pytest.raises(ToolkitError, match="4 channels but --num-classes is 5"):
         run(tiny_model, voc, tmp_path / "o", num_classes=5)
-    # Weights of another width: netdef.load_weights names the layer before Caffe aborts.
-    from tools import netdef
+    # Weights of another width: weights.load_weights names the layer before Caffe aborts.
     wide = str(tmp_path / "wide.prototxt")
     with open(wide, "w") as f:
-        f.write(str(netdef.test_net(width_div=16, num_classes=NUM_CLASSES, size=SIZE)))
+        f.write(str(largefov.test_net(width_div=16, num_classes=NUM_CLASSES, size=SIZE)))
     with pytest.raises(ToolkitError, match="conv1_1"):
         run((wide, tiny_model[1]), voc, tmp_path / "o")
     # Missing image file named up front.
@@ -209,7 +210,7 @@ def test_list_without_labels_writes_predictions_only(tiny_model, voc, tmp_path):
     test_list = str(tmp_path / "test.txt")
     with open(list_path) as src, open(test_list, "w") as dst:
         dst.writelines(line.split()[0] + "\n" for line in src)
-    result = evaluate.evaluate(tiny_model, test_list, root, str(tmp_path / "eval"),
+    result = evaluation.evaluate(tiny_model, test_list, root, str(tmp_path / "eval"),
                                num_classes=NUM_CLASSES, size=SIZE, progress=False)
     assert "mean_iou" not in result and result["num_images"] == 5
     assert len(os.listdir(tmp_path / "eval" / "predictions")) == 5
@@ -221,7 +222,7 @@ def test_command_line(tiny_model, voc, tmp_path):
     root, list_path = voc
     weights = str(tmp_path / "train2_iter_8000.caffemodel")
     shutil.copyfile(tiny_model[1], weights)
-    command = [sys.executable, os.path.join(REPO, "tools", "evaluate.py"),
+    command = [sys.executable, os.path.join(REPO, "tools", "evaluation.py"),
                "--model", tiny_model[0], "--weights", weights, "--data-root", root,
                "--list", list_path, "--out", str(tmp_path / "eval"), "--size", str(SIZE),
                "--num-classes", str(NUM_CLASSES), "--no-progress"]
@@ -236,7 +237,7 @@ def test_command_line(tiny_model, voc, tmp_path):
     assert done.stderr.startswith("error: image ") and "--size" in done.stderr
     assert "Traceback" not in done.stderr
 
-    helped = subprocess.run([sys.executable, os.path.join(REPO, "tools", "evaluate.py"),
+    helped = subprocess.run([sys.executable, os.path.join(REPO, "tools", "evaluation.py"),
                              "--help"], capture_output=True, text=True)
     assert helped.returncode == 0 and "--data-root" in helped.stdout and "resume" in helped.stdout
 
@@ -248,5 +249,5 @@ def test_duplicate_image_names_are_an_error(tiny_model, voc, tmp_path):
         lines = src.readlines()
         dst.writelines(lines + lines[:1])
     with pytest.raises(ToolkitError, match="'img_0000' more than once"):
-        evaluate.evaluate(tiny_model, doubled, root, str(tmp_path / "eval"),
+        evaluation.evaluate(tiny_model, doubled, root, str(tmp_path / "eval"),
                           num_classes=NUM_CLASSES, size=SIZE, progress=False)

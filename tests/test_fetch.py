@@ -1,8 +1,7 @@
-"""Downloads (tools/download.py), weights/fetch.py and tools/fetch_voc.py against a loopback
+"""Downloads (pixelfeedback/download.py), weights/fetch.py and tools/fetch_voc.py against a loopback
 HTTP server started by the tests (127.0.0.1, a free port); nothing else is contacted."""
 import hashlib
 import http.server
-import importlib.util
 import io
 import json
 import os
@@ -16,9 +15,9 @@ import numpy as np
 import pytest
 
 from python_layers import ToolkitError, voc_io
-from tests.conftest import REPO
-from tools import download as dl
-from tools import zoo
+from tests.conftest import REPO, load_script
+from pixelfeedback import download as dl
+from pixelfeedback.nets import published_weights, registry, weights
 
 
 class FileServer:
@@ -199,16 +198,9 @@ def test_extract_one_member_of_a_zip(server, tmp_path):
 
 # --- weights/fetch.py -------------------------------------------------------------------------
 
-def load_script(relative, name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(REPO, relative))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="module")
 def fetch_weights():
-    return load_script(os.path.join("weights", "fetch.py"), "weights_fetch")
+    return load_script(os.path.join("weights", "fetch.py"))
 
 
 def tiny_net_text(conv1_channels=4):
@@ -243,10 +235,10 @@ def tiny_models(tmp_path_factory, caffe):
 
 @pytest.fixture
 def tiny_zoo_entry(monkeypatch, server, tiny_models):
-    info = zoo.ModelInfo("tiny", tiny_models[0], "tiny.caffemodel",
+    info = registry.ModelInfo("tiny", tiny_models[0], "tiny.caffemodel",
                          server.url + "/published/tiny.caffemodel", None, "score",
-                         zoo.DEEPLAB_MEAN, "segmentation", (), "a tiny test net")
-    monkeypatch.setitem(zoo.MODELS, "tiny", info)
+                         registry.DEEPLAB_MEAN, "segmentation", (), "a tiny test net", None)
+    monkeypatch.setitem(registry.MODELS, "tiny", info)
     return info
 
 
@@ -316,12 +308,12 @@ def test_v1_caffemodel_with_legacy_blobs(fetch_weights, tiny_models, tmp_path, c
         return path
 
     fitting = v1_model(4)
-    assert fetch_weights.caffemodel_shapes(fitting)["conv1"][1] == ((1, 1, 1, 4), True)
-    assert fetch_weights.shape_report(fitting, tiny_models[0]) == ([], [])
+    assert weights.caffemodel_shapes(fitting)["conv1"][1] == ((1, 1, 1, 4), True)
+    assert weights.shape_report(fitting, tiny_models[0]) == ([], [])
     net = caffe.Net(tiny_models[0], caffe.TEST)
     net.copy_from(fitting)  # Caffe agrees (it would abort otherwise)
     assert float(net.params["conv1"][1].data[0]) == 0.5
-    mismatches, _ = fetch_weights.shape_report(v1_model(5), tiny_models[0])
+    mismatches, _ = weights.shape_report(v1_model(5), tiny_models[0])
     assert mismatches[0] == "layer conv1 blob 0: caffemodel (5, 3, 3, 3), prototxt (4, 3, 3, 3)"
 
 
@@ -412,13 +404,13 @@ def voc_archives():
 @pytest.fixture
 def fetch_voc(monkeypatch, voc_archives):
     """tools/fetch_voc.py with the published md5 sums replaced by the generated archives'."""
-    from tools import fetch_voc as module
+    from pixelfeedback import voc_data as module
     voc_tar, sbd_tgz = voc_archives[:2]
     archives = dict(module.ARCHIVES)
     archives["voc"] = archives["voc"]._replace(md5=hashlib.md5(voc_tar).hexdigest())
     archives["sbd"] = archives["sbd"]._replace(md5=hashlib.md5(sbd_tgz).hexdigest())
     monkeypatch.setattr(module, "ARCHIVES", archives)
-    return module
+    return load_script(os.path.join("tools", "fetch_voc.py"))
 
 
 def test_fetch_voc_with_sbd_over_loopback(fetch_voc, voc_archives, server, tmp_path, capsys):
@@ -504,9 +496,9 @@ def test_fetch_voc_help():
 
 
 def test_zoo_urls_are_rewritten_for_mirrors(fetch_weights):
-    info = zoo.MODELS["deeplabv2-resnet101"]
-    assert fetch_weights.model_url(info) == info.url
-    assert fetch_weights.model_url(info, "http://127.0.0.1:1/m/") == \
+    info = registry.MODELS["deeplabv2-resnet101"]
+    assert published_weights.model_url(info) == info.url
+    assert published_weights.model_url(info, "http://127.0.0.1:1/m/") == \
         "http://127.0.0.1:1/m/prototxt_and_model.zip"
 
 
@@ -515,7 +507,7 @@ def test_lists_only_for_an_existing_voc_folder(tmp_path):
     """A mounted VOC2012 folder (the Docker image's case): lists, nothing downloaded."""
     import numpy as np
     from python_layers import voc_io
-    from tools import fetch_voc
+    fetch_voc = load_script(os.path.join("tools", "fetch_voc.py"))
     root = tmp_path / "VOC2012"
     sets = root / "ImageSets" / "Segmentation"
     sets.mkdir(parents=True)

@@ -3,7 +3,7 @@ import cv2
 import numpy as np
 import pytest
 
-from tools import heatmap
+from pixelfeedback import heatmap
 
 SHAPE = (100, 120)  # diagonal 156.2 -> radius 15.6 at the default 0.1
 

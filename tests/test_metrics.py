@@ -1,11 +1,11 @@
-"""tools.metrics against hand-computed examples (Algorithm 2, SPEC section 5)."""
+"""pixelfeedback.metrics against hand-computed examples (Algorithm 2, SPEC section 5)."""
 import math
 
 import numpy as np
 import pytest
 
 from python_layers import ToolkitError
-from tools import metrics
+from pixelfeedback import metrics
 
 # Three classes, one 255 (ignored) pixel. Scored (ground truth, prediction) pairs:
 #   (0,0) (0,1) (1,1) (1,1) (2,0)   -> 5 pixels

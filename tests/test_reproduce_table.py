@@ -9,7 +9,10 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from tools import reproduce_table as rt
+from pixelfeedback.nets import largefov
+from pixelfeedback import sweep
+from pixelfeedback import training
+from pixelfeedback.nets import weights
 
 LOG = """I1125 solver.cpp:239] Iteration 0 (0 iter/s, 0.5s/10 iters), loss = 1.5
 I1125 solver.cpp:239] Iteration 10 (4 iter/s, 2.5s/10 iters), loss = 0.75
@@ -18,7 +21,7 @@ I1125 solver.cpp:239] Iteration 20 (4 iter/s, 2.5s/10 iters), loss = 0.5
 
 
 def test_parse_losses_reads_caffe_log_lines():
-    assert rt.parse_losses(LOG) == [(0, 1.5), (10, 0.75), (20, 0.5)]
+    assert training.parse_losses(LOG) == [(0, 1.5), (10, 0.75), (20, 0.5)]
 
 
 def record(loss, lam, seed, miou):
@@ -28,12 +31,12 @@ def record(loss, lam, seed, miou):
 def test_summary_against_a_hand_computation():
     results = [record("control", 0.0, 0, 0.50), record("control", 0.0, 1, 0.60),
                record("cosine", 0.1, 0, 0.60), record("cosine", 0.1, 1, 0.70)]
-    rows = rt.summarize(results, losses=("cosine",), lambdas=(0.1,))
+    rows = sweep.summarize(results, losses=("cosine",), lambdas=(0.1,))
     control, cosine = rows
     # control: mean 0.55, s = 0.0707, n = 2, t(0.975, 1) = 12.706 -> half width 0.6353
     assert control["mean"] == pytest.approx(0.55)
     assert control["ci"] == pytest.approx(12.7062 * 0.070711 / np.sqrt(2), rel=1e-3)
-    assert control["thesis"] == rt.THESIS_BASELINE
+    assert control["thesis"] == sweep.THESIS_BASELINE
     # cosine: mean 0.65; difference to the control 0.10; Welch: each variance 0.005 / 2,
     # se = sqrt(0.0025 + 0.0025) = 0.07071, dof = 0.005^2 / (2 * 0.0025^2) = 2,
     # t(0.975, 2) = 4.303 -> half width 0.3042
@@ -41,22 +44,22 @@ def test_summary_against_a_hand_computation():
     assert cosine["diff"] == pytest.approx(0.10)
     assert cosine["diff_ci"] == pytest.approx(4.3027 * 0.070711, rel=1e-3)
     assert cosine["thesis"] == 0.6321  # Table 3.1, cosine, lambda 0.1
-    markdown = rt.table_markdown(rows)
+    markdown = sweep.table_markdown(rows)
     assert "| control (softmax only) | 0 | 2 | 0.5500 |" in markdown
     assert "| cosine | 0.1 | 2 | 0.6500 |" in markdown and "+0.1000" in markdown
-    assert rt.table_csv(rows).splitlines()[0].startswith("loss,lambda,seeds,mean_iou,ci95")
+    assert sweep.table_csv(rows).splitlines()[0].startswith("loss,lambda,seeds,mean_iou,ci95")
 
 
 def test_single_seed_gives_no_interval():
-    rows = rt.summarize([record("control", 0.0, 0, 0.5), record("cosine", 0.01, 0, 0.6)],
+    rows = sweep.summarize([record("control", 0.0, 0, 0.5), record("cosine", 0.01, 0, 0.6)],
                         losses=("cosine",), lambdas=(0.01,))
     assert np.isnan(rows[1]["ci"]) and np.isnan(rows[1]["diff_ci"])
-    assert "n/a" in rt.table_markdown(rows)
+    assert "n/a" in sweep.table_markdown(rows)
 
 
 def test_unknown_loss_is_refused():
-    with pytest.raises(rt.ToolkitError, match="unknown loss 'cosin'"):
-        rt.SweepConfig(losses=("cosin",))
+    with pytest.raises(sweep.ToolkitError, match="unknown loss 'cosin'"):
+        sweep.SweepConfig(losses=("cosin",))
 
 
 class Interrupted(Exception):
@@ -66,15 +69,14 @@ class Interrupted(Exception):
 @pytest.fixture
 def small_sweep(tmp_path, tiny_voc, caffe):
     """A reduced-width sweep config on the tiny data set with random initial weights."""
-    from tools import netdef, zoo_nets
     root, list_path = tiny_voc
     deploy = tmp_path / "deploy.prototxt"
-    deploy.write_text(str(netdef.deploy_net(width_div=32, num_classes=4, size=65)))
+    deploy.write_text(str(largefov.deploy_net(width_div=32, num_classes=4, size=65)))
     net = caffe.Net(str(deploy), caffe.TEST)
-    zoo_nets.fill_random_weights(net, seed=0)
+    weights.fill_random_weights(net, seed=0)
     init = str(tmp_path / "init.caffemodel")
     net.save(init)
-    return rt.SweepConfig(out=str(tmp_path / "sweep"), data_root=root, train_list=list_path,
+    return sweep.SweepConfig(out=str(tmp_path / "sweep"), data_root=root, train_list=list_path,
                           val_list=list_path, init_weights=init, losses=("cosine",),
                           lambdas=(0.01, 0.1), seeds=(0, 1), iterations=4, batch_size=2,
                           crop=33, test_size=65, width_div=32, num_classes=4, progress=False)
@@ -82,7 +84,7 @@ def small_sweep(tmp_path, tiny_voc, caffe):
 
 def test_sweep_runs_is_interrupted_resumes_and_writes_the_table(small_sweep):
     cfg = small_sweep
-    assert [rt.run_name(r) for r in cfg.runs()] == [
+    assert [sweep.run_name(r) for r in cfg.runs()] == [
         "control_seed0", "control_seed1", "cosine_lam0.01_seed0", "cosine_lam0.01_seed1",
         "cosine_lam0.1_seed0", "cosine_lam0.1_seed1"]
     finished = []
@@ -93,13 +95,13 @@ def test_sweep_runs_is_interrupted_resumes_and_writes_the_table(small_sweep):
             raise Interrupted()
 
     with pytest.raises(Interrupted):
-        rt.run_sweep(cfg, on_result=stop_after_two)
+        sweep.run_sweep(cfg, on_result=stop_after_two)
     ledger = os.path.join(cfg.out, "results")
     first = {name: os.path.getmtime(os.path.join(ledger, name + ".json")) for name in finished}
     assert sorted(os.listdir(ledger)) == sorted(n + ".json" for n in finished)
 
     seen = []
-    results = rt.run_sweep(cfg, on_result=lambda r: seen.append(r["run"]))
+    results = sweep.run_sweep(cfg, on_result=lambda r: seen.append(r["run"]))
     assert len(results) == 6 and len(seen) == 6
     for name, mtime in first.items():  # finished runs were not run again
         assert os.path.getmtime(os.path.join(ledger, name + ".json")) == mtime
@@ -110,7 +112,7 @@ def test_sweep_runs_is_interrupted_resumes_and_writes_the_table(small_sweep):
     control = json.load(open(os.path.join(ledger, "control_seed0.json")))
     assert control["loss"] == "control" and control["lambda"] == 0.0
 
-    rows, markdown = rt.write_table(cfg, results)
+    rows, markdown = sweep.write_table(cfg, results)
     assert [(r["loss"], r["lam"], r["n"]) for r in rows] == [
         ("control", 0.0, 2), ("cosine", 0.01, 2), ("cosine", 0.1, 2)]
     assert os.path.isfile(os.path.join(cfg.out, "table31.md"))
@@ -129,22 +131,22 @@ def test_optional_stage1_baseline_is_trained_first_and_fine_tuned_from(small_swe
     cfg.baseline_from, cfg.baseline_iterations = cfg.init_weights, 4
     cfg.init_weights = "/nonexistent/not-used.caffemodel"
     cfg.lambdas, cfg.seeds = (0.1,), (0,)
-    assert [rt.run_name(r) for r in cfg.runs()] == ["baseline", "control_seed0",
+    assert [sweep.run_name(r) for r in cfg.runs()] == ["baseline", "control_seed0",
                                                    "cosine_lam0.1_seed0"]
-    results = rt.run_sweep(cfg)
+    results = sweep.run_sweep(cfg)
     assert len(results) == 3
     log = open(os.path.join(cfg.out, "runs", "control_seed0", "train.log")).read()
     assert os.path.join(cfg.out, "runs", "baseline", "baseline_iter_4.caffemodel") in log
-    rows, markdown = rt.write_table(cfg, results)
+    rows, markdown = sweep.write_table(cfg, results)
     assert [r["loss"] for r in rows] == ["baseline", "control", "cosine"]
-    assert rows[0]["thesis"] == rt.THESIS_BASELINE and rows[1]["thesis"] is None
+    assert rows[0]["thesis"] == sweep.THESIS_BASELINE and rows[1]["thesis"] is None
     assert "stage-1 baseline" in markdown
 
 
 def test_missing_initial_weights_is_a_clear_error(small_sweep):
     small_sweep.init_weights = "/nonexistent/train2_iter_8000.caffemodel"
-    with pytest.raises(rt.ToolkitError, match="initial weights not found"):
-        rt.run_sweep(small_sweep)
+    with pytest.raises(sweep.ToolkitError, match="initial weights not found"):
+        sweep.run_sweep(small_sweep)
 
 
 def test_cli_help_and_errors(tmp_path):

@@ -10,7 +10,13 @@ import cv2
 import numpy as np
 import pytest
 
-from tools import heatmap, netdef, zoo, zoo_nets
+from pixelfeedback.nets import architectures
+from pixelfeedback.nets import largefov
+from pixelfeedback.nets import netspec
+from pixelfeedback.nets import registry
+from pixelfeedback.nets import weights
+
+from pixelfeedback import heatmap
 from tools import seg_fixations as sf
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -37,21 +43,21 @@ def small_model(tmp_path_factory, caffe):
     mismatched caffemodel (20 classes), and an image; plus the classes it predicts."""
     root = tmp_path_factory.mktemp("model")
     prototxt = str(root / "deploy.prototxt")
-    zoo_nets.write_net(netdef.deploy_net(width_div=16, num_classes=21, size=65), prototxt)
+    netspec.write_net(largefov.deploy_net(width_div=16, num_classes=21, size=65), prototxt)
     net = caffe.Net(prototxt, caffe.TEST)
-    zoo_nets.fill_random_weights(net, seed=0)
+    weights.fill_random_weights(net, seed=0)
     weights = str(root / "random.caffemodel")
     net.save(weights)
     other = str(root / "other.prototxt")
-    zoo_nets.write_net(netdef.deploy_net(width_div=16, num_classes=20, size=65), other)
+    netspec.write_net(largefov.deploy_net(width_div=16, num_classes=20, size=65), other)
     other_net = caffe.Net(other, caffe.TEST)
-    zoo_nets.fill_random_weights(other_net, seed=0)
+    weights.fill_random_weights(other_net, seed=0)
     mismatched = str(root / "mismatched.caffemodel")
     other_net.save(mismatched)
     image = (np.random.RandomState(0).rand(50, 60, 3) * 255).astype(np.uint8)
     image_path = str(root / "photo.jpg")
     cv2.imwrite(image_path, image)
-    data, _, _ = sf.prepare_input(image, 65, zoo.DEEPLAB_MEAN)
+    data, _, _ = sf.prepare_input(image, 65, registry.DEEPLAB_MEAN)
     net.blobs["data"].data[0] = data
     net.forward()
     predicted = sorted(set(np.unique(net.blobs["fc8_voc12"].data[0].argmax(0)).tolist()))
@@ -114,7 +120,7 @@ def test_corrupt_image(tmp_path, small_model):
 
 def test_unknown_model_lists_the_known_ones(tmp_path, small_model):
     done = run_cli(["--model", "resnet-9000", "--image", small_model["image"]], cwd=str(tmp_path))
-    assert_user_error(done, "unknown model 'resnet-9000'", *zoo.MODELS)
+    assert_user_error(done, "unknown model 'resnet-9000'", *registry.MODELS)
 
 
 def test_missing_published_weights_say_how_to_fetch(tmp_path, small_model, monkeypatch, capsys):
@@ -193,11 +199,11 @@ def test_padding_points_are_dropped(tmp_path, caffe):
     """FCN-AlexNet (Deconvolution, Crop) through the pipeline: seeds only over the image,
     which is smaller than the padded input, all points inside it, scores left unchanged."""
     prototxt = str(tmp_path / "fcn_alexnet.prototxt")
-    zoo_nets.write_net(zoo_nets.fcn_alexnet(width_div=16, size=64), prototxt)
+    netspec.write_net(architectures.fcn_alexnet(width_div=16, size=64), prototxt)
     net = caffe.Net(prototxt, caffe.TEST)
-    zoo_nets.fill_random_weights(net, seed=4)
+    weights.fill_random_weights(net, seed=4)
     image = (np.random.RandomState(1).rand(40, 50, 3) * 255).astype(np.uint8)
-    data, image, _ = sf.prepare_input(image, 64, zoo.FCN_MEAN)
+    data, image, _ = sf.prepare_input(image, 64, registry.FCN_MEAN)
     tracker = sf.make_tracker(net, prototxt, "partial", "1")
     results = sf.run_fixations(net, tracker, data, image, "score")
     after = net.blobs["score"].data.copy()
@@ -213,11 +219,11 @@ def test_padding_points_are_dropped(tmp_path, caffe):
 
 def test_classifier_traces_its_top_class(tmp_path, caffe):
     prototxt = str(tmp_path / "vgg16.prototxt")
-    zoo_nets.write_net(zoo_nets.vgg16(width_div=16, size=32), prototxt)
+    netspec.write_net(architectures.vgg16(width_div=16, size=32), prototxt)
     net = caffe.Net(prototxt, caffe.TEST)
-    zoo_nets.fill_random_weights(net, seed=5)
+    weights.fill_random_weights(net, seed=5)
     image = (np.random.RandomState(2).rand(48, 40, 3) * 255).astype(np.uint8)
-    data, image, _ = sf.prepare_input(image, 32, zoo.DEEPLAB_MEAN, "classification")
+    data, image, _ = sf.prepare_input(image, 32, registry.DEEPLAB_MEAN, "classification")
     tracker = sf.make_tracker(net, prototxt, "partial", "resolution")
     results = sf.run_fixations(net, tracker, data, image, "fc8", kind="classification")
     assert [r.class_id for r in results] == [int(net.blobs["fc8"].data[0].argmax())]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from python_layers import ToolkitError, voc_io
-from tools import synthetic
+from pixelfeedback import synthetic
 
 
 def _files(root):

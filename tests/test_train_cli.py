@@ -1,4 +1,4 @@
-"""`caffe train` on the command line with every solver kind that tools/netdef.py writes
+"""`caffe train` on the command line with every solver kind that tools/largefov.py writes
 (reduced width, tiny generated data): it runs, the logged loss is finite and goes down,
 and the snapshot loads back into the deploy net."""
 import math
@@ -9,7 +9,9 @@ import subprocess
 import pytest
 
 from tests.conftest import write_tiny_voc
-from tools import netdef
+from pixelfeedback.nets import largefov
+from pixelfeedback.nets import netspec
+from pixelfeedback.nets import weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAFFE = os.path.join(REPO, ".venv", "bin", "caffe")
@@ -33,11 +35,11 @@ def logged_losses(log):
     return [(int(m.group(1)), float(m.group(2))) for m in LOSS_LINE.finditer(log)]
 
 
-@pytest.mark.parametrize("loss,stage", KINDS, ids=[netdef.experiment_name(*k) for k in KINDS])
+@pytest.mark.parametrize("loss,stage", KINDS, ids=[largefov.experiment_name(*k) for k in KINDS])
 def test_caffe_train_runs_and_loss_goes_down(caffe, tmp_path, dataset, loss, stage):
     root, list_path = dataset
     run_dir = tmp_path / "run"
-    solver = netdef.write_experiment(
+    solver = largefov.write_experiment(
         str(run_dir), loss, lam=0.1, stage=stage, data_root=root, list_file=list_path,
         batch_size=2, crop=65, width_div=16, seed=1, iterations=ITERATIONS)
     env = dict(os.environ, GLOG_minloglevel="0", GLOG_logtostderr="1")
@@ -53,18 +55,18 @@ def test_caffe_train_runs_and_loss_goes_down(caffe, tmp_path, dataset, loss, sta
     if loss != "softmax":
         assert "loss_template" in log
 
-    name = netdef.experiment_name(loss, stage)
+    name = largefov.experiment_name(loss, stage)
     snapshot = run_dir / f"{name}_iter_{ITERATIONS}.caffemodel"
     assert snapshot.is_file()
     deploy = run_dir / "deploy.prototxt"
-    deploy.write_text(netdef.to_text(netdef.deploy_net(width_div=16, size=65)))
+    deploy.write_text(netspec.to_text(largefov.deploy_net(width_div=16, size=65)))
     net = caffe.Net(str(deploy), caffe.TEST)
-    assert "fc8_voc12" in netdef.load_weights(net, str(snapshot))
+    assert "fc8_voc12" in weights.load_weights(net, str(snapshot))
 
 
 def test_data_errors_are_printed_by_caffe_train(tmp_path, dataset):
     root, _ = dataset
-    solver = netdef.write_experiment(str(tmp_path / "run"), "softmax", data_root=root,
+    solver = largefov.write_experiment(str(tmp_path / "run"), "softmax", data_root=root,
                                      list_file=str(tmp_path / "no_such_list.txt"),
                                      batch_size=2, crop=65, width_div=16, iterations=2)
     done = subprocess.run([CAFFE, "train", "-solver", solver], cwd=REPO, capture_output=True,

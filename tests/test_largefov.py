@@ -1,4 +1,4 @@
-"""The DeepLab-LargeFOV definition (tools/netdef.py), the generated prototxt/ files, and
+"""The DeepLab-LargeFOV definition (tools/largefov.py), the generated prototxt/ files, and
 checked weight loading, with real Caffe."""
 import os
 import subprocess
@@ -10,7 +10,10 @@ from google.protobuf import text_format
 
 from python_layers import ToolkitError
 from python_layers.interp import zoom_bilinear
-from tools import netdef
+from pixelfeedback.nets import largefov
+from pixelfeedback.nets import netspec
+from pixelfeedback.nets import prototxt
+from pixelfeedback.nets import weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -47,22 +50,22 @@ def layers_by_name(net):
 
 def build(caffe, tmp_path, proto, phase=None, name="net.prototxt"):
     path = tmp_path / name
-    path.write_text(netdef.to_text(proto))
+    path.write_text(netspec.to_text(proto))
     return caffe.Net(str(path), caffe.TEST if phase is None else phase)
 
 
 # --- the checked-in files ----------------------------------------------------------------
 
 def test_checked_in_prototxt_is_current():
-    stale = netdef.stale_files()
-    assert not stale, ("prototxt/ is out of date with tools/netdef.py: run "
+    stale = prototxt.stale_files()
+    assert not stale, ("prototxt/ is out of date with tools/largefov.py: run "
                        f"'.venv/bin/python tools/make_prototxt.py' (stale: {stale})")
 
 
 def test_every_generated_file_has_the_header():
-    for name in netdef.render_all():
+    for name in prototxt.render_all():
         with open(os.path.join(REPO, "prototxt", name)) as f:
-            assert f.readline() == netdef.HEADER, name
+            assert f.readline() == netspec.HEADER, name
 
 
 def test_trunk_layers_in_order_as_spec():
@@ -177,7 +180,7 @@ def test_full_width_deploy_and_test_nets_build(caffe, tmp_path):
 
 def test_full_width_train_net_builds_321_to_41(caffe, tmp_path, tiny_voc):
     root, list_path = tiny_voc
-    proto = netdef.train_net("cosine", data_root=root, list_file=list_path, batch_size=1)
+    proto = largefov.train_net("cosine", data_root=root, list_file=list_path, batch_size=1)
     net = build(caffe, tmp_path, proto, caffe.TRAIN)
     assert net.blobs["data"].data.shape == (1, 3, 321, 321)
     assert net.blobs["fc8_voc12"].data.shape == (1, 21, 41, 41)
@@ -188,7 +191,7 @@ def test_full_width_train_net_builds_321_to_41(caffe, tmp_path, tiny_voc):
 
 def test_reduced_width_train_net_runs(caffe, tmp_path, tiny_voc):
     root, list_path = tiny_voc
-    proto = netdef.train_net("correlation", data_root=root, list_file=list_path, batch_size=2,
+    proto = largefov.train_net("correlation", data_root=root, list_file=list_path, batch_size=2,
                              crop=65, width_div=16, seed=0)
     net = build(caffe, tmp_path, proto, caffe.TRAIN)
     net.forward()
@@ -200,7 +203,7 @@ def test_reduced_width_train_net_runs(caffe, tmp_path, tiny_voc):
 
 
 def test_reduced_width_test_net_zooms_and_argmaxes(caffe, tmp_path, rng):
-    net = build(caffe, tmp_path, netdef.test_net(width_div=16, num_classes=5, size=97))
+    net = build(caffe, tmp_path, largefov.test_net(width_div=16, num_classes=5, size=97))
     net.blobs["data"].data[...] = rng.randn(1, 3, 97, 97) * 50
     net.forward()
     scores = net.blobs["fc8_voc12"].data
@@ -213,18 +216,18 @@ def test_reduced_width_test_net_zooms_and_argmaxes(caffe, tmp_path, rng):
 
 def test_bad_options_are_toolkit_errors():
     with pytest.raises(ToolkitError, match="width_div"):
-        netdef.deploy_net(width_div=3)
+        largefov.deploy_net(width_div=3)
     with pytest.raises(ToolkitError, match="crop size"):
-        netdef.train_net("softmax", crop=320)
+        largefov.train_net("softmax", crop=320)
     with pytest.raises(ToolkitError, match="unknown loss"):
-        netdef.train_net("dice")
+        largefov.train_net("dice")
     with pytest.raises(ToolkitError, match="lambda"):
-        netdef.train_net("cosine", lam=-1)
+        largefov.train_net("cosine", lam=-1)
 
 
 def test_write_experiment_writes_a_run_folder(tmp_path, tiny_voc):
     root, list_path = tiny_voc
-    solver_path = netdef.write_experiment(
+    solver_path = largefov.write_experiment(
         str(tmp_path / "run"), "selective_correlation", lam=0.5, data_root=root,
         list_file=list_path, batch_size=2, crop=65, width_div=16, seed=7, iterations=30)
     assert solver_path == str(tmp_path / "run" / "solver_selective_correlation.prototxt")
@@ -235,7 +238,7 @@ def test_write_experiment_writes_a_run_folder(tmp_path, tiny_voc):
     layers = layers_by_name(read_net(s.net))
     assert np.isclose(list(layers["loss_template"].loss_weight), [0.5]).all()
     assert '"seed": 7' in layers["data"].python_param.param_str
-    baseline = read_solver(netdef.write_experiment(str(tmp_path / "base"), "softmax",
+    baseline = read_solver(largefov.write_experiment(str(tmp_path / "base"), "softmax",
                                                    stage="baseline", data_root=root,
                                                    list_file=list_path))
     assert (baseline.lr_policy, baseline.max_iter) == ("step", 6000)
@@ -245,7 +248,7 @@ def test_write_experiment_writes_a_run_folder(tmp_path, tiny_voc):
 # --- loading weights ---------------------------------------------------------------------
 
 def small_deploy(caffe, tmp_path, name, **options):
-    return build(caffe, tmp_path, netdef.deploy_net(size=33, **options), name=name)
+    return build(caffe, tmp_path, largefov.deploy_net(size=33, **options), name=name)
 
 
 def test_load_weights_copies_by_layer_name(caffe, tmp_path):
@@ -254,7 +257,7 @@ def test_load_weights_copies_by_layer_name(caffe, tmp_path):
     source.save(model)
     target = small_deploy(caffe, tmp_path, "b.prototxt", width_div=8)
     assert not np.array_equal(target.params["conv1_1"][0].data, source.params["conv1_1"][0].data)
-    loaded = netdef.load_weights(target, model)
+    loaded = weights.load_weights(target, model)
     assert loaded == [name for name in TRUNK if name in source.params]
     for name in source.params:
         for a, b in zip(source.params[name], target.params[name]):
@@ -263,16 +266,16 @@ def test_load_weights_copies_by_layer_name(caffe, tmp_path):
 
 def test_load_weights_from_a_train_net_snapshot(caffe, tmp_path, tiny_voc):
     root, list_path = tiny_voc
-    train = build(caffe, tmp_path, netdef.train_net("cosine", data_root=root, list_file=list_path,
+    train = build(caffe, tmp_path, largefov.train_net("cosine", data_root=root, list_file=list_path,
                                                     batch_size=1, crop=33, width_div=16),
                   caffe.TRAIN, name="train.prototxt")
     model = str(tmp_path / "train.caffemodel")
     train.save(model)
     train.layers[0].close()
     target = small_deploy(caffe, tmp_path, "d.prototxt", width_div=16)
-    loaded, ignored = netdef.check_weights(target, model)
+    loaded, ignored = weights.check_weights(target, model)
     assert {"label_shrink", "loss", "loss_template"} <= set(ignored)
-    netdef.load_weights(target, model)
+    weights.load_weights(target, model)
     np.testing.assert_array_equal(target.params["fc7"][0].data, train.params["fc7"][0].data)
 
 
@@ -282,7 +285,7 @@ def test_mismatched_width_names_the_layer_and_shapes(caffe, tmp_path):
     target = small_deploy(caffe, tmp_path, "full.prototxt", width_div=8)
     with pytest.raises(ToolkitError, match=r"'conv1_1' weights has shape \(4, 3, 3, 3\) but the "
                                            r"net expects \(8, 3, 3, 3\).*width_div"):
-        netdef.load_weights(target, model)
+        weights.load_weights(target, model)
 
 
 def test_other_num_classes_names_fc8(caffe, tmp_path):
@@ -290,8 +293,8 @@ def test_other_num_classes_names_fc8(caffe, tmp_path):
     small_deploy(caffe, tmp_path, "five.prototxt", width_div=16, num_classes=5).save(model)
     target = small_deploy(caffe, tmp_path, "21.prototxt", width_div=16)
     with pytest.raises(ToolkitError, match=r"'fc8_voc12' weights has shape \(5, 64, 1, 1\)"):
-        netdef.load_weights(target, model)
-    loaded, ignored = netdef.check_weights(
+        weights.load_weights(target, model)
+    loaded, ignored = weights.check_weights(
         small_deploy(caffe, tmp_path, "five2.prototxt", width_div=16, num_classes=5), model)
     assert "fc8_voc12" in loaded and ignored == []
 
@@ -301,7 +304,7 @@ def test_missing_layers_and_missing_file(caffe, tmp_path):
     source = small_deploy(caffe, tmp_path, "s.prototxt", width_div=16)
     model_path = str(tmp_path / "s.caffemodel")
     source.save(model_path)
-    model = netdef.read_caffemodel(model_path)
+    model = weights.read_caffemodel(model_path)
     kept = [layer for layer in model.layer if layer.name != "fc8_voc12"]
     del model.layer[:]
     model.layer.extend(kept)
@@ -310,14 +313,14 @@ def test_missing_layers_and_missing_file(caffe, tmp_path):
         f.write(model.SerializeToString())
     target = small_deploy(caffe, tmp_path, "t.prototxt", width_div=16)
     with pytest.raises(ToolkitError, match="no weights for layer.*fc8_voc12"):
-        netdef.load_weights(target, partial)
-    assert "fc8_voc12" not in netdef.load_weights(target, partial, require_all=False)
+        weights.load_weights(target, partial)
+    assert "fc8_voc12" not in weights.load_weights(target, partial, require_all=False)
     with pytest.raises(ToolkitError, match="weights file not found: .*nothing.caffemodel"):
-        netdef.load_weights(target, str(tmp_path / "nothing.caffemodel"))
+        weights.load_weights(target, str(tmp_path / "nothing.caffemodel"))
     garbage = tmp_path / "garbage.caffemodel"
     garbage.write_bytes(b"\xff\xfe not a protobuf \x00\x01" * 50)
     with pytest.raises(ToolkitError, match="garbage.caffemodel"):
-        netdef.load_weights(target, str(garbage))
+        weights.load_weights(target, str(garbage))
     # A layer with a bias missing: Caffe would abort on the blob count; this names it.
     model = caffe_pb2.NetParameter()
     model.ParseFromString(open(model_path, "rb").read())
@@ -326,7 +329,7 @@ def test_missing_layers_and_missing_file(caffe, tmp_path):
     with open(short, "wb") as f:
         f.write(model.SerializeToString())
     with pytest.raises(ToolkitError, match="'conv1_1' has 1 parameter blob"):
-        netdef.load_weights(target, short)
+        weights.load_weights(target, short)
 
 
 def v1_caffemodel(source_path, out_path, shape_change=None):
@@ -359,10 +362,10 @@ def test_v1_caffemodels_are_checked_and_loaded(caffe, tmp_path):
     v1 = str(tmp_path / "v1.caffemodel")
     v1_caffemodel(model, v1)
     target = small_deploy(caffe, tmp_path, "w.prototxt", width_div=16)
-    netdef.load_weights(target, v1)
+    weights.load_weights(target, v1)
     np.testing.assert_array_equal(target.params["fc6"][0].data, source.params["fc6"][0].data)
     np.testing.assert_array_equal(target.params["fc6"][1].data, source.params["fc6"][1].data)
     bad = str(tmp_path / "v1bad.caffemodel")
     v1_caffemodel(model, bad, shape_change="fc7")
     with pytest.raises(ToolkitError, match=r"'fc7' weights has shape \(64, 64, 1, 2\)"):
-        netdef.load_weights(target, bad)
+        weights.load_weights(target, bad)

@@ -6,7 +6,11 @@ import os
 import numpy as np
 import pytest
 
-from tools import zoo, zoo_nets
+from pixelfeedback.nets import architectures
+from pixelfeedback.nets import netspec
+from pixelfeedback.nets import prototxt
+from pixelfeedback.nets import registry
+from pixelfeedback.nets import weights
 
 # Published layer names (fcn.berkeleyvision.org voc-fcn8s deploy / voc-fcn-alexnet val,
 # VGG_ILSVRC_16_layers deploy), the Input layer left out.
@@ -54,43 +58,45 @@ SMALL = {
     "vgg16": (dict(width_div=16, size=32), "fc8", (1, 1000)),
 }
 
+ZOO = registry.published_deploy_nets()
+
 
 def build(caffe, proto, tmp_path, name="net"):
     path = str(tmp_path / f"{name}.prototxt")
-    zoo_nets.write_net(proto, path)
+    netspec.write_net(proto, path)
     return caffe.Net(path, caffe.TEST), path
 
 
 def test_registry_and_zoo_agree():
-    for name, (_, file_name) in zoo_nets.ZOO_NETS.items():
-        assert zoo.MODELS[name].deploy == f"prototxt/{file_name}"
+    for name, (_, file_name) in ZOO.items():
+        assert registry.MODELS[name].deploy == f"prototxt/{file_name}"
 
 
-@pytest.mark.parametrize("name", list(zoo_nets.ZOO_NETS))
+@pytest.mark.parametrize("name", list(ZOO))
 def test_layer_names_are_the_published_ones(name):
-    generator, _ = zoo_nets.ZOO_NETS[name]
+    generator, _ = ZOO[name]
     proto = generator(**SMALL[name][0])
     names = [layer.name for layer in proto.layer]
     assert names[0] == "data" and proto.layer[0].type == "Input"
     assert names[1:] == PUBLISHED_LAYERS[name]
 
 
-@pytest.mark.parametrize("name", list(zoo_nets.ZOO_NETS))
+@pytest.mark.parametrize("name", list(ZOO))
 def test_small_nets_build_and_run(caffe, tmp_path, name):
-    generator, _ = zoo_nets.ZOO_NETS[name]
+    generator, _ = ZOO[name]
     kwargs, score_blob, score_shape = SMALL[name]
     net, _ = build(caffe, generator(**kwargs), tmp_path)
-    zoo_nets.fill_random_weights(net, seed=1)
+    weights.fill_random_weights(net, seed=1)
     net.blobs["data"].data[...] = np.random.RandomState(0).normal(0, 50, net.blobs["data"].shape)
     net.forward()
     scores = net.blobs[score_blob].data
     assert scores.shape == score_shape
     assert np.isfinite(scores).all() and scores.std() > 0
-    assert zoo.MODELS[name].score_blob == score_blob
+    assert registry.MODELS[name].score_blob == score_blob
 
 
 def test_published_settings_in_the_small_nets():
-    fcn = {layer.name: layer for layer in zoo_nets.fcn8s(width_div=16, size=64).layer}
+    fcn = {layer.name: layer for layer in architectures.fcn8s(width_div=16, size=64).layer}
     assert fcn["conv1_1"].convolution_param.pad == [100]
     assert [fcn[n].crop_param.offset for n in ("score_pool4c", "score_pool3c", "score")] == \
         [[5], [9], [31]]
@@ -99,18 +105,18 @@ def test_published_settings_in_the_small_nets():
         param = fcn[name].convolution_param
         assert fcn[name].type == "Deconvolution" and not param.bias_term
         assert (param.kernel_size, param.stride) == ([kernel], [stride])
-    alex = {layer.name: layer for layer in zoo_nets.fcn_alexnet(width_div=16, size=64).layer}
+    alex = {layer.name: layer for layer in architectures.fcn_alexnet(width_div=16, size=64).layer}
     assert alex["score"].crop_param.offset == [18]
     assert [alex[n].convolution_param.group for n in ("conv2", "conv4", "conv5")] == [2, 2, 2]
     assert alex["norm1"].lrn_param.local_size == 5
-    res = {layer.name: layer for layer in zoo_nets.deeplabv2_resnet101(width_div=16).layer}
+    res = {layer.name: layer for layer in architectures.deeplabv2_resnet101(width_div=16).layer}
     assert res["bn_conv1"].batch_norm_param.use_global_stats
     assert res["scale_conv1"].scale_param.bias_term
     assert res["res4b7_branch2b"].convolution_param.dilation == [2]
     assert res["res5b_branch2b"].convolution_param.dilation == [4]
     assert res["res3a_branch2a"].convolution_param.stride == [2]
     assert [res[f"fc1_voc12_c{i}"].convolution_param.dilation[0] for i in range(4)] == \
-        list(zoo_nets.ASPP_DILATIONS)
+        list(architectures.ASPP_DILATIONS)
     assert list(res["fc1_voc12"].bottom) == [f"fc1_voc12_c{i}" for i in range(4)]
     assert res["fc1_voc12"].type == "Eltwise"
 
@@ -135,7 +141,7 @@ def test_full_size_nets_have_the_published_shapes(caffe, tmp_path):
                       "fcn-alexnet": ("score", (1, 21, 500, 500)),
                       "deeplabv2-resnet101": ("fc1_voc12", (1, 21, 65, 65)),
                       "vgg16": ("fc8", (1, 1000))}
-    for name, (generator, _) in zoo_nets.ZOO_NETS.items():
+    for name, (generator, _) in ZOO.items():
         net, _ = build(caffe, generator(), tmp_path, name)
         for layer, shape in expected_params[name].items():
             assert net.params[layer][0].data.shape == shape, (name, layer)
@@ -149,63 +155,63 @@ def test_full_size_nets_have_the_published_shapes(caffe, tmp_path):
 
 
 def test_resnet_gives_41_for_321(caffe, tmp_path):
-    net, _ = build(caffe, zoo_nets.deeplabv2_resnet101(width_div=32, size=321), tmp_path)
+    net, _ = build(caffe, architectures.deeplabv2_resnet101(width_div=32, size=321), tmp_path)
     assert net.blobs["fc1_voc12"].data.shape == (1, 21, 41, 41)
 
 
 def test_checked_in_prototxt_files_are_current(repo_root):
-    assert zoo_nets.stale_deploy_nets(os.path.join(repo_root, "prototxt")) == []
+    assert prototxt.stale_files(os.path.join(repo_root, "prototxt")) == []
     with open(os.path.join(repo_root, "prototxt", "deploy_fcn8s.prototxt")) as f:
-        assert f.readline() == zoo_nets.GENERATED_HEADER
+        assert f.readline() == netspec.HEADER
 
 
 def test_write_deploy_nets_and_staleness(tmp_path):
-    paths = zoo_nets.write_deploy_nets(str(tmp_path))
+    paths = [p for p in prototxt.write_all(str(tmp_path))
+             if os.path.basename(p) in {file_name for _, file_name in ZOO.values()}]
     assert sorted(os.path.basename(p) for p in paths) == sorted(
-        file_name for _, file_name in zoo_nets.ZOO_NETS.values())
-    assert zoo_nets.stale_deploy_nets(str(tmp_path)) == []
+        file_name for _, file_name in ZOO.values())
+    assert prototxt.stale_files(str(tmp_path)) == []
     with open(paths[0], "a") as f:
         f.write("# edited\n")
-    assert zoo_nets.stale_deploy_nets(str(tmp_path)) == [paths[0]]
+    assert prototxt.stale_files(str(tmp_path)) == [paths[0]]
 
 
 def test_weights_load_by_name_into_the_published_prototxt(caffe, tmp_path):
     """A caffemodel saved from a generated net loads by name into a net built from the same
-    generator's text, with the shape check of tools.netdef."""
-    from tools import netdef
+    generator's text, with the shape check of pixelfeedback.nets.weights."""
 
-    source, path = build(caffe, zoo_nets.fcn_alexnet(width_div=16, size=64), tmp_path, "a")
-    zoo_nets.fill_random_weights(source, seed=3)
+    source, path = build(caffe, architectures.fcn_alexnet(width_div=16, size=64), tmp_path, "a")
+    weights.fill_random_weights(source, seed=3)
     source.save(str(tmp_path / "a.caffemodel"))
     target = caffe.Net(path, caffe.TEST)
-    netdef.load_weights(target, str(tmp_path / "a.caffemodel"))
+    weights.load_weights(target, str(tmp_path / "a.caffemodel"))
     np.testing.assert_array_equal(target.params["fc6"][0].data, source.params["fc6"][0].data)
 
 
 def test_width_division_and_groups():
-    assert zoo_nets._width(96, 16, 2) == 6
-    assert zoo_nets._width(64, 1000) == 1
-    assert zoo_nets._width(384, 1000, 2) == 2
-    assert zoo_nets.resnet_block_names(4, 3) == ["a", "b1", "b2"]
-    assert zoo_nets.resnet_block_names(5, 3) == ["a", "b", "c"]
+    assert architectures._width(96, 16, 2) == 6
+    assert architectures._width(64, 1000) == 1
+    assert architectures._width(384, 1000, 2) == 2
+    assert architectures.resnet_block_names(4, 3) == ["a", "b1", "b2"]
+    assert architectures.resnet_block_names(5, 3) == ["a", "b", "c"]
 
 
 def test_bilinear_kernel_is_fcns():
-    kernel = zoo_nets.bilinear_kernel(4)
+    kernel = architectures.bilinear_kernel(4)
     np.testing.assert_allclose(kernel[0], [0.0625, 0.1875, 0.1875, 0.0625])
     assert kernel.sum() == pytest.approx(4.0)  # stride 2: each output sums 1 over 2x2 inputs
 
 
-@pytest.mark.parametrize("name", list(zoo_nets.ZOO_NETS))
+@pytest.mark.parametrize("name", list(ZOO))
 def test_back_tracker_runs_through_each_net(caffe, tmp_path, name):
     """The engine of tools/fixations.py end to end on each small net with random weights:
     image-plane points inside the input."""
-    from tools import fixations
+    from pixelfeedback import fixations
 
-    generator, _ = zoo_nets.ZOO_NETS[name]
+    generator, _ = ZOO[name]
     kwargs, score_blob, _ = SMALL[name]
     net, path = build(caffe, generator(**kwargs), tmp_path)
-    zoo_nets.fill_random_weights(net, seed=2)
+    weights.fill_random_weights(net, seed=2)
     net.blobs["data"].data[...] = np.random.RandomState(1).normal(0, 50, net.blobs["data"].shape)
     net.forward()
     scores = net.blobs[score_blob].data

@@ -1,0 +1,1 @@
+"""The main job: the whole thesis on generated data, on a CPU (tools/demo.py)."""

@@ -1,0 +1,1 @@
+"""Net definitions (NetSpec), the model registry, weights and net loading."""

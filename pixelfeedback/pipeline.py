@@ -1,0 +1,283 @@
+"""The shared fixation pipeline: which model (a ``ModelSpec``), one deploy net loaded with
+its weights, the image prepared as the net's input, class names, and one image's classes
+traced to points and heat maps. Used by tools/seg_fixations.py, the experiments and the demo.
+"""
+import collections
+import os
+
+import cv2
+import numpy as np
+
+from pixelfeedback import heatmap
+from pixelfeedback.fixations import SHIFTS, BackTracker, KStrategy, NetGraph, run_forward
+from pixelfeedback.nets import registry
+from pixelfeedback.nets.loading import load_net
+from python_layers import ToolkitError, voc_io
+
+DEFAULT_SCORE_BLOB = "fc8_voc12"
+DEFAULT_SHIFT = "partial"
+DEFAULT_K = "resolution"
+
+
+ModelSpec = collections.namedtuple("ModelSpec", [
+    "name",          # registry name, "demo" or the prototxt path
+    "prototxt",      # deploy prototxt path
+    "weights",       # caffemodel path
+    "score_blob",    # blob the fixations start from
+    "mean",          # BGR mean subtracted from the image
+    "kind",          # "segmentation" or "classification"
+    "class_names",   # sequence of names, or None (VOC names for 21 classes, else class_<i>)
+    "note",          # a line printed before the summary, or None
+])
+
+
+ClassResult = collections.namedtuple("ClassResult", [
+    "class_id", "name",
+    "score_units",   # seeds at the score blob (units whose argmax is the class)
+    "points",        # (M, 2) int image-plane points (y, x) inside the image
+    "counts",        # (M,) image channels fixated at each point (weights in the heat map)
+    "heat",          # heatmap.HeatMap
+    "files",         # {kind: path} once written
+])
+
+
+def resolve_model(model, weights=None, score_blob=None, mean=None):
+    """A ``ModelSpec`` from a registry name (tools/zoo.py) or a deploy prototxt path."""
+    if model in registry.MODELS:
+        info = registry.MODELS[model]
+        prototxt = registry.deploy_path(model)
+        if weights is None:
+            weights = registry.weights_path(model)
+            if not os.path.isfile(weights):
+                raise ToolkitError(f"weights of model {model!r} not found at {weights}; fetch "
+                                   f"them with `python weights/fetch.py {model}` or pass --weights")
+        note = None
+        if info.trained_on:
+            note = (f"note: {model} weights were trained on {', '.join(info.trained_on)} "
+                    "(fine for fixation pictures, not for scores on those splits)")
+        return ModelSpec(model, prototxt, weights, score_blob or info.score_blob,
+                         tuple(mean or info.mean), info.kind, None, note)
+    if not model.endswith(".prototxt") and not os.path.isfile(model):
+        raise ToolkitError(f"unknown model {model!r}: give a deploy .prototxt path or one of "
+                           f"{', '.join(registry.MODELS)}")
+    if not os.path.isfile(model):
+        raise ToolkitError(f"deploy prototxt not found: {model}")
+    if weights is None:
+        raise ToolkitError(f"--weights is required with a prototxt ({model})")
+    return ModelSpec(model, model, weights, score_blob or DEFAULT_SCORE_BLOB,
+                     tuple(mean or registry.DEEPLAB_MEAN), None, None, None)
+
+
+def load_model(spec, gpu=None):
+    """The deploy net of ``spec`` with its weights (checked before Caffe could abort on
+    them), with an input blob 'data' and the spec's score blob."""
+    net = load_net(spec.prototxt, spec.weights, gpu=gpu)
+    if "data" not in net.blobs:
+        raise ToolkitError(f"{spec.prototxt} has no input blob named 'data'")
+    if spec.score_blob not in net.blobs:
+        raise ToolkitError(f"score blob {spec.score_blob!r} is not in {spec.prototxt}; pass "
+                           "--score-blob (the scores before any zoom, e.g. fc8_voc12)")
+    return net
+
+
+def net_kind(net, spec):
+    """'classification' when the score blob has no spatial axes, else 'segmentation'."""
+    if spec.kind:
+        return spec.kind
+    return "classification" if net.blobs[spec.score_blob].data.ndim == 2 else "segmentation"
+
+
+def prepare_input(image, size, mean, kind="segmentation"):
+    """(data (3, H', W') float32, image as used (uint8 BGR), note or None).
+
+    Segmentation: minus the mean, padded bottom/right to ``size`` (0 = no padding: the net
+    takes the image's size); an image larger than ``size`` is first resized down to fit.
+    Classification: warped to ``size`` x ``size``.
+    """
+    from python_layers import seg_data
+
+    height, width = image.shape[:2]
+    note = None
+    if kind == "classification":
+        if (height, width) != (size, size):
+            image = cv2.resize(image, (size, size), interpolation=cv2.INTER_AREA)
+            note = f"image resized from {width}x{height} to {size}x{size} (classification input)"
+    elif size and max(height, width) > size:
+        scale = size / max(height, width)
+        new_size = (max(1, int(round(width * scale))), max(1, int(round(height * scale))))
+        image = cv2.resize(image, new_size, interpolation=cv2.INTER_AREA)
+        note = (f"image resized from {width}x{height} to {new_size[0]}x{new_size[1]} to fit "
+                f"the input size {size} (outputs are in the resized image's pixels; pass a "
+                "larger --size to keep the resolution)")
+    if not size:
+        data = (image.astype(np.float32) - np.asarray(mean, np.float32)).transpose(2, 0, 1)
+        return np.ascontiguousarray(data), image, note
+    data, _ = seg_data.preprocess(image, crop=size, mean=mean)
+    return data, image, note
+
+
+def class_names_for(num_classes, names=None):
+    """Names of the net's classes: given ones, VOC's for 21 classes, else class_<i>."""
+    if names is not None and len(names) == num_classes:
+        return tuple(names)
+    if names is not None:
+        raise ToolkitError(f"{len(names)} class names given for a net with {num_classes} classes")
+    if num_classes == len(voc_io.VOC_CLASSES):
+        return voc_io.VOC_CLASSES
+    return tuple(f"class_{index}" for index in range(num_classes))
+
+
+def parse_classes(text, names):
+    """Class ids from 'cat,dog' or '8,12' (names or indices)."""
+    if text is None:
+        return None
+    chosen = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        if item.isdigit() and int(item) < len(names):
+            chosen.append(int(item))
+        elif item in names:
+            chosen.append(names.index(item))
+        else:
+            raise ToolkitError(f"unknown class {item!r}; classes are 0..{len(names) - 1} or "
+                               f"names such as {', '.join(names[:6])} ...")
+    return chosen
+
+
+def image_region(score_shape, input_hw, image_hw):
+    """Bool (h, w) map of the score units that lie over the image, not over its padding.
+
+    Score unit (y, x) sits at input pixel (y * f, x * f) with f = (input - 1) / (score - 1)
+    per axis: DeepLab's align-corners zoom (65 -> 513: f = 8); f = 1 when the score blob
+    has the input's size (FCN's cropped 'score').
+    """
+    axes = []
+    for score_size, input_size, image_size in zip(score_shape[-2:], input_hw, image_hw):
+        factor = (input_size - 1) / (score_size - 1) if score_size > 1 else 0.0
+        axes.append(np.rint(np.arange(score_size) * factor) < image_size)
+    return axes[0][:, None] & axes[1][None, :]
+
+
+def predicted_classes(scores, kind, region=None):
+    """{class: number of seed units} of item 0 at the score blob (argmax over channels),
+    counting only units inside ``region`` when given."""
+    if kind == "classification":
+        return {int(np.argmax(scores[0])): 1}
+    argmax = scores[0].argmax(axis=0)
+    if region is not None:
+        argmax = argmax[region]
+    classes, counts = np.unique(argmax, return_counts=True)
+    return dict(zip(classes.tolist(), counts.tolist()))
+
+
+def make_tracker(net, prototxt, shift=DEFAULT_SHIFT, k=DEFAULT_K, max_units=None):
+    """The back-tracker (pixelfeedback.fixations) for this net."""
+    if shift not in SHIFTS:
+        raise ToolkitError(f"unknown shift {shift!r}; use one of {', '.join(SHIFTS)}")
+    options = dict(shift=shift, k=KStrategy.parse(k))
+    if max_units is not None:
+        options["max_units"] = max_units
+    return BackTracker(net, NetGraph.from_prototxt(prototxt), **options)
+
+
+def trace_inside(tracker, score_blob, classes, region=None):
+    """``tracker.trace`` seeded only by the score units over the image (``region``); the
+    units over the padding count as background (so background, when traced, gets them)."""
+    return tracker.trace(score_blob, item=0, classes=list(classes), skip_background=False,
+                         seed_region=region)
+
+
+def run_fixations(net, tracker, data, image, score_blob, kind="segmentation", classes=None,
+                  skip_background=True, names=None, sigma=None, remove_outliers=True,
+                  radius_fraction=heatmap.RADIUS_FRACTION, min_fraction=heatmap.MIN_FRACTION):
+    """Forward ``data``, back-track the chosen classes and build their heat maps.
+
+    Returns a list of ``ClassResult`` (files empty), in class order. ``classes`` None: all
+    classes predicted over the image (background skipped when ``skip_background``); a class
+    not predicted there is an error naming the predicted ones. Seeds are the score units
+    over the image (``image_region``), never those over the padding; points in the padding
+    are dropped.
+    """
+    run_forward(net, data[None], "data")
+    scores = net.blobs[score_blob].data
+    names = class_names_for(scores.shape[1], names)
+    region = None
+    if kind == "segmentation":
+        region = image_region(scores.shape, data.shape[1:], image.shape[:2])
+    seeds = predicted_classes(scores, kind, region)
+    if classes is None:
+        classes = [c for c in sorted(seeds) if not (skip_background and c == 0 and
+                                                     kind == "segmentation")]
+    missing = [c for c in classes if c not in seeds]
+    if missing:
+        found = ", ".join(f"{names[c]} ({c})" for c in sorted(seeds))
+        raise ToolkitError(f"class {', '.join(names[c] for c in missing)} is not in the "
+                           f"prediction over the image; predicted: {found}")
+    if not classes:
+        return []
+    traced = trace_inside(tracker, score_blob, classes, region)
+    results = []
+    for class_id in classes:
+        points = np.asarray(traced[class_id].points).reshape(-1, 2)
+        counts = np.asarray(traced[class_id].counts).reshape(-1)
+        inside = heatmap.inside_image(points, image.shape)  # drop the padding's points
+        points, counts = heatmap.merge_points(points[inside], counts[inside])
+        heat = heatmap.fixation_heatmap(points, image.shape, counts, sigma=sigma,
+                                        remove_outliers=remove_outliers,
+                                        radius_fraction=radius_fraction,
+                                        min_fraction=min_fraction)
+        results.append(ClassResult(class_id, names[class_id], traced[class_id].n_seeds,
+                                   points, counts, heat, {}))
+    return results
+
+
+def safe_name(name):
+    """``name`` usable in a file name (other characters become _)."""
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in str(name))
+
+
+def write_outputs(out_dir, stem, image, results, alpha=heatmap.OVERLAY_ALPHA):
+    """Write the figure, per-class overlays, heat maps and point CSVs; returns results with
+    their ``files`` filled, and the figure's path."""
+    os.makedirs(out_dir, exist_ok=True)
+    written = []
+    for result in results:
+        base = os.path.join(out_dir, f"{safe_name(stem)}_{safe_name(result.name)}")
+        files = {
+            "overlay": heatmap.write_png(base + "_overlay.png",
+                                         heatmap.overlay_heatmap(image, result.heat.heat, alpha)),
+            "heat": heatmap.write_heatmap_png(base + "_heat.png", result.heat.heat),
+            "points": heatmap.write_points_csv(base + "_points.csv", result.points,
+                                               result.counts),
+        }
+        written.append(result._replace(files=files))
+    rows = [heatmap.FigureRow(r.name, r.points, r.heat.inliers, r.heat.heat) for r in written]
+    figure = heatmap.save_fixation_figure(os.path.join(out_dir, f"{safe_name(stem)}_fixations.png"),
+                                          image, rows, alpha)
+    return written, figure
+
+
+def kept_points(result):
+    """Image points (distinct pixels) that survived outlier removal."""
+    return int(np.count_nonzero(result.heat.inliers))
+
+
+def summary_line(result):
+    """One line per class: name, seeds, image points, heat-map peak, files."""
+    peak = ("none" if result.heat.peak is None
+            else f"(y={result.heat.peak[0]}, x={result.heat.peak[1]})")
+    return (f"{result.name} ({result.class_id}): {result.score_units} score units -> "
+            f"{len(result.points)} image points ({kept_points(result)} kept after outlier "
+            f"removal); heat peak {peak}; files: {', '.join(result.files.values())}")
+
+
+def summary_record(result):
+    """The JSON record of one class (file names relative to the output folder)."""
+    return {
+        "class_id": int(result.class_id), "class": result.name,
+        "score_units": int(result.score_units), "image_points": int(len(result.points)),
+        "data_units": int(result.counts.sum()), "kept_points": kept_points(result),
+        "heat_peak_yx": list(result.heat.peak) if result.heat.peak is not None else None,
+        "files": {k: os.path.basename(v) for k, v in result.files.items()},
+    }

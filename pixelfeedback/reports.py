@@ -1,0 +1,78 @@
+"""Report formats shared by every tool: number formatting, CSV tables, JSON-safe values.
+
+One formatter per purpose, so that a number reads the same in a CSV, a Markdown table and a
+terminal line: ``fmt`` for text (``n/a`` when undefined), ``percent`` for fractions shown
+as %, ``csv_cell`` for CSV cells (empty when undefined), ``json_number`` / ``json_safe``
+for JSON (which has no NaN).
+"""
+import csv
+import io
+import math
+
+import numpy as np
+
+from python_layers import voc_io
+
+
+def _undefined(value):
+    return value is None or (isinstance(value, (float, np.floating)) and math.isnan(value))
+
+
+def fmt(value, digits=4, signed=False):
+    """``value`` with ``digits`` decimals (``+`` shown when ``signed``), ``n/a`` when undefined."""
+    if _undefined(value):
+        return "n/a"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
+
+
+def percent(value, digits=2):
+    """A fraction shown in percent (0.6225 -> '62.25'), ``n/a`` when undefined."""
+    return "n/a" if _undefined(value) else f"{100 * value:.{digits}f}"
+
+
+def csv_cell(value):
+    """A CSV cell: floats with 4 decimals, empty for None and NaN."""
+    if _undefined(value):
+        return ""
+    if isinstance(value, (float, np.floating)):
+        return f"{float(value):.4f}"
+    return str(value)
+
+
+def csv_text(rows, columns):
+    """Dict rows as CSV text with a header line (cells by ``csv_cell``)."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([csv_cell(row.get(column)) for column in columns])
+    return out.getvalue()
+
+
+def write_csv(path, rows, columns):
+    """Write dict rows as a CSV file (atomically); returns the path."""
+    voc_io.write_text(path, csv_text(rows, columns))
+    return path
+
+
+def json_number(value):
+    """A float for JSON: NaN becomes null."""
+    value = float(value)
+    return None if math.isnan(value) else value
+
+
+def json_safe(value):
+    """NaN -> None, NumPy scalars and arrays -> Python, tuples -> lists, recursively."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    return value

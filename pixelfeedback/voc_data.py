@@ -1,0 +1,274 @@
+"""PASCAL VOC 2012 (and optionally SBD): fetching, extracting, converting SBD's labels, and
+writing DeepLab list files (tools/fetch_voc.py is the command).
+
+Downloads are resumable (run the command again after an interruption), verified against
+the published md5 sums, and renamed into place only when complete. Results:
+
+    data/VOCdevkit/VOC2012/JPEGImages/*.jpg
+    data/VOCdevkit/VOC2012/SegmentationClass/*.png     VOC's palette labels (255 = ignore)
+    data/VOCdevkit/VOC2012/SegmentationClassAug/*.png  with --sbd: SBD labels converted to
+                                                       palette PNGs, VOC's own labels where
+                                                       VOC has one (they win over SBD's)
+    data/lists/train.txt     1464 VOC train images  "/JPEGImages/x.jpg /SegmentationClass/x.png"
+    data/lists/val.txt       1449 VOC val images    "/JPEGImages/x.jpg /SegmentationClass/x.png"
+    data/lists/train_aug.txt with --sbd: (SBD train + SBD val + VOC train) minus VOC val,
+                             10582 images           "/JPEGImages/x.jpg /SegmentationClassAug/x.png"
+
+Paths in the lists are relative to the data root data/VOCdevkit/VOC2012 (DeepLab's
+convention: pass that folder as --data-root). train.txt and val.txt point to VOC's own
+SegmentationClass, so the validation labels never depend on the SBD conversion; the
+pixels are the same as in DeepLab's SegmentationClassAug for those images.
+"""
+import collections
+import io
+import json
+import os
+import posixpath
+import shutil
+import tarfile
+
+import numpy as np
+
+from pixelfeedback import download as dl
+from python_layers import ToolkitError, voc_io
+
+BASE_URL_ENV = "TOOLKIT_DATA_BASE_URL"
+
+Archive = collections.namedtuple("Archive", ["filename", "url", "md5", "description"])
+
+# md5 sums as published with the data sets' loaders (torchvision's VOCSegmentation and
+# SBDataset use the same values).
+ARCHIVES = {
+    "voc": Archive("VOCtrainval_11-May-2012.tar",
+                   "http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar",
+                   "6cd6e144f989b92b3379bac3b3de84fd", "PASCAL VOC 2012 trainval (about 2 GB)"),
+    "sbd": Archive("benchmark.tgz",
+                   "http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/"
+                   "semantic_contours/benchmark.tgz",
+                   "82b4d87ceb2ed10f6038a1cba92111cb",
+                   "Semantic Boundaries Dataset, Hariharan et al. 2011 (about 1.4 GB)"),
+}
+
+
+def archive_url(archive, base_url=None):
+    return base_url.rstrip("/") + "/" + archive.filename if base_url else archive.url
+
+
+def obtain(archive, downloads, base_url=None, local=None, verify=True, progress=True):
+    """The path of a complete, verified archive: ``local`` if given, else downloaded."""
+    md5 = archive.md5 if verify else None
+    if local:
+        if not os.path.isfile(local):
+            raise ToolkitError(f"archive not found: {local}; check the path given to "
+                               "--from-archive / --sbd-archive")
+        if verify:
+            print(f"checking md5 of {local}")
+        dl.verify_file(local, md5=md5, what=local, progress=progress,
+                       hint="It is not the published file; pass --no-verify to use it anyway")
+        return local
+    path = os.path.join(downloads, archive.filename)
+    if os.path.exists(path):
+        print(f"using {path} (downloaded before)")
+        dl.verify_file(path, md5=md5, what=path, progress=progress,
+                       hint=f"Delete {path} and run the command again to download it afresh")
+        return path
+    url = archive_url(archive, base_url)
+    print(f"downloading {archive.description}: {url}")
+    dl.download(url, path, md5=md5, progress=progress)
+    return path
+
+
+def safe_members(tf, archive):
+    """Regular files and folders of a tar, refusing paths that would leave the target."""
+    for member in tf:
+        name = posixpath.normpath(member.name)
+        if name.startswith(("/", "../")) or name == "..":
+            raise ToolkitError(f"{archive} has a member outside its folder ({member.name}); "
+                               "refusing to extract it: the archive is not the published one")
+        if member.isfile() or member.isdir():
+            yield member
+
+
+def voc_root_of(dest):
+    return os.path.join(dest, "VOCdevkit", "VOC2012")
+
+
+def voc_stamp(voc_root):
+    """Written after a complete extraction; its presence skips download and extraction."""
+    return os.path.join(voc_root, ".extracted")
+
+
+def sbd_stamp(voc_root):
+    """Written after a complete SBD conversion: the SBD train and val ids, as JSON."""
+    return os.path.join(voc_root, "SegmentationClassAug", ".sbd-splits.json")
+
+
+def extract_voc(archive, dest, progress=True):
+    """Extract VOCdevkit/ of the VOC tar into ``dest``; returns the VOC2012 folder."""
+    from tqdm import tqdm
+
+    voc_root = voc_root_of(dest)
+    stamp = voc_stamp(voc_root)
+    print(f"extracting {archive} into {dest}")
+    kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
+    with tarfile.open(archive) as tf, tqdm(total=os.path.getsize(archive), unit="B",
+                                           unit_scale=True, desc="extract VOC",
+                                           disable=not progress) as bar:
+        for member in safe_members(tf, archive):
+            if member.name.startswith("VOCdevkit/"):
+                tf.extract(member, dest, **kwargs)
+            bar.update(member.size)
+    for sub in ("JPEGImages", "SegmentationClass", os.path.join("ImageSets", "Segmentation")):
+        if not os.path.isdir(os.path.join(voc_root, sub)):
+            raise ToolkitError(f"{archive} has no VOCdevkit/VOC2012/{sub}; it is not the VOC "
+                               "2012 trainval archive")
+    voc_io.write_text(stamp, os.path.basename(archive) + "\n")
+    return voc_root
+
+
+def read_ids(path):
+    """Image ids of a VOC / SBD split file, one per line."""
+    if not os.path.isfile(path):
+        raise ToolkitError(f"split file not found: {path}; the archive is incomplete")
+    with open(path) as f:
+        return [line.split()[0] for line in f if line.strip()]
+
+
+def sbd_label(mat_bytes, source):
+    """The class map (H, W) uint8 of an SBD cls/*.mat (struct GTcls, field Segmentation)."""
+    import scipy.io
+
+    try:
+        mat = scipy.io.loadmat(io.BytesIO(mat_bytes), squeeze_me=True, struct_as_record=False)
+        label = np.asarray(mat["GTcls"].Segmentation)
+    except Exception as exc:  # scipy raises many kinds on a broken file
+        raise ToolkitError(f"cannot read the SBD label {source} ({exc}); the archive is "
+                           "corrupt: delete it and fetch it again") from None
+    if label.ndim != 2:
+        raise ToolkitError(f"SBD label {source} has shape {label.shape}; expected a 2-D map")
+    return label.astype(np.uint8)
+
+
+def convert_sbd(archive, voc_root, progress=True):
+    """Write SegmentationClassAug from the SBD tgz; returns (sbd train ids, sbd val ids).
+
+    The tgz is streamed: each cls/*.mat becomes a palette PNG; SBD images missing from
+    JPEGImages are copied. VOC's own labels are copied over SBD's afterwards.
+    """
+    from tqdm import tqdm
+
+    aug_dir = os.path.join(voc_root, "SegmentationClassAug")
+    jpeg_dir = os.path.join(voc_root, "JPEGImages")
+    splits = {}
+    converted = 0
+    with tarfile.open(archive, "r|*") as tf, \
+            tqdm(unit=" files", desc="convert SBD", disable=not progress) as bar:
+        for member in safe_members(tf, archive):
+            if not member.isfile():
+                continue
+            parts = member.name.split("/")  # .../dataset/{train,val}.txt, .../dataset/cls/x.mat
+            folder, base = (parts[-2], parts[-1]) if len(parts) >= 2 else ("", parts[-1])
+            parent = parts[-3] if len(parts) >= 3 else ""
+            stem, ext = os.path.splitext(base)
+            if folder == "dataset" and base in ("train.txt", "val.txt"):
+                text = tf.extractfile(member).read().decode()
+                splits[stem] = [line.split()[0] for line in text.splitlines() if line.strip()]
+            elif parent == "dataset" and folder == "cls" and ext == ".mat":
+                label = sbd_label(tf.extractfile(member).read(), f"{archive}:{member.name}")
+                voc_io.write_label(os.path.join(aug_dir, stem + ".png"), label)
+                converted += 1
+                bar.update()
+            elif parent == "dataset" and folder == "img" and ext == ".jpg":
+                target = os.path.join(jpeg_dir, base)
+                if not os.path.exists(target):
+                    with voc_io.atomic_path(target) as tmp, open(tmp, "wb") as f:
+                        shutil.copyfileobj(tf.extractfile(member), f)
+    if converted == 0 or set(splits) != {"train", "val"}:
+        raise ToolkitError(f"{archive} has no benchmark_RELEASE/dataset/cls/*.mat or "
+                           "train.txt/val.txt; it is not the SBD benchmark.tgz")
+    voc_labels = os.path.join(voc_root, "SegmentationClass")
+    for name in sorted(os.listdir(voc_labels)):
+        if name.endswith(".png"):
+            shutil.copyfile(os.path.join(voc_labels, name), os.path.join(aug_dir, name))
+    voc_io.write_json(sbd_stamp(voc_root), splits)
+    return splits["train"], splits["val"]
+
+
+def write_lists(voc_root, lists_dir, sbd_splits=None):
+    """Write train.txt, val.txt (and train_aug.txt with SBD); returns {name: count}."""
+    seg_sets = os.path.join(voc_root, "ImageSets", "Segmentation")
+    voc_train = read_ids(os.path.join(seg_sets, "train.txt"))
+    voc_val = read_ids(os.path.join(seg_sets, "val.txt"))
+    lists = {"train": (voc_train, "SegmentationClass"), "val": (voc_val, "SegmentationClass")}
+    if sbd_splits is not None:
+        sbd_train, sbd_val = sbd_splits
+        train_aug = sorted((set(sbd_train) | set(sbd_val) | set(voc_train)) - set(voc_val))
+        lists["train_aug"] = (train_aug, "SegmentationClassAug")
+    counts = {}
+    for name, (ids, label_dir) in lists.items():
+        missing = [i for i in ids
+                   if not os.path.isfile(os.path.join(voc_root, "JPEGImages", i + ".jpg"))
+                   or not os.path.isfile(os.path.join(voc_root, label_dir, i + ".png"))]
+        if missing:
+            raise ToolkitError(f"{len(missing)} images of the {name} split lack an image or a "
+                               f"label in {voc_root} (e.g. {missing[0]}); the archive is "
+                               "incomplete: fetch it again")
+        lines = "".join(f"/JPEGImages/{i}.jpg /{label_dir}/{i}.png\n" for i in ids)
+        voc_io.write_text(os.path.join(lists_dir, name + ".txt"), lines)
+        counts[name] = len(ids)
+    return counts
+
+
+def lists_for_existing(voc_root, lists_dir):
+    """List files of an already-extracted VOC2012 folder; SegmentationClassAug/, when
+    present, counts as the SBD augmentation. Returns {name: count}."""
+    if not os.path.isdir(os.path.join(voc_root, "ImageSets", "Segmentation")):
+        raise ToolkitError(f"{voc_root} is not a VOC2012 folder (no ImageSets/Segmentation); "
+                           "pass the folder that holds JPEGImages/")
+    aug = os.path.join(voc_root, "SegmentationClassAug")
+    sbd_splits = None
+    if os.path.isdir(aug):
+        sbd_splits = (sorted(name[:-4] for name in os.listdir(aug) if name.endswith(".png")), [])
+    return write_lists(voc_root, lists_dir, sbd_splits)
+
+
+def fetch(dest, sbd=False, from_archive=None, sbd_archive=None, base_url=None, verify=True,
+          keep_archives=False, lists_only=None, lists_dir=None, progress=True):
+    """Fetch (or find) VOC 2012, optionally SBD, and write the list files; prints what it
+    did. ``lists_only``: an existing VOC2012 folder to write lists for, downloading nothing.
+    Returns {list name: image count}."""
+    lists_dir = lists_dir or os.path.join(dest, "lists")
+    if lists_only:
+        counts = lists_for_existing(lists_only, lists_dir)
+    else:
+        downloads = os.path.join(dest, "downloads")
+        voc_root = voc_root_of(dest)
+        fetched = []  # archives downloaded into DEST/downloads (deleted when all is done)
+        if os.path.exists(voc_stamp(voc_root)):
+            print(f"{voc_root} already extracted (delete {voc_stamp(voc_root)} to extract "
+                  "again)")
+        else:
+            voc_tar = obtain(ARCHIVES["voc"], downloads, base_url, from_archive,
+                             verify=verify, progress=progress)
+            fetched += [] if from_archive else [voc_tar]
+            extract_voc(voc_tar, dest, progress=progress)
+        sbd_splits = None
+        if sbd or sbd_archive:
+            if os.path.exists(sbd_stamp(voc_root)):
+                print(f"SBD already converted (delete {sbd_stamp(voc_root)} to convert again)")
+                with open(sbd_stamp(voc_root)) as f:
+                    splits = json.load(f)
+                sbd_splits = splits["train"], splits["val"]
+            else:
+                sbd_tgz = obtain(ARCHIVES["sbd"], downloads, base_url, sbd_archive,
+                                 verify=verify, progress=progress)
+                fetched += [] if sbd_archive else [sbd_tgz]
+                sbd_splits = convert_sbd(sbd_tgz, voc_root, progress=progress)
+        counts = write_lists(voc_root, lists_dir, sbd_splits)
+        if not keep_archives:
+            for path in fetched:
+                os.unlink(path)
+        print(f"data root: {voc_root}")
+    for name, count in counts.items():
+        print(f"{os.path.join(lists_dir, name + '.txt')}: {count} images")
+    return counts
