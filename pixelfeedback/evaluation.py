@@ -4,7 +4,7 @@
 Per image: BGR minus the mean, padded at the bottom/right to --size (513) with the mean,
 one forward pass, the prediction (the net's 'prediction' blob, an ArgMax of the x8-zoomed
 scores, or the argmax of the zoomed scores) cropped to the image size. One confusion
-matrix is accumulated over the whole list (thesis Algorithm 2, tools/metrics.py).
+matrix is accumulated over the whole list (thesis Algorithm 2, pixelfeedback/metrics.py).
 
 Written to --out: predictions/<id>.png (VOC palette PNGs), metrics.json, class_iou.csv,
 summary.md and settings.json (the run folder's settings, so that a resumed run cannot mix

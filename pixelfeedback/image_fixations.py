@@ -5,7 +5,7 @@ point CSVs and summary.json, and return the lines tools/seg_fixations.py prints.
 import os
 import tempfile
 
-from pixelfeedback import heatmap, pipeline
+from pixelfeedback import pipeline
 from pixelfeedback.demo.model import fixation_demo
 from pixelfeedback.nets import registry
 from python_layers import ToolkitError, voc_io

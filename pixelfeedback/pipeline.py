@@ -42,7 +42,7 @@ ClassResult = collections.namedtuple("ClassResult", [
 
 
 def resolve_model(model, weights=None, score_blob=None, mean=None):
-    """A ``ModelSpec`` from a registry name (tools/zoo.py) or a deploy prototxt path."""
+    """A ``ModelSpec`` from a registry name (pixelfeedback.nets.registry) or a deploy prototxt path."""
     if model in registry.MODELS:
         info = registry.MODELS[model]
         prototxt = registry.deploy_path(model)

@@ -25,6 +25,7 @@ import numpy as np
 from pixelfeedback import evaluation, metrics, reports
 from pixelfeedback.nets import largefov, registry
 from pixelfeedback.nets.netspec import write_net
+from pixelfeedback.runfolder import RunFolder
 from pixelfeedback.training import final_weights, parse_losses, train
 from python_layers import ToolkitError, voc_io
 from python_layers.template_loss import LOSS_NAMES as LOSSES
@@ -70,7 +71,7 @@ class SweepConfig(object):
                  batch_size=10, crop=321, test_size=513, width_div=1, num_classes=21,
                  gpu=None, snapshot_every=None, progress=True, init_trained_on=None,
                  base_lr=None, baseline_from=None, baseline_list=None,
-                 baseline_iterations=6000, class_names=None):
+                 baseline_iterations=6000, class_names=None, restart=False):
         self.out = os.path.abspath(out)
         self.data_root = os.path.abspath(data_root)
         self.train_list = os.path.abspath(train_list)
@@ -91,6 +92,7 @@ class SweepConfig(object):
         self.init_trained_on = init_trained_on
         self.base_lr = base_lr  # None: the thesis's 1e-4
         self.class_names = list(class_names) if class_names else None
+        self.restart = bool(restart)
         # Optional stage 1: train the baseline from an ImageNet init (vgg16_20M) on
         # baseline_list (train_aug) and fine-tune from it instead of init_weights.
         self.baseline_from = os.path.abspath(baseline_from) if baseline_from else None
@@ -99,6 +101,22 @@ class SweepConfig(object):
         for loss in self.losses:
             if loss not in LOSSES:
                 raise ToolkitError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
+
+    def fingerprint(self):
+        """The settings that decide each run's result: the run folder refuses others. Which
+        losses, lambdas and seeds are run is not among them, so a sweep can be extended."""
+        return {
+            "data_root": RunFolder.path(self.data_root),
+            "train_list": RunFolder.path(self.train_list),
+            "val_list": RunFolder.path(self.val_list),
+            "init_weights": RunFolder.path(self.init_weights),
+            "iterations": self.iterations, "batch_size": self.batch_size, "crop": self.crop,
+            "test_size": self.test_size, "width_div": self.width_div,
+            "num_classes": self.num_classes, "base_lr": self.base_lr,
+            "baseline_from": RunFolder.path(self.baseline_from) if self.baseline_from else None,
+            "baseline_list": RunFolder.path(self.baseline_list) if self.baseline_from else None,
+            "baseline_iterations": self.baseline_iterations if self.baseline_from else None,
+        }
 
     def runs(self):
         """The optional baseline, the control for every seed, then every loss x lambda x
@@ -129,7 +147,7 @@ def evaluate_weights(cfg, weights, out_dir, model_name=None):
     test_net = write_test_net(cfg, os.path.join(cfg.out, "test.prototxt"))
     return evaluation.evaluate(
         (test_net, weights), cfg.val_list, cfg.data_root, out_dir,
-        num_classes=cfg.num_classes, size=cfg.test_size, resume=True,
+        num_classes=cfg.num_classes, size=cfg.test_size,
         progress=cfg.progress, gpu=cfg.gpu, model_name=model_name, class_names=cfg.class_names)
 
 
@@ -192,9 +210,17 @@ def load_results(out):
 
 
 def run_sweep(cfg, on_result=None):
-    """Run every planned run not finished yet; returns all result records."""
+    """Run every planned run not finished yet; returns all result records.
+
+    ``cfg.out`` is a run folder (pixelfeedback.runfolder): locked while the sweep runs, and
+    refused when it holds runs of other settings unless ``cfg.restart``."""
+    with RunFolder(cfg.out, cfg.fingerprint(), what="Table 3.1 sweep",
+                   restart=cfg.restart):
+        return _run_planned(cfg, on_result)
+
+
+def _run_planned(cfg, on_result):
     os.makedirs(os.path.join(cfg.out, "results"), exist_ok=True)
-    voc_io.write_json(os.path.join(cfg.out, "config.json"), vars(cfg))
     if cfg.init_trained_on and "voc2012_val" in cfg.init_trained_on:
         warn_val_contamination(cfg.init_weights)
     planned = cfg.runs()

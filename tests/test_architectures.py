@@ -6,11 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from pixelfeedback.nets import architectures
-from pixelfeedback.nets import netspec
-from pixelfeedback.nets import prototxt
-from pixelfeedback.nets import registry
-from pixelfeedback.nets import weights
+from pixelfeedback.nets import architectures, netspec, prototxt, registry
+from pixelfeedback.nets import weights as netweights
 
 # Published layer names (fcn.berkeleyvision.org voc-fcn8s deploy / voc-fcn-alexnet val,
 # VGG_ILSVRC_16_layers deploy), the Input layer left out.
@@ -86,7 +83,7 @@ def test_small_nets_build_and_run(caffe, tmp_path, name):
     generator, _ = ZOO[name]
     kwargs, score_blob, score_shape = SMALL[name]
     net, _ = build(caffe, generator(**kwargs), tmp_path)
-    weights.fill_random_weights(net, seed=1)
+    netweights.fill_random_weights(net, seed=1)
     net.blobs["data"].data[...] = np.random.RandomState(0).normal(0, 50, net.blobs["data"].shape)
     net.forward()
     scores = net.blobs[score_blob].data
@@ -181,10 +178,10 @@ def test_weights_load_by_name_into_the_published_prototxt(caffe, tmp_path):
     generator's text, with the shape check of pixelfeedback.nets.weights."""
 
     source, path = build(caffe, architectures.fcn_alexnet(width_div=16, size=64), tmp_path, "a")
-    weights.fill_random_weights(source, seed=3)
+    netweights.fill_random_weights(source, seed=3)
     source.save(str(tmp_path / "a.caffemodel"))
     target = caffe.Net(path, caffe.TEST)
-    weights.load_weights(target, str(tmp_path / "a.caffemodel"))
+    netweights.load_weights(target, str(tmp_path / "a.caffemodel"))
     np.testing.assert_array_equal(target.params["fc6"][0].data, source.params["fc6"][0].data)
 
 
@@ -204,14 +201,14 @@ def test_bilinear_kernel_is_fcns():
 
 @pytest.mark.parametrize("name", list(ZOO))
 def test_back_tracker_runs_through_each_net(caffe, tmp_path, name):
-    """The engine of tools/fixations.py end to end on each small net with random weights:
+    """The back-tracker (pixelfeedback.fixations) end to end on each small net with random weights:
     image-plane points inside the input."""
     from pixelfeedback import fixations
 
     generator, _ = ZOO[name]
     kwargs, score_blob, _ = SMALL[name]
     net, path = build(caffe, generator(**kwargs), tmp_path)
-    weights.fill_random_weights(net, seed=2)
+    netweights.fill_random_weights(net, seed=2)
     net.blobs["data"].data[...] = np.random.RandomState(1).normal(0, 50, net.blobs["data"].shape)
     net.forward()
     scores = net.blobs[score_blob].data

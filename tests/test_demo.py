@@ -5,28 +5,30 @@ import os
 
 import pytest
 
-from tools import demo
+from pixelfeedback import evaluation, synthetic
+from pixelfeedback.nets import weights as netweights
+
+from pixelfeedback.demo import model as demo
+from pixelfeedback.demo import run as demo_run
+from pixelfeedback.download import file_digest
 
 
 def test_committed_model_is_the_one_the_recipe_describes(caffe, tmp_path):
-    from pixelfeedback import evaluation
-    from pixelfeedback.nets import weights
     meta = json.load(open(demo.DEMO_RECIPE_FILE))
     assert meta["recipe"] == demo.RECIPE
     assert meta["recipe_id"] == demo.recipe_id()
-    assert meta["sha256"] == demo.file_digest(demo.DEMO_WEIGHTS)
+    assert meta["sha256"] == file_digest(demo.DEMO_WEIGHTS)
     assert demo.committed_baseline() is not None
     assert os.path.getsize(demo.DEMO_WEIGHTS) < 5 * 2 ** 20  # a few MB at most
     # every layer of the recipe's net is there, with its shape, by name
     deploy, _ = demo.demo_model_files(str(tmp_path))
     net = caffe.Net(deploy, caffe.TEST)
-    loaded = weights.load_weights(net, demo.DEMO_WEIGHTS)
+    loaded = netweights.load_weights(net, demo.DEMO_WEIGHTS)
     assert set(net.params) <= set(loaded)
     assert net.params["conv1_1"][0].data.shape == (8, 3, 3, 3)  # 64 / width_div 8
     assert net.params["fc8_voc12"][0].data.shape == (5, 128, 1, 1)
     # its val mIoU, measured now on the recipe's val images, is the recorded one and above
     # the stated floor (val images depend only on the seed and their index)
-    from pixelfeedback import synthetic
     data = synthetic.generate(str(tmp_path / "data"), n_train=1, n_val=demo.RECIPE["data"]["n_val"],
                               size=demo.RECIPE["data"]["size"], seed=demo.RECIPE["data"]["seed"])
     _, test = demo.demo_model_files(str(tmp_path))
@@ -38,7 +40,7 @@ def test_committed_model_is_the_one_the_recipe_describes(caffe, tmp_path):
 
 
 def test_quick_demo_end_to_end(tmp_path):
-    summary = demo.run_demo(out=str(tmp_path / "out"), data_dir=str(tmp_path / "data"),
+    summary = demo_run.run_demo(out=str(tmp_path / "out"), data_dir=str(tmp_path / "data"),
                             quick=True, progress=False)
     baseline = summary["baseline"]
     # the baseline beats chance (predicting background everywhere) by a wide margin
@@ -69,7 +71,7 @@ def test_quick_demo_end_to_end(tmp_path):
     assert (out / "table" / "table31.md").is_file()
 
     # a second run reuses every cached step
-    again = demo.run_demo(out=str(out), data_dir=str(tmp_path / "data"), quick=True,
+    again = demo_run.run_demo(out=str(out), data_dir=str(tmp_path / "data"), quick=True,
                           progress=False)
     assert again["baseline"]["mean_iou"] == pytest.approx(baseline["mean_iou"])
     assert again["table"]["markdown"] == summary["table"]["markdown"]

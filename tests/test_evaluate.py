@@ -1,4 +1,4 @@
-"""tools/evaluation.py on a reduced-width DeepLab test net (real Caffe) and tiny VOC data."""
+"""Evaluation (pixelfeedback/evaluation.py, tools/evaluate.py) on a reduced-width DeepLab test net (real Caffe) and tiny VOC data."""
 import json
 import os
 import shutil
@@ -11,7 +11,9 @@ from PIL import Image
 
 from python_layers import ToolkitError, voc_io
 from tests.conftest import REPO, write_tiny_voc
-from pixelfeedback import metrics
+from pixelfeedback import evaluation, metrics
+from pixelfeedback.nets import largefov
+from pixelfeedback.nets import weights as netweights
 
 NUM_CLASSES = 4
 SIZE = 65  # 8k+1; the tiny images are 53x45
@@ -21,10 +23,6 @@ SIZE = 65  # 8k+1; the tiny images are 53x45
 def tiny_model(tmp_path_factory, caffe):
     """(test prototxt, caffemodel) of test_net(width_div=32, 4 classes, 65) with random
     weights large enough that every class gets predicted somewhere."""
-    from pixelfeedback import evaluation
-    from pixelfeedback.nets import largefov
-    from pixelfeedback.nets import weights
-
     folder = tmp_path_factory.mktemp("model")
     prototxt = str(folder / "test.prototxt")
     with open(prototxt, "w") as f:
@@ -66,7 +64,7 @@ def confusion_from_pngs(out, voc):
 def test_outputs_and_numbers_match_the_written_pngs(tiny_model, voc, tmp_path):
     out = tmp_path / "eval"
     result = run(tiny_model, voc, out)
-    for name in ("metrics.json", "class_iou.csv", "summary.md", "run.json"):
+    for name in ("metrics.json", "class_iou.csv", "summary.md", "settings.json"):
         assert (out / name).is_file(), name
     with open(out / "metrics.json") as f:
         saved = json.load(f)
@@ -154,11 +152,12 @@ def test_resume_refuses_predictions_of_another_run(tiny_model, voc, tmp_path, ca
     net.params["fc8_voc12"][1].data[0] += 1.0
     other = str(tmp_path / "other.caffemodel")
     net.save(other)
-    with pytest.raises(ToolkitError, match=r"different run \(differs in: parameters_sha256\)"):
+    with pytest.raises(ToolkitError, match=r"holds an evaluation of other settings "
+                       r"\(parameters_sha256: '[0-9a-f]+' there"):
         run((tiny_model[0], other), voc, out)
-    with pytest.raises(ToolkitError, match=r"differs in: size"):
+    with pytest.raises(ToolkitError, match=r"\(size: 65 there, 73 now\); pass another --out, or --restart"):
         run(tiny_model, voc, out, size=73)
-    result = run((tiny_model[0], other), voc, out, resume=False)
+    result = run((tiny_model[0], other), voc, out, restart=True)
     assert result["images_run"] == 5
 
 
@@ -190,7 +189,7 @@ def test_clear_errors(tiny_model, voc, tmp_path, caffe):
         run((str(tmp_path / "missing.prototxt"), tiny_model[1]), voc, tmp_path / "o")
     with pytest.raises(ToolkitError, match="4 channels but --num-classes is 5"):
         run(tiny_model, voc, tmp_path / "o", num_classes=5)
-    # Weights of another width: weights.load_weights names the layer before Caffe aborts.
+    # Weights of another width: netweights.load_weights names the layer before Caffe aborts.
     wide = str(tmp_path / "wide.prototxt")
     with open(wide, "w") as f:
         f.write(str(largefov.test_net(width_div=16, num_classes=NUM_CLASSES, size=SIZE)))
@@ -222,7 +221,7 @@ def test_command_line(tiny_model, voc, tmp_path):
     root, list_path = voc
     weights = str(tmp_path / "train2_iter_8000.caffemodel")
     shutil.copyfile(tiny_model[1], weights)
-    command = [sys.executable, os.path.join(REPO, "tools", "evaluation.py"),
+    command = [sys.executable, os.path.join(REPO, "tools", "evaluate.py"),
                "--model", tiny_model[0], "--weights", weights, "--data-root", root,
                "--list", list_path, "--out", str(tmp_path / "eval"), "--size", str(SIZE),
                "--num-classes", str(NUM_CLASSES), "--no-progress"]
@@ -237,9 +236,9 @@ def test_command_line(tiny_model, voc, tmp_path):
     assert done.stderr.startswith("error: image ") and "--size" in done.stderr
     assert "Traceback" not in done.stderr
 
-    helped = subprocess.run([sys.executable, os.path.join(REPO, "tools", "evaluation.py"),
+    helped = subprocess.run([sys.executable, os.path.join(REPO, "tools", "evaluate.py"),
                              "--help"], capture_output=True, text=True)
-    assert helped.returncode == 0 and "--data-root" in helped.stdout and "resume" in helped.stdout
+    assert helped.returncode == 0 and "--data-root" in helped.stdout and "--restart" in helped.stdout
 
 
 def test_duplicate_image_names_are_an_error(tiny_model, voc, tmp_path):

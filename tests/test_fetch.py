@@ -17,7 +17,8 @@ import pytest
 from python_layers import ToolkitError, voc_io
 from tests.conftest import REPO, load_script
 from pixelfeedback import download as dl
-from pixelfeedback.nets import published_weights, registry, weights
+from pixelfeedback.nets import loading, published_weights, registry
+from pixelfeedback.nets import weights as netweights
 
 
 class FileServer:
@@ -91,7 +92,7 @@ def sha256(data):
 PAYLOAD = np.random.RandomState(0).bytes(300_000)
 
 
-# --- tools/download.py ----------------------------------------------------------------------
+# --- pixelfeedback/download.py --------------------------------------------------------------------
 
 def test_download_success(server, tmp_path):
     server.files["/a.bin"] = PAYLOAD
@@ -308,12 +309,12 @@ def test_v1_caffemodel_with_legacy_blobs(fetch_weights, tiny_models, tmp_path, c
         return path
 
     fitting = v1_model(4)
-    assert weights.caffemodel_shapes(fitting)["conv1"][1] == ((1, 1, 1, 4), True)
-    assert weights.shape_report(fitting, tiny_models[0]) == ([], [])
+    assert netweights.caffemodel_shapes(fitting)["conv1"][1] == ((1, 1, 1, 4), True)
+    assert loading.shape_report(fitting, tiny_models[0]) == ([], [])
     net = caffe.Net(tiny_models[0], caffe.TEST)
     net.copy_from(fitting)  # Caffe agrees (it would abort otherwise)
     assert float(net.params["conv1"][1].data[0]) == 0.5
-    mismatches, _ = weights.shape_report(v1_model(5), tiny_models[0])
+    mismatches, _ = loading.shape_report(v1_model(5), tiny_models[0])
     assert mismatches[0] == "layer conv1 blob 0: caffemodel (5, 3, 3, 3), prototxt (4, 3, 3, 3)"
 
 

@@ -10,14 +10,12 @@ import cv2
 import numpy as np
 import pytest
 
-from pixelfeedback.nets import architectures
-from pixelfeedback.nets import largefov
-from pixelfeedback.nets import netspec
-from pixelfeedback.nets import registry
-from pixelfeedback.nets import weights
+from pixelfeedback.nets import architectures, largefov, netspec, registry
+from pixelfeedback.nets import weights as netweights
 
 from pixelfeedback import heatmap
-from tools import seg_fixations as sf
+from pixelfeedback import pipeline as sf
+from tests.conftest import load_script
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "tools", "seg_fixations.py")
@@ -45,13 +43,13 @@ def small_model(tmp_path_factory, caffe):
     prototxt = str(root / "deploy.prototxt")
     netspec.write_net(largefov.deploy_net(width_div=16, num_classes=21, size=65), prototxt)
     net = caffe.Net(prototxt, caffe.TEST)
-    weights.fill_random_weights(net, seed=0)
+    netweights.fill_random_weights(net, seed=0)
     weights = str(root / "random.caffemodel")
     net.save(weights)
     other = str(root / "other.prototxt")
     netspec.write_net(largefov.deploy_net(width_div=16, num_classes=20, size=65), other)
     other_net = caffe.Net(other, caffe.TEST)
-    weights.fill_random_weights(other_net, seed=0)
+    netweights.fill_random_weights(other_net, seed=0)
     mismatched = str(root / "mismatched.caffemodel")
     other_net.save(mismatched)
     image = (np.random.RandomState(0).rand(50, 60, 3) * 255).astype(np.uint8)
@@ -124,8 +122,8 @@ def test_unknown_model_lists_the_known_ones(tmp_path, small_model):
 
 
 def test_missing_published_weights_say_how_to_fetch(tmp_path, small_model, monkeypatch, capsys):
-    monkeypatch.setattr(zoo, "weights_path", lambda name: str(tmp_path / f"{name}.caffemodel"))
-    code = sf.main(["--model", "fcn8s", "--image", small_model["image"]])
+    monkeypatch.setattr(registry, "weights_path", lambda name: str(tmp_path / f"{name}.caffemodel"))
+    code = load_script(os.path.join("tools", "seg_fixations.py")).main(["--model", "fcn8s", "--image", small_model["image"]])
     err = capsys.readouterr().err
     assert code == 2 and err.startswith("error: ") and "python weights/fetch.py fcn8s" in err
 
@@ -163,7 +161,7 @@ def test_explicit_model_run_in_process(tmp_path, small_model, capsys):
     """A prototxt + weights run with chosen classes and heat-map options, in-process."""
     chosen = [c for c in small_model["predicted"] if c][:1]
     out = tmp_path / "out"
-    code = sf.main(["--model", small_model["prototxt"], "--weights", small_model["weights"],
+    code = load_script(os.path.join("tools", "seg_fixations.py")).main(["--model", small_model["prototxt"], "--weights", small_model["weights"],
                     "--image", small_model["image"], "--classes", str(chosen[0]),
                     "--shift", "full", "--k", "1", "--sigma", "2", "--out", str(out)])
     assert code == 0
@@ -201,7 +199,7 @@ def test_padding_points_are_dropped(tmp_path, caffe):
     prototxt = str(tmp_path / "fcn_alexnet.prototxt")
     netspec.write_net(architectures.fcn_alexnet(width_div=16, size=64), prototxt)
     net = caffe.Net(prototxt, caffe.TEST)
-    weights.fill_random_weights(net, seed=4)
+    netweights.fill_random_weights(net, seed=4)
     image = (np.random.RandomState(1).rand(40, 50, 3) * 255).astype(np.uint8)
     data, image, _ = sf.prepare_input(image, 64, registry.FCN_MEAN)
     tracker = sf.make_tracker(net, prototxt, "partial", "1")
@@ -221,7 +219,7 @@ def test_classifier_traces_its_top_class(tmp_path, caffe):
     prototxt = str(tmp_path / "vgg16.prototxt")
     netspec.write_net(architectures.vgg16(width_div=16, size=32), prototxt)
     net = caffe.Net(prototxt, caffe.TEST)
-    weights.fill_random_weights(net, seed=5)
+    netweights.fill_random_weights(net, seed=5)
     image = (np.random.RandomState(2).rand(48, 40, 3) * 255).astype(np.uint8)
     data, image, _ = sf.prepare_input(image, 32, registry.DEEPLAB_MEAN, "classification")
     tracker = sf.make_tracker(net, prototxt, "partial", "resolution")

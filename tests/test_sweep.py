@@ -12,7 +12,7 @@ from tests.conftest import REPO
 from pixelfeedback.nets import largefov
 from pixelfeedback import sweep
 from pixelfeedback import training
-from pixelfeedback.nets import weights
+from pixelfeedback.nets import weights as netweights
 
 LOG = """I1125 solver.cpp:239] Iteration 0 (0 iter/s, 0.5s/10 iters), loss = 1.5
 I1125 solver.cpp:239] Iteration 10 (4 iter/s, 2.5s/10 iters), loss = 0.75
@@ -73,7 +73,7 @@ def small_sweep(tmp_path, tiny_voc, caffe):
     deploy = tmp_path / "deploy.prototxt"
     deploy.write_text(str(largefov.deploy_net(width_div=32, num_classes=4, size=65)))
     net = caffe.Net(str(deploy), caffe.TEST)
-    weights.fill_random_weights(net, seed=0)
+    netweights.fill_random_weights(net, seed=0)
     init = str(tmp_path / "init.caffemodel")
     net.save(init)
     return sweep.SweepConfig(out=str(tmp_path / "sweep"), data_root=root, train_list=list_path,

@@ -251,8 +251,10 @@ def test_refuses_a_folder_with_another_data_set(tmp_path):
 
 
 def test_command_line(tmp_path, capsys):
+    from tests.conftest import load_script
+    script = load_script(os.path.join("tools", "synthetic.py"))
     out = str(tmp_path / "cli")
-    assert synthetic.main(["--out", out, "--train", "2", "--val", "1", "--quiet"]) == 0
+    assert script.main(["--out", out, "--train", "2", "--val", "1", "--quiet"]) == 0
     assert "generated" in capsys.readouterr().out
-    assert synthetic.main(["--out", out, "--train", "2", "--val", "1", "--size", "100"]) == 2
+    assert script.main(["--out", out, "--train", "2", "--val", "1", "--size", "100"]) == 2
     assert "error: size must be 8k+1" in capsys.readouterr().err

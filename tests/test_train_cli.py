@@ -1,4 +1,4 @@
-"""`caffe train` on the command line with every solver kind that tools/largefov.py writes
+"""`caffe train` on the command line with every solver kind that pixelfeedback/nets/largefov.py writes
 (reduced width, tiny generated data): it runs, the logged loss is finite and goes down,
 and the snapshot loads back into the deploy net."""
 import math
@@ -9,9 +9,8 @@ import subprocess
 import pytest
 
 from tests.conftest import write_tiny_voc
-from pixelfeedback.nets import largefov
-from pixelfeedback.nets import netspec
-from pixelfeedback.nets import weights
+from pixelfeedback.nets import largefov, netspec
+from pixelfeedback.nets import weights as netweights
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CAFFE = os.path.join(REPO, ".venv", "bin", "caffe")
@@ -61,7 +60,7 @@ def test_caffe_train_runs_and_loss_goes_down(caffe, tmp_path, dataset, loss, sta
     deploy = run_dir / "deploy.prototxt"
     deploy.write_text(netspec.to_text(largefov.deploy_net(width_div=16, size=65)))
     net = caffe.Net(str(deploy), caffe.TEST)
-    assert "fc8_voc12" in weights.load_weights(net, str(snapshot))
+    assert "fc8_voc12" in netweights.load_weights(net, str(snapshot))
 
 
 def test_data_errors_are_printed_by_caffe_train(tmp_path, dataset):

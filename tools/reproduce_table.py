@@ -47,6 +47,9 @@ def build_parser():
     parser.add_argument("--baseline-list", default="data/lists/train_aug.txt",
                         help="training list of the stage-1 baseline")
     parser.add_argument("--baseline-iterations", type=int, default=6000)
+    parser.add_argument("--restart", action="store_true",
+                        help="discard what --out holds (runs of other settings included) and "
+                        "start afresh")
     parser.add_argument("--table-only", action="store_true",
                         help="only rebuild the table from finished runs")
     return parser
@@ -64,7 +67,7 @@ def run(args):
         width_div=args.width_div, num_classes=args.num_classes, gpu=args.gpu,
         init_trained_on=None if args.baseline_from else sweep.trained_on(args.init_weights),
         baseline_from=args.baseline_from, baseline_list=args.baseline_list,
-        baseline_iterations=args.baseline_iterations)
+        baseline_iterations=args.baseline_iterations, restart=args.restart)
     sweep.run_and_report(cfg, table_only=args.table_only)
 
 

@@ -13,7 +13,7 @@ from pixelfeedback import cli, synthetic
 def build_parser():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    cli.add_out(parser, None, "data set root (created); required", required=True)
+    cli.add_out(parser, None, "data set root (created)", required=True)
     parser.add_argument("--train", type=cli.nonnegative_int, default=200,
                         help="training images (default 200)")
     parser.add_argument("--val", type=cli.nonnegative_int, default=50,

@@ -8,10 +8,12 @@ import numpy as np
 
 from pixelfeedback import evaluation, experiments, heatmap, pipeline, reports, sweep, synthetic
 from pixelfeedback.demo.model import (
-    DEMO_WEIGHTS, RECIPE, SETTINGS, committed_baseline, demo_model_files, export_baseline)
+    DEMO_WEIGHTS, RECIPE, SETTINGS, committed_baseline, demo_model_files, export_baseline,
+    recipe_id)
 from pixelfeedback.demo.report import write_report
 from pixelfeedback.nets import largefov, registry
 from pixelfeedback.paths import REPO_ROOT
+from pixelfeedback.runfolder import RunFolder
 from pixelfeedback.training import parse_losses, train
 from python_layers import voc_io
 
@@ -145,12 +147,23 @@ def summarize_part_shares(rows):
 
 
 def run_demo(out="runs/demo", data_dir="data/synthetic", quick=False, retrain=False,
-             export=False, progress=True):
-    """Run every step; returns the summary dict (also written to <out>/summary.json)."""
-    settings = SETTINGS["quick" if quick else "full"]
-    out = os.path.abspath(out)
-    os.makedirs(out, exist_ok=True)
-    timings, summary = [], {"mode": "quick" if quick else "full", "settings": settings}
+             export=False, restart=False, progress=True):
+    """Run every step; returns the summary dict (also written to <out>/summary.json).
+
+    ``out`` is a run folder (pixelfeedback.runfolder): a rerun of the same mode and recipe
+    reuses every cached step; another mode (--quick against the full run) or recipe is
+    refused, naming what differs, unless ``restart`` discards the folder's contents.
+    """
+    mode = "quick" if quick else "full"
+    run_settings = {"mode": mode, "steps": SETTINGS[mode], "recipe_id": recipe_id(),
+                    "retrain": bool(retrain)}
+    with RunFolder(out, run_settings, what="demo run", restart=restart) as folder:
+        return _run_steps(folder.root, data_dir, mode, retrain, export, progress)
+
+
+def _run_steps(out, data_dir, mode, retrain, export, progress):
+    settings = SETTINGS[mode]
+    timings, summary = [], {"mode": mode, "settings": settings}
     started = time.time()
 
     with Step(timings, "1. data: synthetic discriminative-parts set"):

@@ -230,9 +230,6 @@ def vgg16(width_div=1, num_classes=1000, size=VGG_SIZE):
     return proto
 
 
-# Model name (tools.zoo.MODELS) -> (generator, deploy file under prototxt/).
-
-
 def bilinear_kernel(kernel_size):
     """The (k, k) bilinear up-sampling kernel FCN puts on the diagonal of its Deconvolutions."""
     factor = (kernel_size + 1) // 2

@@ -7,7 +7,7 @@ import sys
 
 from pixelfeedback import download as dl
 from pixelfeedback.nets import registry
-from pixelfeedback.nets.weights import shape_report
+from pixelfeedback.nets.loading import shape_report
 from pixelfeedback.paths import REPO_ROOT, WEIGHTS_DIR
 from python_layers import ToolkitError
 

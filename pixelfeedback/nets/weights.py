@@ -13,23 +13,23 @@ from pixelfeedback.nets.architectures import bilinear_kernel
 from python_layers import ToolkitError
 
 
-def _blob_shape(blob):
+def blob_shape(blob):
     """A BlobProto's shape; legacy (num, channels, height, width) blobs as 4-tuples."""
     if blob.HasField("shape"):
         return tuple(blob.shape.dim)
     return (blob.num, blob.channels, blob.height, blob.width)
 
 
-def _is_legacy(blob):
+def is_legacy(blob):
     return not blob.HasField("shape") and any(
         blob.HasField(f) for f in ("num", "channels", "height", "width"))
 
 
-def _shapes_match(expected, blob):
+def shapes_match(expected, blob):
     """Caffe's Blob::ShapeEquals: legacy blobs compare as 4-D, padded with leading 1s."""
-    if _is_legacy(blob):
-        return len(expected) <= 4 and (1,) * (4 - len(expected)) + tuple(expected) == _blob_shape(blob)
-    return tuple(expected) == _blob_shape(blob)
+    if is_legacy(blob):
+        return len(expected) <= 4 and (1,) * (4 - len(expected)) + tuple(expected) == blob_shape(blob)
+    return tuple(expected) == blob_shape(blob)
 
 
 def read_caffemodel(path):
@@ -61,7 +61,7 @@ def caffemodel_shapes(path):
     a legacy blob (no ``shape``) gives its (num, channels, height, width) and legacy=True."""
     model = read_caffemodel(path)
     return collections.OrderedDict(
-        (layer.name, [(_blob_shape(b), _is_legacy(b)) for b in layer.blobs])
+        (layer.name, [(blob_shape(b), is_legacy(b)) for b in layer.blobs])
         for layer in list(model.layer) + list(model.layers) if layer.blobs)
 
 
@@ -86,11 +86,11 @@ def check_weights(net, caffemodel_path, require_all=True):
                 f"{caffemodel_path}: layer {layer.name!r} has {len(layer.blobs)} parameter "
                 f"blob(s) but the net's layer has {len(expected)}; {advice}")
         for index, (shape, blob) in enumerate(zip(expected, layer.blobs)):
-            if not _shapes_match(shape, blob):
+            if not shapes_match(shape, blob):
                 what = ("weights", "bias")[index] if index < 2 else f"blob {index}"
                 raise ToolkitError(
                     f"{caffemodel_path}: layer {layer.name!r} {what} has shape "
-                    f"{_blob_shape(blob)} but the net expects {shape}; {advice}")
+                    f"{blob_shape(blob)} but the net expects {shape}; {advice}")
         if expected:
             loaded.append(layer.name)
     if require_all:
@@ -113,43 +113,6 @@ def load_weights(net, caffemodel_path, require_all=True):
     loaded, _ = check_weights(net, caffemodel_path, require_all)
     net.copy_from(os.fspath(caffemodel_path))
     return loaded
-
-
-def prototxt_shapes(prototxt):
-    """{layer name: [parameter shapes]} of a net, from Caffe's own shape inference.
-
-    The net is only constructed (parameters filled, no forward pass); activations are
-    allocated lazily by Caffe, so even a 513x513 deploy net stays small.
-    """
-    import caffe
-    from pixelfeedback.nets.loading import check_prototxt
-
-    check_prototxt(prototxt)
-    net = caffe.Net(prototxt, caffe.TEST)
-    return {name: [tuple(b.data.shape) for b in blobs] for name, blobs in net.params.items()}
-
-
-def shape_report(caffemodel, prototxt):
-    """(mismatches, notes): layers Caffe would reject, and layers the file does not set."""
-    model = read_caffemodel(caffemodel)
-    blobs_of = {layer.name: list(layer.blobs) for layer in list(model.layer) + list(model.layers)
-                if layer.blobs}
-    mismatches, notes = [], []
-    for name, net_blobs in prototxt_shapes(prototxt).items():
-        if name not in blobs_of:
-            notes.append(f"layer {name} has no weights in {os.path.basename(caffemodel)} "
-                         "(it keeps its filler initialisation)")
-            continue
-        model_blobs = blobs_of[name]
-        if len(model_blobs) != len(net_blobs):
-            mismatches.append(f"layer {name}: {len(model_blobs)} blobs in the caffemodel, "
-                              f"{len(net_blobs)} in the prototxt")
-            continue
-        for index, (blob, want) in enumerate(zip(model_blobs, net_blobs)):
-            if not _shapes_match(want, blob):
-                mismatches.append(f"layer {name} blob {index}: caffemodel {_blob_shape(blob)}, "
-                                  f"prototxt {want}")
-    return mismatches, notes
 
 
 def fill_random_weights(net, seed=0, bias_std=0.1):

@@ -1,0 +1,545 @@
+"""One run folder: the resume guard shared by evaluation, the experiments, the Table 3.1
+sweep and the demo.
+
+A run folder holds the results of one set of settings. Opening it
+
+1. takes an exclusive lock (``.lock``, an ``fcntl.flock`` that the OS drops when its process
+   dies, so ``kill -9`` leaves no stale lock); a second process gets an error naming the
+   first one's PID and command line;
+2. removes the temporaries a crashed writer left (``.tmp-*``, what ``voc_io.atomic_path``
+   makes), which is safe because nobody else may write while we hold the lock;
+3. compares the settings with ``settings.json``: equal settings resume, other settings
+   refuse with a message naming each differing setting, ``restart=True`` starts afresh.
+
+Paths in the settings are marked with ``RunFolder.path(p)``: one inside the run folder is
+stored relative to it and any other one made absolute, so that a moved or copied folder
+still resumes. Finished files are written atomically; ``has``/``listing`` never see a
+temporary. Nested run folders (a demo folder holding an experiments folder) each have
+their own lock and settings; restarting the parent deletes the children too.
+
+    with RunFolder(out, {"mode": mode, "weights": RunFolder.path(weights)},
+                   what="demo run", restart=args.restart) as run:
+        records = run.records("per_image")
+        for image_id in ids:
+            if not records.has(image_id):
+                records.write(image_id, compute(image_id))
+"""
+import contextlib
+import errno
+import fcntl
+import json
+import math
+import os
+import shutil
+import sys
+import time
+
+import numpy as np
+
+from python_layers import ToolkitError, voc_io
+
+LOCK_NAME = ".lock"
+SETTINGS_NAME = "settings.json"
+TMP_PREFIX = ".tmp-"  # voc_io.atomic_path's temporaries
+_LOCK_WAIT_S = 1.0    # how long to wait for a new holder to write its PID into the lock
+_COMMAND_CHARS = 200  # the holder's command line is cut to this length in messages
+
+
+class SettingPath(os.PathLike):
+    """A path in a run's settings (made by ``RunFolder.path``): stored relative to the run
+    folder when it lies inside it, else absolute."""
+
+    def __init__(self, path):
+        self.value = os.fspath(path)
+
+    def __fspath__(self):
+        return self.value
+
+    def __repr__(self):
+        return f"RunFolder.path({self.value!r})"
+
+    def __eq__(self, other):
+        return isinstance(other, SettingPath) and other.value == self.value
+
+    def __hash__(self):
+        return hash(self.value)
+
+
+def json_safe(value, base=None, _where="settings"):
+    """``value`` as it reads back from JSON: tuples -> lists, NaN -> None, NumPy scalars
+    and arrays -> Python, dict keys -> str, unmarked path objects -> str. A
+    ``SettingPath`` becomes relative to the folder ``base`` when it lies inside it, else
+    absolute. Anything else that JSON cannot hold is a TypeError naming where it is."""
+    if isinstance(value, SettingPath):
+        return _stored_path(value.value, base)
+    if isinstance(value, dict):
+        return {str(k): json_safe(v, base, f"{_where}.{k}") for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v, base, f"{_where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist(), base, _where)
+    if value is None or isinstance(value, (str, bool)):
+        return value
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    raise TypeError(f"{_where} is a {type(value).__name__}, which JSON cannot hold")
+
+
+def _stored_path(path, base):
+    """How a settings path is stored: relative to ``base`` when inside it, else absolute."""
+    path = os.path.abspath(os.path.expanduser(path))
+    if base is None:
+        return path
+    relative = _inside(path, base)
+    if relative is None:  # the same place reached through a symbolic link?
+        real = os.path.join(os.path.realpath(os.path.dirname(path)), os.path.basename(path))
+        relative = _inside(real, os.path.realpath(base))
+    return path if relative is None else relative
+
+
+def _inside(path, folder):
+    """``path`` relative to ``folder`` when it lies inside (or is) it, else None."""
+    relative = os.path.relpath(path, folder)
+    if relative == os.pardir or relative.startswith(os.pardir + os.sep):
+        return None
+    return relative
+
+
+def _equal(a, b):
+    """JSON equality that keeps True apart from 1 (Python's == does not)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
+    return isinstance(a, bool) == isinstance(b, bool) and a == b
+
+
+_ABSENT = object()
+
+
+def settings_diff(stored, current, _prefix=""):
+    """[(key, stored value, current value)] of the settings that differ, nested dicts
+    walked with dotted keys; a missing key has the value ``_ABSENT``. Key order is
+    irrelevant."""
+    diffs = []
+    for key in sorted(set(stored) | set(current)):
+        old, new = stored.get(key, _ABSENT), current.get(key, _ABSENT)
+        name = _prefix + key
+        if isinstance(old, dict) and isinstance(new, dict):
+            diffs.extend(settings_diff(old, new, name + "."))
+        elif old is _ABSENT or new is _ABSENT or not _equal(old, new):
+            diffs.append((name, old, new))
+    return diffs
+
+
+def _show(value):
+    if value is _ABSENT:
+        return "absent"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _article(phrase):
+    return "an" if phrase[:1].lower() in "aeiou" else "a"
+
+
+def _command_line():
+    """This process's command line, for the lock file."""
+    try:
+        with open("/proc/self/cmdline", "rb") as f:
+            args = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        args = [sys.executable] + sys.argv
+    return " ".join(args).replace("\n", " ")
+
+
+def _pid_alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by someone else
+        return True
+    return True
+
+
+class _Lock:
+    """An exclusive ``flock`` on ``<folder>/.lock`` holding the holder's PID and command."""
+
+    def __init__(self, fd):
+        self.fd = fd
+
+    @classmethod
+    def try_acquire(cls, folder, create=True):
+        """The lock; or (pid, command) of the process holding it (pid None if unknown);
+        or None when ``create`` is false and there is no lock file.
+
+        A holder may have taken the lock but not yet written its PID: wait a moment for it.
+        A lock file deleted or replaced while we waited (a parent restarting) is retried.
+        """
+        path = os.path.join(folder, LOCK_NAME)
+        deadline = time.monotonic() + _LOCK_WAIT_S
+        while True:
+            try:
+                fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o666)
+            except FileNotFoundError:
+                if create:
+                    raise
+                return None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as exc:
+                os.close(fd)
+                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                    raise
+                holder = _read_holder(path)
+                if holder[0] is not None or time.monotonic() > deadline:
+                    return holder
+                time.sleep(0.05)
+                continue
+            try:
+                same = os.path.samestat(os.fstat(fd), os.stat(path))
+            except FileNotFoundError:
+                same = False
+            if not same:
+                os.close(fd)
+                continue
+            return cls(fd)
+
+    def write_holder(self):
+        text = f"{os.getpid()}\n{_command_line()}\n".encode()
+        os.ftruncate(self.fd, 0)
+        os.pwrite(self.fd, text, 0)
+
+    def release(self):
+        if self.fd is not None:
+            os.close(self.fd)  # closing drops the flock
+            self.fd = None
+
+
+def _read_holder(path):
+    """(pid, command) written in a lock file by a live holder, else (None, None)."""
+    try:
+        with open(path, errors="replace") as f:
+            lines = f.read().splitlines()
+        pid = int(lines[0])
+    except (OSError, ValueError, IndexError):
+        return None, None
+    if not _pid_alive(pid):  # a dead holder's leftover, not yet overwritten
+        return None, None
+    return pid, (lines[1] if len(lines) > 1 else "")
+
+
+def _in_use_error(name, holder):
+    pid, command = holder
+    if pid == os.getpid():
+        return ToolkitError(f"{name} is already open in this process ({pid}); close that "
+                            "RunFolder first")
+    if pid is None:
+        who = "another process"
+    else:
+        if len(command) > _COMMAND_CHARS:
+            command = command[:_COMMAND_CHARS - 3] + "..."
+        who = f"process {pid} ({command})" if command else f"process {pid}"
+    return ToolkitError(f"{name} is in use by {who}; wait for it to finish or stop it")
+
+
+def _nested_run_folders(folder):
+    """Run folders below ``folder`` (folders holding a lock file), outermost first."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        if dirpath != folder and LOCK_NAME in filenames:
+            found.append(dirpath)
+    return found
+
+
+def _remove_temporaries(folder):
+    """Delete ``.tmp-*`` below ``folder``, except inside nested run folders that another
+    open RunFolder holds (their writers are alive); the others are swept under their lock."""
+    for entry in list(os.scandir(folder)):
+        try:
+            if entry.name.startswith(TMP_PREFIX):
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+            elif entry.is_dir(follow_symlinks=False):
+                if os.path.lexists(os.path.join(entry.path, LOCK_NAME)):
+                    lock = _Lock.try_acquire(entry.path, create=False)
+                    if isinstance(lock, _Lock):
+                        try:
+                            _remove_temporaries(entry.path)
+                        finally:
+                            lock.release()
+                else:
+                    _remove_temporaries(entry.path)
+        except FileNotFoundError:  # gone meanwhile
+            pass
+
+
+class RunFolder:
+    """A locked folder of results valid for one set of settings (see the module doc).
+
+    path: the folder (created when missing). settings: a JSON-able dict of everything that
+    decides the results; mark paths with ``RunFolder.path(p)``. what: a noun phrase for
+    messages ("demo run", "evaluation"). restart: discard whatever the folder holds.
+    hint_flag / out_flag: the command-line options the messages suggest (None: library
+    wording). Use it as a context manager, or call ``close()``, to release the lock.
+    """
+
+    path = staticmethod(SettingPath)  # RunFolder.path(p): mark a path in the settings
+
+    def __init__(self, path, settings, *, what="run", restart=False, hint_flag="--restart",
+                 out_flag="--out"):
+        self.name = os.fspath(path)  # as given, for messages
+        self.root = os.path.abspath(self.name)
+        self.what = what
+        self._lock = None
+        if not isinstance(settings, dict):
+            raise TypeError(f"settings must be a dict, got {type(settings).__name__}")
+        self.settings = json_safe(settings, self.root)
+        try:
+            os.makedirs(self.root, exist_ok=True)
+        except FileExistsError:
+            raise ToolkitError(f"{self.name} is a file, not a folder; pass another "
+                               f"{out_flag or 'folder'}") from None
+        except OSError as exc:
+            raise ToolkitError(f"cannot create {self.name}: {exc.strerror}") from None
+        try:
+            lock = _Lock.try_acquire(self.root)
+        except OSError as exc:
+            raise ToolkitError(f"cannot lock {self.name}: {exc.strerror} (run folders need a "
+                               "file system with flock locks)") from None
+        if not isinstance(lock, _Lock):
+            raise _in_use_error(self.name, lock)
+        self._lock = lock
+        try:
+            lock.write_holder()
+            self._claim(restart, hint_flag, out_flag)
+        except BaseException:
+            self.close()
+            raise
+
+    # --- opening --------------------------------------------------------------------------
+
+    def _claim(self, restart, hint_flag, out_flag):
+        """Resume, refuse or start afresh, by the settings recorded in settings.json."""
+        settings_file = os.path.join(self.root, SETTINGS_NAME)
+        other = f"pass another {out_flag}" if out_flag else "use another folder"
+        again = f"{hint_flag} to discard it" if hint_flag else "restart=True to discard it"
+        if not os.path.exists(settings_file):
+            names = sorted(os.listdir(self.root))
+            leftovers = [n for n in names if n != LOCK_NAME and not n.startswith(TMP_PREFIX)]
+            if leftovers:  # never adopt, sweep nor wipe a folder that is no run folder
+                shown = ", ".join(leftovers[:3]) + (", ..." if len(leftovers) > 3 else "")
+                raise ToolkitError(
+                    f"{self.name} is not empty ({shown}) but holds no {SETTINGS_NAME}, so "
+                    f"it is no run folder of this toolkit (or one of an older version); "
+                    f"{other}, or empty it yourself")
+            _remove_temporaries(self.root)  # a run cut short before its settings.json
+        elif restart:
+            self._clear()
+        else:
+            _remove_temporaries(self.root)
+            try:
+                with open(settings_file) as f:
+                    stored = json.load(f)
+                if not isinstance(stored, dict):
+                    raise ValueError("not a JSON object")
+            except ValueError as exc:
+                raise ToolkitError(f"{settings_file} is unreadable ({exc}); {other}, or "
+                                   f"{again}") from None
+            diffs = settings_diff(stored, self.settings)
+            if not diffs:
+                return
+            listed = "; ".join(f"{key}: {_show(old)} there, {_show(new)} now"
+                               for key, old, new in diffs)
+            raise ToolkitError(f"{self.name} holds {_article(self.what)} {self.what} of other "
+                               f"settings ({listed}); {other}, or {again}")
+        voc_io.write_json(settings_file, self.settings)
+
+    def _clear(self):
+        """Delete everything but our lock, nested run folders included (refused while
+        another process holds one of them). settings.json goes last, so that a restart
+        cut short still refuses other settings."""
+        held = []
+        try:
+            for child in _nested_run_folders(self.root):
+                lock = _Lock.try_acquire(child, create=False)
+                if lock is None:
+                    continue  # removed meanwhile
+                if not isinstance(lock, _Lock):
+                    shown = os.path.join(self.name, os.path.relpath(child, self.root))
+                    raise _in_use_error(shown, lock)
+                held.append(lock)
+            for entry in os.scandir(self.root):
+                if entry.name in (LOCK_NAME, SETTINGS_NAME):
+                    continue
+                if entry.is_dir(follow_symlinks=False):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
+            settings_file = os.path.join(self.root, SETTINGS_NAME)
+            if os.path.lexists(settings_file):
+                os.unlink(settings_file)
+        finally:
+            for lock in held:
+                lock.release()
+
+    # --- files ----------------------------------------------------------------------------
+
+    def file(self, *parts):
+        """The absolute path of ``parts`` inside the folder (ValueError if it leaves it)."""
+        path = os.path.normpath(os.path.join(self.root, *[os.fspath(p) for p in parts]))
+        if _inside(path, self.root) is None:
+            raise ValueError(f"{os.path.join(*parts)!r} is not inside the run folder {self.name}")
+        return path
+
+    def _target(self, rel):
+        """The path a write goes to; never the lock, the settings or a temporary."""
+        self._check_open()
+        path = self.file(rel)
+        name = os.path.basename(path)
+        if name.startswith(TMP_PREFIX) or path in (self.file(LOCK_NAME), self.file(SETTINGS_NAME)):
+            raise ValueError(f"{rel!r} is reserved in the run folder {self.name}")
+        return path
+
+    def _check_open(self):
+        if self._lock is None:
+            raise RuntimeError(f"the run folder {self.name} is closed")
+
+    def resolve(self, stored):
+        """A path as stored in the settings, made absolute again (relative = inside)."""
+        return os.path.normpath(os.path.join(self.root, stored))
+
+    def has(self, rel):
+        """Whether ``rel`` is a finished file (a temporary never is)."""
+        path = self.file(rel)
+        return not os.path.basename(path).startswith(TMP_PREFIX) and os.path.isfile(path)
+
+    @contextlib.contextmanager
+    def atomic(self, rel):
+        """Yield a temporary path beside ``rel``; it is renamed onto ``rel`` when the body
+        succeeds and deleted when it raises (voc_io.atomic_path)."""
+        with voc_io.atomic_path(self._target(rel)) as tmp:
+            yield tmp
+
+    def write_json(self, rel, obj):
+        """Write JSON atomically (NaN as null, sorted keys)."""
+        voc_io.write_json(self._target(rel), json_safe(obj, self.root, rel))
+
+    def read_json(self, rel):
+        with open(self.file(rel)) as f:
+            return json.load(f)
+
+    def write_text(self, rel, text):
+        voc_io.write_text(self._target(rel), text)
+
+    def listing(self, rel_dir="", suffix=None):
+        """Sorted absolute paths of the finished files in ``rel_dir`` (not recursive):
+        never a temporary, nor a run folder's lock and settings."""
+        folder = self.file(rel_dir)
+        try:
+            names = os.listdir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        run_folder = LOCK_NAME in names
+        paths = []
+        for name in sorted(names):
+            if name.startswith(TMP_PREFIX) or name == LOCK_NAME:
+                continue
+            if run_folder and name == SETTINGS_NAME:
+                continue
+            if suffix is not None and not name.endswith(suffix):
+                continue
+            path = os.path.join(folder, name)
+            if os.path.isfile(path):
+                paths.append(path)
+        return paths
+
+    # --- nested things --------------------------------------------------------------------
+
+    def child(self, rel, settings, **kwargs):
+        """A nested RunFolder at ``rel`` with its own lock and settings."""
+        self._check_open()
+        child = RunFolder(self.file(rel), settings, **kwargs)
+        child.name = os.path.join(self.name, rel)
+        return child
+
+    def records(self, name):
+        """Per-item JSON results in ``<folder>/<name>/<item id>.json``."""
+        return Records(self, name)
+
+    # --- closing --------------------------------------------------------------------------
+
+    def close(self):
+        """Release the lock (idempotent)."""
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
+
+    @property
+    def closed(self):
+        return self._lock is None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __fspath__(self):
+        return self.root
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the OS releases the lock anyway
+            pass
+
+    def __repr__(self):
+        return f"RunFolder({self.name!r}, what={self.what!r}{', closed' if self.closed else ''})"
+
+
+class Records:
+    """Per-item results of a run folder, one JSON file per item id, written atomically
+    (NaN stored as null, read back as None)."""
+
+    def __init__(self, folder, name):
+        self.folder = folder
+        self.name = name
+        self.dir = folder.file(name)
+
+    def path(self, item_id):
+        item_id = str(item_id)
+        if (not item_id or item_id.startswith(".") or os.sep in item_id
+                or (os.altsep and os.altsep in item_id)):
+            raise ValueError(f"{item_id!r} is not a usable item id (no '/', no leading '.')")
+        return os.path.join(self.dir, item_id + ".json")
+
+    def _rel(self, item_id):
+        return os.path.relpath(self.path(item_id), self.folder.root)
+
+    def has(self, item_id):
+        return self.folder.has(self._rel(item_id))
+
+    def read(self, item_id):
+        return self.folder.read_json(self._rel(item_id))
+
+    def write(self, item_id, record):
+        self.folder.write_json(self._rel(item_id), record)
+
+    def ids(self):
+        """Sorted ids of the finished records."""
+        return [os.path.basename(p)[:-len(".json")]
+                for p in self.folder.listing(self.name, suffix=".json")]
+
+    def __contains__(self, item_id):
+        return self.has(item_id)
