@@ -10,10 +10,8 @@ from google.protobuf import text_format
 
 from python_layers import ToolkitError
 from python_layers.interp import zoom_bilinear
-from pixelfeedback.nets import largefov
-from pixelfeedback.nets import netspec
-from pixelfeedback.nets import prototxt
-from pixelfeedback.nets import weights
+from pixelfeedback.nets import largefov, netspec, prototxt
+from pixelfeedback.nets import weights as netweights
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -257,7 +255,7 @@ def test_load_weights_copies_by_layer_name(caffe, tmp_path):
     source.save(model)
     target = small_deploy(caffe, tmp_path, "b.prototxt", width_div=8)
     assert not np.array_equal(target.params["conv1_1"][0].data, source.params["conv1_1"][0].data)
-    loaded = weights.load_weights(target, model)
+    loaded = netweights.load_weights(target, model)
     assert loaded == [name for name in TRUNK if name in source.params]
     for name in source.params:
         for a, b in zip(source.params[name], target.params[name]):
@@ -273,9 +271,9 @@ def test_load_weights_from_a_train_net_snapshot(caffe, tmp_path, tiny_voc):
     train.save(model)
     train.layers[0].close()
     target = small_deploy(caffe, tmp_path, "d.prototxt", width_div=16)
-    loaded, ignored = weights.check_weights(target, model)
+    loaded, ignored = netweights.check_weights(target, model)
     assert {"label_shrink", "loss", "loss_template"} <= set(ignored)
-    weights.load_weights(target, model)
+    netweights.load_weights(target, model)
     np.testing.assert_array_equal(target.params["fc7"][0].data, train.params["fc7"][0].data)
 
 
@@ -285,7 +283,7 @@ def test_mismatched_width_names_the_layer_and_shapes(caffe, tmp_path):
     target = small_deploy(caffe, tmp_path, "full.prototxt", width_div=8)
     with pytest.raises(ToolkitError, match=r"'conv1_1' weights has shape \(4, 3, 3, 3\) but the "
                                            r"net expects \(8, 3, 3, 3\).*width_div"):
-        weights.load_weights(target, model)
+        netweights.load_weights(target, model)
 
 
 def test_other_num_classes_names_fc8(caffe, tmp_path):
@@ -293,8 +291,8 @@ def test_other_num_classes_names_fc8(caffe, tmp_path):
     small_deploy(caffe, tmp_path, "five.prototxt", width_div=16, num_classes=5).save(model)
     target = small_deploy(caffe, tmp_path, "21.prototxt", width_div=16)
     with pytest.raises(ToolkitError, match=r"'fc8_voc12' weights has shape \(5, 64, 1, 1\)"):
-        weights.load_weights(target, model)
-    loaded, ignored = weights.check_weights(
+        netweights.load_weights(target, model)
+    loaded, ignored = netweights.check_weights(
         small_deploy(caffe, tmp_path, "five2.prototxt", width_div=16, num_classes=5), model)
     assert "fc8_voc12" in loaded and ignored == []
 
@@ -304,7 +302,7 @@ def test_missing_layers_and_missing_file(caffe, tmp_path):
     source = small_deploy(caffe, tmp_path, "s.prototxt", width_div=16)
     model_path = str(tmp_path / "s.caffemodel")
     source.save(model_path)
-    model = weights.read_caffemodel(model_path)
+    model = netweights.read_caffemodel(model_path)
     kept = [layer for layer in model.layer if layer.name != "fc8_voc12"]
     del model.layer[:]
     model.layer.extend(kept)
@@ -313,14 +311,14 @@ def test_missing_layers_and_missing_file(caffe, tmp_path):
         f.write(model.SerializeToString())
     target = small_deploy(caffe, tmp_path, "t.prototxt", width_div=16)
     with pytest.raises(ToolkitError, match="no weights for layer.*fc8_voc12"):
-        weights.load_weights(target, partial)
-    assert "fc8_voc12" not in weights.load_weights(target, partial, require_all=False)
+        netweights.load_weights(target, partial)
+    assert "fc8_voc12" not in netweights.load_weights(target, partial, require_all=False)
     with pytest.raises(ToolkitError, match="weights file not found: .*nothing.caffemodel"):
-        weights.load_weights(target, str(tmp_path / "nothing.caffemodel"))
+        netweights.load_weights(target, str(tmp_path / "nothing.caffemodel"))
     garbage = tmp_path / "garbage.caffemodel"
     garbage.write_bytes(b"\xff\xfe not a protobuf \x00\x01" * 50)
     with pytest.raises(ToolkitError, match="garbage.caffemodel"):
-        weights.load_weights(target, str(garbage))
+        netweights.load_weights(target, str(garbage))
     # A layer with a bias missing: Caffe would abort on the blob count; this names it.
     model = caffe_pb2.NetParameter()
     model.ParseFromString(open(model_path, "rb").read())
@@ -329,7 +327,7 @@ def test_missing_layers_and_missing_file(caffe, tmp_path):
     with open(short, "wb") as f:
         f.write(model.SerializeToString())
     with pytest.raises(ToolkitError, match="'conv1_1' has 1 parameter blob"):
-        weights.load_weights(target, short)
+        netweights.load_weights(target, short)
 
 
 def v1_caffemodel(source_path, out_path, shape_change=None):
@@ -362,10 +360,10 @@ def test_v1_caffemodels_are_checked_and_loaded(caffe, tmp_path):
     v1 = str(tmp_path / "v1.caffemodel")
     v1_caffemodel(model, v1)
     target = small_deploy(caffe, tmp_path, "w.prototxt", width_div=16)
-    weights.load_weights(target, v1)
+    netweights.load_weights(target, v1)
     np.testing.assert_array_equal(target.params["fc6"][0].data, source.params["fc6"][0].data)
     np.testing.assert_array_equal(target.params["fc6"][1].data, source.params["fc6"][1].data)
     bad = str(tmp_path / "v1bad.caffemodel")
     v1_caffemodel(model, bad, shape_change="fc7")
     with pytest.raises(ToolkitError, match=r"'fc7' weights has shape \(64, 64, 1, 2\)"):
-        weights.load_weights(target, bad)
+        netweights.load_weights(target, bad)
