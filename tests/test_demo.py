@@ -70,8 +70,39 @@ def test_quick_demo_end_to_end(tmp_path):
         assert (out / figure).is_file(), figure
     assert (out / "table" / "table31.md").is_file()
 
+    # a kill mid-write left a temporary among the salient figures: never embedded, removed
+    leftover = out / os.path.dirname(summary["salient"]["figures"][0]) / ".tmp-k1ll3d.png"
+    leftover.write_bytes(b"")
     # a second run reuses every cached step
     again = demo_run.run_demo(out=str(out), data_dir=str(tmp_path / "data"), quick=True,
                           progress=False)
     assert again["baseline"]["mean_iou"] == pytest.approx(baseline["mean_iou"])
     assert again["table"]["markdown"] == summary["table"]["markdown"]
+    assert again["salient"]["figures"] == summary["salient"]["figures"]
+    assert ".tmp-" not in (out / "report.md").read_text() and not leftover.exists()
+
+
+class Stop(Exception):
+    """Ends a demo run right after its run folder was accepted."""
+
+
+def test_a_quick_folder_is_refused_by_a_full_run_until_restart(tmp_path, monkeypatch, capsys):
+    """`tools/demo.py --quick` then `make demo` into the same folder: refused with a message
+    that names the differing settings and the way out (--restart), never mixed."""
+    from tests.conftest import load_script
+
+    def stop(*args, **kwargs):
+        raise Stop()
+
+    monkeypatch.setattr(demo_run, "make_data", stop)
+    out, data = str(tmp_path / "demo"), str(tmp_path / "data")
+    with pytest.raises(Stop):
+        demo_run.run_demo(out=out, data_dir=data, quick=True, progress=False)
+    script = load_script(os.path.join("tools", "demo.py"))
+    assert script.main(["--out", out, "--data", data, "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "Traceback" not in err
+    assert "mode: 'quick' there, 'full' now" in err and "--restart" in err
+    with pytest.raises(Stop):   # the way out: the full run starts afresh
+        script.main(["--out", out, "--data", data, "--no-progress", "--restart"])
+    assert json.load(open(os.path.join(out, "settings.json")))["mode"] == "full"

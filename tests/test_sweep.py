@@ -158,3 +158,45 @@ def test_cli_help_and_errors(tmp_path):
     result = subprocess.run([sys.executable, script, "--losses", "nope", "--out",
                              str(tmp_path)], capture_output=True, text=True)
     assert result.returncode == 2 and "error: unknown loss 'nope'" in result.stderr
+
+
+def test_a_rerun_with_other_settings_is_refused_never_mixed(small_sweep):
+    """The case of the demo's --quick folder reused by a full run: 4-iteration runs must
+    never be tabulated beside 5-iteration ones (it used to say "(done, skipped)")."""
+    cfg = small_sweep
+    cfg.lambdas, cfg.seeds = (0.1,), (0,)
+    sweep.run_sweep(cfg)
+    longer = sweep.SweepConfig(**{**vars(small_sweep), "iterations": 5, "snapshot_every": None})
+    with pytest.raises(sweep.ToolkitError, match=r"holds a Table 3.1 sweep of other settings "
+                       r"\(iterations: 4 there, 5 now\); pass another --out, or --restart"):
+        sweep.run_sweep(longer)
+    # another seed is the same setting: the sweep is extended, finished runs are kept
+    extended = sweep.SweepConfig(**{**vars(small_sweep), "seeds": (0, 1), "snapshot_every": None})
+    ran = []
+    sweep.run_sweep(extended, on_result=lambda r: ran.append((r["run"], r["seconds"])))
+    assert [name for name, _ in ran] == ["control_seed0", "control_seed1", "cosine_lam0.1_seed0",
+                                         "cosine_lam0.1_seed1"]
+    # --restart discards the old runs and trains with the new settings
+    longer.restart = True
+    results = sweep.run_sweep(longer)
+    assert {r["iterations"] for r in results} == {5}
+
+
+def test_a_second_sweep_on_the_same_folder_names_the_first(small_sweep, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from pixelfeedback.runfolder import RunFolder\n"
+        "from pixelfeedback import sweep\n"
+        f"cfg = sweep.SweepConfig(**{{k: v for k, v in {vars(small_sweep)!r}.items()}})\n"
+        "folder = RunFolder(cfg.out, cfg.fingerprint(), what='Table 3.1 sweep')\n"
+        "print('locked', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(sweep.ToolkitError, match=rf"in use by process {holder.pid}\b"):
+            sweep.run_sweep(small_sweep)
+    finally:
+        holder.kill()
+        holder.wait()
