@@ -1,23 +1,8 @@
 """PASCAL VOC 2012 (and optionally SBD): fetching, extracting, converting SBD's labels, and
 writing DeepLab list files (tools/fetch_voc.py is the command).
 
-Downloads are resumable (run the command again after an interruption), verified against
-the published md5 sums, and renamed into place only when complete. Results:
-
-    data/VOCdevkit/VOC2012/JPEGImages/*.jpg
-    data/VOCdevkit/VOC2012/SegmentationClass/*.png     VOC's palette labels (255 = ignore)
-    data/VOCdevkit/VOC2012/SegmentationClassAug/*.png  with --sbd: SBD labels converted to
-                                                       palette PNGs, VOC's own labels where
-                                                       VOC has one (they win over SBD's)
-    data/lists/train.txt     1464 VOC train images  "/JPEGImages/x.jpg /SegmentationClass/x.png"
-    data/lists/val.txt       1449 VOC val images    "/JPEGImages/x.jpg /SegmentationClass/x.png"
-    data/lists/train_aug.txt with --sbd: (SBD train + SBD val + VOC train) minus VOC val,
-                             10582 images           "/JPEGImages/x.jpg /SegmentationClassAug/x.png"
-
-Paths in the lists are relative to the data root data/VOCdevkit/VOC2012 (DeepLab's
-convention: pass that folder as --data-root). train.txt and val.txt point to VOC's own
-SegmentationClass, so the validation labels never depend on the SBD conversion; the
-pixels are the same as in DeepLab's SegmentationClassAug for those images.
+Downloads are resumable, verified against the published md5 sums, and renamed into place
+only when complete. The folders and list files it makes are listed in the command's help.
 """
 import collections
 import io

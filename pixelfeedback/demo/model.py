@@ -98,6 +98,12 @@ Demo = collections.namedtuple("Demo", ["model", "image", "stem"])
 DEMO_IMAGE = ("val", 5)  # a synthetic val image with a sofa, a chair and a dog
 
 
+def model_spec(prototxt, weights, note=None):
+    """The ``ModelSpec`` of the demo net (reduced-width LargeFOV, the synthetic classes)."""
+    return ModelSpec("demo", prototxt, weights, DEFAULT_SCORE_BLOB, registry.DEEPLAB_MEAN,
+                     "segmentation", synthetic.CLASS_NAMES, note)
+
+
 def random_demo(work_dir, seed=0):
     """A reduced-width DeepLab-LargeFOV with fixed-seed random weights on a synthetic image,
     for when the committed model is missing: it shows the mechanics, not what a trained net
@@ -105,20 +111,16 @@ def random_demo(work_dir, seed=0):
     import caffe
     from pixelfeedback.nets.weights import fill_random_weights
 
-    size, net_recipe = RECIPE["data"]["size"], RECIPE["net"]
-    prototxt = write_net(largefov.deploy_net(size=size, **net_recipe),
-                         os.path.join(work_dir, "demo_deploy.prototxt"))
+    prototxt, _ = demo_model_files(work_dir)
     weights = os.path.join(work_dir, "demo_random.caffemodel")
     net = caffe.Net(prototxt, caffe.TEST)
     fill_random_weights(net, seed=seed)
     net.save(weights)
-    image = synthetic.render_example(np.random.RandomState(seed), size)[0]
-    model = ModelSpec("demo", prototxt, weights, DEFAULT_SCORE_BLOB, registry.DEEPLAB_MEAN,
-                      "segmentation", synthetic.CLASS_NAMES,
-                      "demo: reduced-width DeepLab-LargeFOV with random weights on a synthetic "
-                      "image (weights/demo/ is missing; pass --model and --image for real "
-                      "fixations)")
-    return Demo(model, image, "demo")
+    image = synthetic.render_example(np.random.RandomState(seed), RECIPE["data"]["size"])[0]
+    return Demo(model_spec(prototxt, weights,
+                           "demo: reduced-width DeepLab-LargeFOV with random weights on a "
+                           "synthetic image (weights/demo/ is missing; pass --model and "
+                           "--image for real fixations)"), image, "demo")
 
 
 def fixation_demo(work_dir):
@@ -130,9 +132,7 @@ def fixation_demo(work_dir):
     split, index = DEMO_IMAGE
     image = synthetic.render_example(synthetic.example_rng(RECIPE["data"]["seed"], split, index),
                                      RECIPE["data"]["size"])[0]
-    model = ModelSpec("demo", prototxt, DEMO_WEIGHTS, DEFAULT_SCORE_BLOB, registry.DEEPLAB_MEAN,
-                      "segmentation", synthetic.CLASS_NAMES,
-                      "demo: the committed reduced-width DeepLab-LargeFOV trained on synthetic "
-                      "data (weights/demo/), on a synthetic val image; pass --model and "
-                      "--image for your own")
-    return Demo(model, image, "demo")
+    return Demo(model_spec(prototxt, DEMO_WEIGHTS,
+                           "demo: the committed reduced-width DeepLab-LargeFOV trained on "
+                           "synthetic data (weights/demo/), on a synthetic val image; pass "
+                           "--model and --image for your own"), image, "demo")

@@ -9,7 +9,7 @@ import numpy as np
 from pixelfeedback import evaluation, experiments, heatmap, pipeline, reports, sweep, synthetic
 from pixelfeedback.demo.model import (
     DEMO_WEIGHTS, RECIPE, SETTINGS, committed_baseline, demo_model_files, export_baseline,
-    recipe_id)
+    model_spec, recipe_id)
 from pixelfeedback.demo.report import write_report
 from pixelfeedback.nets import largefov, registry
 from pixelfeedback.paths import REPO_ROOT
@@ -94,8 +94,7 @@ def part_shares(deploy, weights, data, image_count, out_dir):
 
     Returns (records, figure paths). Writes part_shares.csv and one fixation figure per image.
     """
-    spec = pipeline.ModelSpec("demo", deploy, weights, pipeline.DEFAULT_SCORE_BLOB, registry.DEEPLAB_MEAN,
-                        "segmentation", synthetic.CLASS_NAMES, None)
+    spec = model_spec(deploy, weights)
     net = pipeline.load_model(spec)
     tracker = pipeline.make_tracker(net, deploy)
     size = RECIPE["data"]["size"]
