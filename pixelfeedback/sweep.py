@@ -24,6 +24,7 @@ import numpy as np
 
 from pixelfeedback import evaluation, metrics, reports
 from pixelfeedback.nets import largefov, registry
+from pixelfeedback.nets.loading import check_gpu
 from pixelfeedback.nets.netspec import write_net
 from pixelfeedback.runfolder import RunFolder
 from pixelfeedback.training import final_weights, parse_losses, train
@@ -220,6 +221,8 @@ def run_sweep(cfg, on_result=None):
 
 
 def _run_planned(cfg, on_result):
+    if cfg.gpu is not None:
+        check_gpu(cfg.gpu)   # before any training: `caffe train -gpu` aborts a CPU build
     os.makedirs(os.path.join(cfg.out, "results"), exist_ok=True)
     if cfg.init_trained_on and "voc2012_val" in cfg.init_trained_on:
         warn_val_contamination(cfg.init_weights)

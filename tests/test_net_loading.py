@@ -211,3 +211,34 @@ def test_load_net_on_a_gpu_this_caffe_cannot_use(caffe, write):
 def test_load_net_rejects_an_unknown_phase(caffe, write):
     assert "phase must be 'TEST' or 'TRAIN'" in error_of(loading.load_net, write(TINY),
                                                          phase="test")
+
+
+def demo_model(tmp_path):
+    from pixelfeedback.demo.model import DEMO_WEIGHTS, demo_model_files
+    deploy, test = demo_model_files(str(tmp_path))
+    return deploy, test, DEMO_WEIGHTS
+
+
+@pytest.mark.parametrize("script", ["seg_fixations", "evaluate", "reproduce_table",
+                                    "experiments"])
+def test_gpu_on_a_cpu_build_is_a_clear_error_in_every_tool(script, tmp_path, capsys):
+    """`--gpu 0` on this CPU-only Caffe: exit 2 and a message, never Caffe's SIGABRT."""
+    from tests.conftest import load_script, write_tiny_voc
+
+    deploy, test, weights = demo_model(tmp_path)
+    write_tiny_voc(str(tmp_path), n_images=1, list_name="val.txt")
+    out = str(tmp_path / "out")
+    argv = {
+        "seg_fixations": ["--gpu", "0", "--out", out],
+        "evaluate": ["--model", test, "--weights", weights, "--data-root", str(tmp_path),
+                     "--list", str(tmp_path / "val.txt"), "--out", out, "--gpu", "0"],
+        "reproduce_table": ["--out", out, "--gpu", "0", "--iterations", "1"],
+        "experiments": ["location", "--model", deploy, "--weights", weights, "--data-root",
+                        str(tmp_path), "--list", str(tmp_path / "val.txt"), "--out", out,
+                        "--gpu", "0"],
+    }[script]
+    status = load_script(os.path.join("tools", script + ".py")).main(argv)
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert err.startswith("error: cannot use GPU 0: this Caffe is a CPU-only build"), err
+    assert "Traceback" not in err

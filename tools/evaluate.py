@@ -8,7 +8,7 @@
 Per image: BGR minus the mean, padded at the bottom/right to --size (513) with the mean,
 one forward pass, the prediction (the net's 'prediction' blob, an ArgMax of the x8-zoomed
 scores, or the argmax of the zoomed scores) cropped to the image size. One confusion
-matrix is accumulated over the whole list (thesis Algorithm 2, tools/metrics.py).
+matrix is accumulated over the whole list (thesis Algorithm 2, pixelfeedback/metrics.py).
 
 Written to --out: predictions/<id>.png (VOC palette PNGs), metrics.json, class_iou.csv,
 summary.md and settings.json (the settings: a rerun with other settings is refused
@@ -37,15 +37,12 @@ def build_parser():
                         help="folder the list's paths are relative to (data/VOCdevkit/VOC2012)")
     parser.add_argument("--list", required=True,
                         help="DeepLab list file: '/JPEGImages/x.jpg /SegmentationClass/x.png'")
-    parser.add_argument("--out", required=True,
-                        help="output folder (predictions/, metrics.json, class_iou.csv, ...)")
-    parser.add_argument("--gpu", type=int, default=None, help="GPU id (default: CPU)")
+    cli.add_out(parser, None, "output folder (predictions/, metrics.json, class_iou.csv, ...)",
+                required=True)
+    cli.add_gpu(parser)
     parser.add_argument("--num-classes", type=int, default=21, help="classes (default 21)")
-    parser.add_argument("--size", type=int, default=513,
-                        help="net input side; images are padded to it (default 513)")
-    parser.add_argument("--mean", type=float, nargs=3, metavar=("B", "G", "R"), default=None,
-                        help="BGR mean subtracted (default: the registry model's, else "
-                             "DeepLab's 104.008 116.669 122.675)")
+    cli.add_size(parser, 513, "net input side; images are padded to it", minimum=1)
+    cli.add_mean(parser, "the registry model's, else DeepLab's 104.008,116.669,122.675")
     parser.add_argument("--output-blob", default=None,
                         help="blob with the prediction or zoomed scores (default "
                              "'prediction' if the net has it, else its first output)")

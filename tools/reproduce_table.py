@@ -17,7 +17,7 @@ def build_parser():
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         epilog="Results land in OUT/results/<run>.json (one per finished run), the table in "
                "OUT/table31.md and OUT/table31.csv. Rerun the same command to resume.")
-    parser.add_argument("--out", default="runs/table31", help="output folder (and ledger)")
+    cli.add_out(parser, "runs/table31", "output folder (a run folder: results, runs, table)")
     parser.add_argument("--data-root", default="data/VOCdevkit/VOC2012",
                         help="VOC 2012 folder holding JPEGImages/ and the label folders")
     parser.add_argument("--train-list", default="data/lists/train.txt",
@@ -38,7 +38,7 @@ def build_parser():
     parser.add_argument("--width-div", type=int, default=1,
                         help="divide every layer's channels (1 = the real LargeFOV)")
     parser.add_argument("--num-classes", type=int, default=21)
-    parser.add_argument("--gpu", type=int, default=None, help="GPU id (default: CPU)")
+    cli.add_gpu(parser)
     parser.add_argument("--baseline-from", default=None, metavar="IMAGENET_CAFFEMODEL",
                         help="first train DeepLab's stage-1 baseline from this ImageNet init "
                              "(weights/vgg16_20M.caffemodel) and fine-tune from it instead of "

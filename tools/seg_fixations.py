@@ -64,11 +64,10 @@ def build_parser():
                         help="also trace the background class (class 0) by default")
     parser.add_argument("--class-names", help="comma-separated names of the net's classes "
                         "(default: VOC's 21 names for 21 classes, else class_<i>)")
-    parser.add_argument("--size", type=int, help="input side: images are padded bottom/right "
-                        "to it (larger ones resized down to fit); 0 reshapes the net to the "
-                        "image (default: the deploy prototxt's input size)")
-    parser.add_argument("--mean", help="BGR mean subtracted, 'B,G,R' (default: the model's; "
-                        "DeepLab's 104.008,116.669,122.675 for a prototxt)")
+    cli.add_size(parser, None, "input side: images are padded bottom/right to it (larger ones "
+                 "resized down to fit); 0 reshapes the net to the image (default: the deploy "
+                 "prototxt's input size)")
+    cli.add_mean(parser, "the model's; DeepLab's 104.008,116.669,122.675 for a prototxt")
     parser.add_argument("--sigma", type=float, help="Gaussian blur of the heat map in pixels "
                         f"(default {heatmap.SIGMA_FRACTION} x the image diagonal)")
     parser.add_argument("--radius-fraction", type=float, default=heatmap.RADIUS_FRACTION,
@@ -82,9 +81,8 @@ def build_parser():
     parser.add_argument("--alpha", type=float, default=heatmap.OVERLAY_ALPHA,
                         help=f"opacity of the heat map over the image (default "
                         f"{heatmap.OVERLAY_ALPHA})")
-    parser.add_argument("--gpu", type=int, nargs="?", const=0, default=None, metavar="ID",
-                        help="run Caffe on this GPU (default: CPU; --gpu alone means GPU 0)")
-    parser.add_argument("--out", help="output folder (default runs/fixations/<image stem>)")
+    cli.add_gpu(parser)
+    cli.add_out(parser, None, "output folder (default runs/fixations/<image stem>)")
     return parser
 
 
