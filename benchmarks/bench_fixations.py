@@ -1,6 +1,6 @@
-"""Speed of segmentation fixations (tools/fixations.py) on full-size DeepLab-LargeFOV.
+"""Speed of segmentation fixations (pixelfeedback.fixations) on full-size DeepLab-LargeFOV.
 
-Builds the deploy net of tools/netdef.py (VGG-16 LargeFOV, 513 x 513 input, 21 classes) in
+Builds the deploy net of pixelfeedback.nets.largefov (VGG-16 LargeFOV, 513 x 513 input, 21 classes) in
 real Caffe with random He-normal weights and a random smooth image, then measures in one
 run (each figure the best of --repeats):
 
@@ -26,14 +26,11 @@ import tempfile
 import time
 
 os.environ.setdefault("GLOG_minloglevel", "2")
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
 
 import numpy as np
 
+from pixelfeedback import fixations
 from python_layers import ToolkitError
-from tools import fixations
 
 SCORE_BLOB = "fc8_voc12"
 
@@ -60,10 +57,10 @@ def build_net(size, width_div, seed):
     import caffe
     import cv2
 
-    from tools import netdef
+    from pixelfeedback.nets import largefov
 
     caffe.set_mode_cpu()
-    text = str(netdef.deploy_net(width_div=width_div, num_classes=21, size=size))
+    text = str(largefov.deploy_net(width_div=width_div, num_classes=21, size=size))
     handle, path = tempfile.mkstemp(suffix=".prototxt")
     with os.fdopen(handle, "w") as f:
         f.write(text)
@@ -145,8 +142,7 @@ def per_point_estimate(net, graph, tracker, traced, sample, rs):
         if not count:
             continue
         X = net.blobs[net.bottom_names[layer.name][0]].data[0]
-        k_spec = tracker._k_spec(layer, _resolution(layer, X))
-        k = k_spec[1]
+        k = tracker.k.spec(layer.name, _resolution(layer, X))[1]
         picks = []
         for cls, units in per_class:
             take = rs.choice(len(units), min(len(units), max(1, sample * len(units) // count)),

@@ -17,7 +17,7 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from tools.fixations import BackTracker, NetGraph, k_needed_per_layer
+from pixelfeedback.fixations import BackTracker, NetGraph, k_needed_per_layer
 
 CLASSES = 4
 
@@ -512,7 +512,7 @@ def test_float32_ranking_and_threads_change_nothing(nets):
         net, graph, score = nets(kind, 1)
         for k in ("1", "2", "resolution"):
             plain = BackTracker(net, graph, shift="full", k=k)
-            plain._float32_ranking = False
+            plain.float32_ranking = False
             expected = plain.trace_items(score, keep_layers=True)
             threaded = BackTracker(net, graph, shift="full", k=k, threads=2, chunk_elements=500)
             got = threaded.trace_items(score, keep_layers=True)
@@ -533,12 +533,14 @@ def test_engine_matches_reference_on_zoo_nets(caffe, tmp_path, name, options, sc
     # The published architectures the tools support (SPEC section 4), reduced in width and
     # size: FCN (Deconvolution, Crop, Eltwise, LRN), DeepLab v2 ResNet-101 (BatchNorm,
     # Scale, Eltwise, dilated ASPP branches summed) and VGG-16 (InnerProduct, Dropout).
-    from tools import zoo_nets
+    from pixelfeedback.nets import architectures
+    from pixelfeedback.nets.netspec import write_net
+    from pixelfeedback.nets.weights import fill_random_weights
 
     path = tmp_path / f"{name}.prototxt"
-    zoo_nets.write_net(getattr(zoo_nets, name)(**options), str(path))
+    write_net(getattr(architectures, name)(**options), str(path))
     net = caffe.Net(str(path), caffe.TEST)
-    zoo_nets.fill_random_weights(net, seed=3)
+    fill_random_weights(net, seed=3)
     shape = net.blobs["data"].data.shape
     net.blobs["data"].data[...] = np.random.RandomState(3).normal(0, 40, shape)
     net.forward()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from python_layers import ToolkitError
-from tools.fixations import (
+from pixelfeedback.fixations import (
     BackTracker,
     KStrategy,
     NetGraph,
