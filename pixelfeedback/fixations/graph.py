@@ -67,7 +67,7 @@ def _rule_meets_state(rule, phase):
     return len(rule.stage) == 0  # the net state has no stages
 
 
-def _layer_included(layer, phase):
+def layer_included(layer, phase):
     if len(layer.include) > 0:
         return any(_rule_meets_state(rule, phase) for rule in layer.include)
     return not any(_rule_meets_state(rule, phase) for rule in layer.exclude)
@@ -139,7 +139,7 @@ class NetGraph:
         if len(net_param.layers):
             enum = caffe_pb2.V1LayerParameter.LayerType
             for proto in net_param.layers:
-                if not _layer_included(proto, phase_value):
+                if not layer_included(proto, phase_value):
                     continue
                 enum_name = enum.Name(proto.type)
                 if enum_name not in V1_TYPES:
@@ -149,7 +149,7 @@ class NetGraph:
                                         list(proto.top), proto))
         else:
             for proto in net_param.layer:
-                if not _layer_included(proto, phase_value):
+                if not layer_included(proto, phase_value):
                     continue
                 layers.append(LayerSpec(proto.name, proto.type, list(proto.bottom),
                                         list(proto.top), proto))

@@ -80,7 +80,7 @@ def check_prototxt(path, phase=None):
     else:
         layers = [(proto.name, proto.type, proto) for proto in net_param.layer]
     if phase_value is not None:
-        layers = [entry for entry in layers if graph._layer_included(entry[2], phase_value)]
+        layers = [entry for entry in layers if graph.layer_included(entry[2], phase_value)]
 
     known = set(caffe.layer_type_list())
     for name, layer_type, proto in layers:
