@@ -68,6 +68,7 @@ def _rule_meets_state(rule, phase):
 
 
 def layer_included(layer, phase):
+    """Whether Caffe keeps ``layer`` in a net of ``phase`` (its include/exclude rules)."""
     if len(layer.include) > 0:
         return any(_rule_meets_state(rule, phase) for rule in layer.include)
     return not any(_rule_meets_state(rule, phase) for rule in layer.exclude)
