@@ -29,7 +29,7 @@ if REPO_ROOT not in sys.path:
 
 import numpy as np  # noqa: E402
 
-from python_layers.template_loss import LOSS_NAMES, loss_param_str, parse_loss_name  # noqa: E402
+from python_layers.template_similarity import LOSS_NAMES, loss_param_str, parse_loss_name  # noqa: E402
 
 NET_TEMPLATE = """name: "bench_template_loss"
 force_backward: true

@@ -28,7 +28,7 @@ from pixelfeedback.nets import registry
 from pixelfeedback.nets.loading import load_net
 from pixelfeedback.pipeline import class_names_for
 from pixelfeedback.runfolder import RunFolder
-from python_layers import ToolkitError, seg_data, voc_io
+from python_layers import ToolkitError, voc_io
 
 # Splits whose images a model trained on the key has seen. FCN's SBD train holds a part
 # of VOC 2012 val (which is why FCN reports on "seg11valid").
@@ -137,6 +137,8 @@ def score_channels(net, output_blob):
 
 def predict_image(net, input_name, output_blob, image, size, mean):
     """The (H, W) uint8 class map of one BGR image (DeepLab's test protocol)."""
+    from python_layers import seg_data   # a Caffe layer module: it imports caffe
+
     data, _ = seg_data.preprocess(image, crop=size, mean=mean)
     net.blobs[input_name].data[0] = data
     net.forward()
@@ -252,6 +254,7 @@ def _predict_and_score(folder, net, pairs, has_labels, input_name, output_blob, 
     """Predict every image not predicted yet into ``folder``/predictions, reading the others
     back, and add all into one confusion matrix (``confusion_matrix`` of the result)."""
     from tqdm import tqdm
+    from python_layers import seg_data   # a Caffe layer module: it imports caffe
 
     confusion = np.zeros((num_classes, num_classes), np.int64)
     ran = reused = 0

@@ -94,7 +94,7 @@ def prepare_input(image, size, mean, kind="segmentation"):
     takes the image's size); an image larger than ``size`` is first resized down to fit.
     Classification: warped to ``size`` x ``size``.
     """
-    from python_layers import seg_data
+    from python_layers import seg_data   # a Caffe layer module: it imports caffe
 
     height, width = image.shape[:2]
     note = None

@@ -29,7 +29,7 @@ from pixelfeedback.nets.netspec import write_net
 from pixelfeedback.runfolder import RunFolder
 from pixelfeedback.training import final_weights, parse_losses, train
 from python_layers import ToolkitError, voc_io
-from python_layers.template_loss import LOSS_NAMES as LOSSES
+from python_layers.template_similarity import LOSS_NAMES as LOSSES
 
 LAMBDAS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 

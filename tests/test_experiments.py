@@ -1,11 +1,13 @@
-"""tools/experiments.py: the four chapter-2 experiments on a reduced-width DeepLab-LargeFOV
-with fixed-seed random weights and a small synthetic data set (real Caffe throughout).
+"""pixelfeedback.experiments and tools/experiments.py: the four chapter-2 experiments on a
+reduced-width DeepLab-LargeFOV with fixed-seed random weights and a small synthetic data set
+(real Caffe throughout).
 
 The pure functions are checked on hand-made arrays; the runs are checked for their tables,
-figures, value ranges, resumption, the mask_fn hook, agreement with tools/evaluate.py, and
-the command line's errors."""
+figures, value ranges, resumption and its settings guard, the mask_fn hook, agreement with
+pixelfeedback.evaluation, and the command line's help, errors and summary."""
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,9 +16,12 @@ import cv2
 import numpy as np
 import pytest
 
+from pixelfeedback import evaluation, pipeline, synthetic
+from pixelfeedback import experiments as ex
+from pixelfeedback.fixations import SHIFTS
+from pixelfeedback.nets import largefov, netspec, registry
+from pixelfeedback.nets.weights import fill_random_weights
 from python_layers import ToolkitError, interp, voc_io
-from tools import evaluate, netdef, synthetic, zoo, zoo_nets
-from tools import experiments as ex
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "tools", "experiments.py")
@@ -33,13 +38,13 @@ def model(tmp_path_factory, caffe):
     """(deploy prototxt, caffemodel, test prototxt) of a 5-class reduced LargeFOV, input 65."""
     root = tmp_path_factory.mktemp("model")
     deploy = str(root / "deploy.prototxt")
-    zoo_nets.write_net(netdef.deploy_net(width_div=WIDTH_DIV, num_classes=5, size=SIZE), deploy)
+    netspec.write_net(largefov.deploy_net(width_div=WIDTH_DIV, num_classes=5, size=SIZE), deploy)
     net = caffe.Net(deploy, caffe.TEST)
-    zoo_nets.fill_random_weights(net, seed=SEED)
+    fill_random_weights(net, seed=SEED)
     weights = str(root / "random.caffemodel")
     net.save(weights)
     test = str(root / "test.prototxt")
-    zoo_nets.write_net(netdef.test_net(width_div=WIDTH_DIV, num_classes=5, size=SIZE), test)
+    netspec.write_net(largefov.test_net(width_div=WIDTH_DIV, num_classes=5, size=SIZE), test)
     return deploy, weights, test
 
 
@@ -105,7 +110,7 @@ def test_zoom_is_deeplab_zoom_and_predict_crops():
     assert other.shape == (3, 21, 30)
     np.testing.assert_allclose(other[:, [0, -1]][:, :, [0, -1]],
                                scores[:, [0, -1]][:, :, [0, -1]], rtol=1e-5)
-    prediction, zoomed = ex.predict(scores, (65, 65), (50, 40))
+    prediction, zoomed = ex.prediction_from_scores(scores, (65, 65), (50, 40))
     assert prediction.shape == (50, 40) and zoomed.shape == (3, 50, 40)
     np.testing.assert_array_equal(prediction, zoomed.argmax(0))
 
@@ -128,7 +133,7 @@ def test_masked_input_is_zero_after_mean_subtraction():
     image = np.random.RandomState(0).randint(0, 256, (30, 40, 3)).astype(np.uint8)
     mask = np.zeros((30, 40), bool)
     mask[3:9, 10:20] = True
-    masked, data = ex.masked_input(image, mask, 65, zoo.DEEPLAB_MEAN)
+    masked, data = ex.masked_input(image, mask, 65, registry.DEEPLAB_MEAN)
     assert data.shape == (3, 65, 65)
     assert np.all(data[:, :30, :40][:, mask] == 0)
     np.testing.assert_array_equal(masked[mask], np.tile([104, 117, 123], (60, 1)))
@@ -171,12 +176,12 @@ def test_location_writes_table_and_figure_and_matches_evaluate(model, data, tmp_
     check_png(result["png"])
     assert result["images"] == N_VAL and result["images_run"] == N_VAL
 
-    # The IoU comes from the test protocol: identical to tools/evaluate.py on the test net.
+    # The IoU comes from the test protocol: identical to evaluation.evaluate on the test net.
     _, weights, test = model
     root, list_file = data
-    evaluated = evaluate.evaluate((test, weights), list_file, root, str(tmp_path / "eval"),
-                                  num_classes=5, size=SIZE, progress=False,
-                                  class_names=synthetic.CLASS_NAMES)
+    evaluated = evaluation.evaluate((test, weights), list_file, root, str(tmp_path / "eval"),
+                                    num_classes=5, size=SIZE, progress=False,
+                                    class_names=synthetic.CLASS_NAMES)
     for row in rows[:-1]:
         assert float(row["iou"]) == pytest.approx(evaluated["class_iou"][row["class"]],
                                                   abs=5e-5)
@@ -189,17 +194,15 @@ def test_location_end_to_end_by_hand(model, data, tmp_path, caffe):
     100 % inside, the others' 0 %), once all background (0 %) and once all void (not
     counted with void='skip', 0 % with void='outside'); the IoU of c follows from the
     number n_c of pixels predicted c: TP = n_c, FP = |D| n_c, FN = N - n_c."""
-    from tools import seg_fixations as sf
-
     deploy, weights, _ = model
     root, _ = data
     image = voc_io.read_image(os.path.join(root, "JPEGImages", "val_00000.jpg"))
     net = caffe.Net(deploy, caffe.TEST)
     net.copy_from(weights)
-    net.blobs["data"].data[0] = sf.prepare_input(image, SIZE, zoo.DEEPLAB_MEAN)[0]
+    net.blobs["data"].data[0] = pipeline.prepare_input(image, SIZE, registry.DEEPLAB_MEAN)[0]
     net.forward()
     scores = net.blobs["fc8_voc12"].data[0]
-    prediction, _ = ex.predict(scores, (SIZE, SIZE), image.shape[:2])
+    prediction, _ = ex.prediction_from_scores(scores, (SIZE, SIZE), image.shape[:2])
     detected = [int(c) for c in np.unique(scores.argmax(0)) if c != 0]
     assert detected
     hand = tmp_path / "hand"
@@ -242,7 +245,7 @@ def test_resume_processes_only_missing_images(model, data, tmp_path):
     out = tmp_path / "out"
     with pytest.raises(Stop):
         run("location", model, data, out, on_image=stop_after_two)
-    cache = out / "cache" / "location"
+    cache = out / "cache" / "location" / "images"   # the location experiment's records
     assert sorted(p.name for p in cache.glob("val_*.json")) == ["val_00000.json",
                                                                "val_00001.json"]
     seen = []
@@ -259,7 +262,7 @@ def test_resume_processes_only_missing_images(model, data, tmp_path):
 
     with pytest.raises(ToolkitError, match="shift"):
         run("location", model, data, out, shift="full")
-    result = run("location", model, data, out, shift="full", resume=False)
+    result = run("location", model, data, out, shift="full", restart=True)
     assert result["images_run"] == N_VAL
 
 
@@ -270,10 +273,10 @@ def test_shift_variants(model, data, tmp_path):
     assert [r["class"] for r in rows] == list(synthetic.CLASS_NAMES[1:]) + ["mean"]
     assert result["images"] == 3
     for row in rows:
-        for variant in ex.SHIFTS:
+        for variant in SHIFTS:
             value = number(row[variant])
             assert np.isnan(value) or 0 <= value <= 100
-    assert any(not np.isnan(number(rows[-1][v])) for v in ex.SHIFTS)
+    assert any(not np.isnan(number(rows[-1][v])) for v in SHIFTS)
     # The partial variant is experiment 1 with the default shift.
     location = run("location", model, data, tmp_path / "location", limit=3)
     for shift_row, location_row in zip(rows, location["rows"]):
@@ -316,6 +319,30 @@ def test_salient_default_mask(model, data, tmp_path):
     assert figures == [f"{i}.png" for i in with_rows if int(i.split("_")[1]) < 2]
     for name in figures:
         check_png(tmp_path / "out" / "salient" / name)
+
+
+def test_salient_figures_skip_temporaries_and_settings_are_guarded(model, data, tmp_path):
+    out = tmp_path / "out"
+    leftover = out / "salient" / ".tmp-inflight.png"
+
+    def leave_a_temporary(index, image_id, cached):   # a figure being written meanwhile
+        if index == 1:
+            leftover.write_bytes(b"half a png")
+
+    result = run("salient", model, data, out, limit=2, figures=2, on_image=leave_a_temporary)
+    assert leftover.exists() and result["figures"]
+    assert [os.path.basename(f) for f in result["figures"]] == sorted(
+        name for name in os.listdir(out / "salient") if not name.startswith(".tmp-"))
+    again = run("salient", model, data, out, limit=2, figures=2)   # sweeps the leftover
+    assert again["images_run"] == 0 and again["figures"] == result["figures"]
+    assert not leftover.exists()
+
+    with pytest.raises(ToolkitError, match=r"mask_threshold: 0\.5 there, 0\.3 now.*--restart"):
+        run("salient", model, data, out, limit=2, mask_threshold=0.3)
+    restarted = run("salient", model, data, out, limit=2, mask_threshold=0.3, figures=0,
+                    restart=True)
+    assert restarted["images_run"] == 2
+    assert restarted["figures"] == []   # the old settings' figures went with their records
 
 
 def test_salient_uses_the_mask_fn_hook(model, data, tmp_path):
@@ -367,7 +394,7 @@ def test_run_all_matches_the_single_experiments(model, data, tmp_path):
         single = run(experiment, model, data, tmp_path / experiment, limit=2, figures=0)
         assert read_text(result["csv"]) == read_text(single["csv"]), experiment
         check_png(result["png"])
-    again = run("location", model, data, tmp_path / "all", limit=2)   # reuses run_all's cache
+    again = run("location", model, data, tmp_path / "all", limit=2)   # reuses run_all's records
     assert again["images_run"] == 0
 
 
@@ -393,6 +420,13 @@ def test_cli_help_and_errors(model, data, tmp_path):
     assert done.returncode == 0
     for name in ex.EXPERIMENTS + ("all",):
         assert name in done.stdout
+    # The top-level help lists every experiment with its line and every option, with the
+    # flags shared by the other tools.
+    for spec in ex.SPECS.values():
+        assert f"{spec.name:9} {spec.help}" in done.stdout
+    for option in ("--mask-threshold", "--mask-radius", "--fractions", "--void", "--restart",
+                   "--gpu ID", "--mean B,G,R", "--size N", "--out PATH"):
+        assert option in done.stdout, option
     done = run_cli(["salient", "--help"], tmp_path)
     assert done.returncode == 0 and "--mask-threshold" in done.stdout
     assert_user_error(run_cli(["bogus"], tmp_path), "invalid choice")
@@ -417,5 +451,21 @@ def test_cli_runs_an_experiment(model, data, tmp_path):
     assert done.returncode == 0, done.stderr
     assert "location: 2 images (2 run, 0 from the cache)" in done.stdout
     assert (out / "location.csv").is_file() and (out / "location.png").is_file()
+    # The printed means are the CSV's 'mean' row (the mean over the object classes).
+    mean_row = read_csv(out / "location.csv")[-1]
+    printed = re.search(r"mean over the 4 object classes \(the CSV's 'mean' row\): "
+                        r"% inside ([^,\s]+), IoU (\S+)", done.stdout)
+    assert printed, done.stdout
+    assert [("" if text == "n/a" else text) for text in printed.groups()] == \
+        [mean_row["mean_pct_inside"], mean_row["iou"]]
+
+    # Another setting into the same --out is refused, naming it; --restart starts afresh
+    # under the new settings, which the next run then resumes.
     done = run_cli(args + ["--shift", "none"], tmp_path)
-    assert_user_error(done, "differ in: shift", "--no-resume")
+    assert_user_error(done, "shift: 'partial' there, 'none' now", "--restart")
+    done = run_cli(args + ["--shift", "none", "--restart"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "location: 2 images (2 run, 0 from the cache)" in done.stdout
+    done = run_cli(args + ["--shift", "none"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "location: 2 images (0 run, 2 from the cache)" in done.stdout

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from python_layers import ToolkitError
-from python_layers import template_loss as tl
+from python_layers import template_similarity as tl
 
 SIMILARITIES = ("cosine", "correlation")
 NORMALIZATIONS = ("valid", "none")

@@ -17,11 +17,11 @@ import os
 
 from pixelfeedback.nets.netspec import EXPERIMENT_HEADER, netspec, solver_parameter, write_net
 from pixelfeedback.paths import repo_relative
-from python_layers import ToolkitError, template_loss, voc_io
-from python_layers.seg_data import DEEPLAB_MEAN
+from python_layers import ToolkitError, template_similarity, voc_io
 
 
-TEMPLATE_LOSSES = tuple(template_loss.LOSS_NAMES)
+
+TEMPLATE_LOSSES = tuple(template_similarity.LOSS_NAMES)
 LOSSES = ("softmax",) + TEMPLATE_LOSSES
 STAGES = ("finetune", "baseline")
 DEFAULT_DATA_ROOT = "data/VOCdevkit/VOC2012"
@@ -107,7 +107,7 @@ def data_param_str(data_root, list_file, batch_size, crop, seed=None, mirror=Tru
     """The JSON ``param_str`` of the ImageSegData layer."""
     return json.dumps({
         "root": repo_relative(data_root), "list": repo_relative(list_file), "batch_size": batch_size,
-        "crop_size": crop, "mean": list(DEEPLAB_MEAN), "mirror": mirror, "shuffle": shuffle,
+        "crop_size": crop, "mean": list(voc_io.DEEPLAB_MEAN), "mirror": mirror, "shuffle": shuffle,
         "seed": seed, "ignore_label": IGNORE_LABEL, "num_classes": num_classes,
     }, sort_keys=True)
 
@@ -147,11 +147,11 @@ def train_net(loss="softmax", lam=0.01, data_root=DEFAULT_DATA_ROOT, list_file=D
     n.loss = L.SoftmaxWithLoss(n.fc8_voc12, n.label_shrink,
                                loss_param=dict(ignore_label=IGNORE_LABEL))
     if loss != "softmax":
-        similarity, selective = template_loss.parse_loss_name(loss)
+        similarity, selective = template_similarity.parse_loss_name(loss)
         n.loss_template = L.Python(
             n.fc7, n.fc8_voc12, n.label_shrink, loss_weight=float(lam), python_param=dict(
                 module="python_layers.template_loss", layer="TemplateSimilarityLoss",
-                param_str=template_loss.loss_param_str(similarity, selective)))
+                param_str=template_similarity.loss_param_str(similarity, selective)))
     net = n.to_proto()
     net.name = f"DeepLab-LargeFOV-train-{experiment_name(loss, stage)}"
     return net
