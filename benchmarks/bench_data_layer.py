@@ -15,7 +15,6 @@ import sys
 import tempfile
 import time
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 os.environ.setdefault("GLOG_minloglevel", "2")
 
 import cv2  # noqa: E402

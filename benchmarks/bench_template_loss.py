@@ -18,14 +18,10 @@ machine; compare them, not the absolute times, across machines.
 import argparse
 import os
 import statistics
-import sys
 import tempfile
 import time
 
 os.environ.setdefault("GLOG_minloglevel", "2")
-REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-if REPO_ROOT not in sys.path:
-    sys.path.insert(0, REPO_ROOT)
 
 import numpy as np  # noqa: E402
 

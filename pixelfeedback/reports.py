@@ -30,6 +30,11 @@ def percent(value, digits=2):
     return "n/a" if _undefined(value) else f"{100 * value:.{digits}f}"
 
 
+def share(value):
+    """A fraction as a whole per cent ('59%'), ``n/a`` when undefined."""
+    return "n/a" if _undefined(value) or math.isinf(value) else f"{value:.0%}"
+
+
 def csv_cell(value):
     """A CSV cell: floats with 4 decimals, empty for None and NaN."""
     if _undefined(value):

@@ -1,22 +1,16 @@
 """The demo's report: runs/demo/report.md, every step's result beside its figures."""
 import os
 
-import numpy as np
-
 from pixelfeedback import reports
 from pixelfeedback.demo.model import RECIPE
 from python_layers import voc_io
 
 
-def share(value):
-    """A fraction as a whole per cent ('59%'), ``n/a`` when undefined."""
-    return "n/a" if value is None or not np.isfinite(value) else f"{value:.0%}"
-
-
 def write_report(out, summary):
     """<out>/report.md: every step's result with its figures beside it."""
     b, s, sal = summary["baseline"], summary["part_shares"], summary["salient"]
-    class_rows = "\n".join(f"| {name} | {reports.fmt(iou, 3)} |" for name, iou in b["class_iou"].items())
+    class_rows = "\n".join(f"| {name} | {reports.fmt(iou, 3)} |"
+                           for name, iou in b["class_iou"].items())
     location_rows = "\n".join(
         f"| {r['class']} | {r['images']} | {r['mean_pct_inside']:.1f} | {r['iou']:.3f} |"
         for r in summary["location"]["rows"] if isinstance(r.get("iou"), float))
@@ -35,8 +29,8 @@ def write_report(out, summary):
         f"{b['all_background_mean_iou']:.3f}); pixel accuracy {b['pixel_accuracy']:.3f}.", "",
         "| class | IoU |", "|---|---|", class_rows, "",
         "## 3. Segmentation fixations", "",
-        f"Of the fixations that land on an object, {share(s.get('mean_share_on_part'))} lie on "
-        f"its discriminative part, which covers {share(s.get('mean_part_area_share'))} of the "
+        f"Of the fixations that land on an object, {reports.share(s.get('mean_share_on_part'))} lie on "
+        f"its discriminative part, which covers {reports.share(s.get('mean_part_area_share'))} of the "
         f"object (median enrichment x{s.get('median_enrichment', float('nan')):.1f}; "
         f"{s.get('objects_part_over_area', 0)} of {s.get('objects_traced', 0)} traced objects "
         "above their part's area share). Table: `part_shares.csv`.", "",
