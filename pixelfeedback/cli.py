@@ -42,8 +42,9 @@ def main(parser, command, argv=None):
     """Parse ``argv`` (default ``sys.argv[1:]``) with ``parser``, then run ``command(args)``.
 
     Returns the exit status rather than exiting, so tests can call a script's ``main``
-    in-process: 0 (or the int ``command`` returned; any other result means 0); 2 with ``error: <message>`` on stderr
-    for a ToolkitError, an OSError (naming its path) or a missing Caffe; 130 on Ctrl-C.
+    in-process: 0 (or the int ``command`` returned; any other result means 0); 2 with
+    ``error: <message>`` on stderr for a ToolkitError, an OSError (naming its path) or a
+    missing Caffe; 130 on Ctrl-C.
     argparse's own usage errors and ``--help`` return their status (2, 0) the same way.
     """
     try:

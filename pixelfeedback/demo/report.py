@@ -29,8 +29,9 @@ def write_report(out, summary):
         f"{b['all_background_mean_iou']:.3f}); pixel accuracy {b['pixel_accuracy']:.3f}.", "",
         "| class | IoU |", "|---|---|", class_rows, "",
         "## 3. Segmentation fixations", "",
-        f"Of the fixations that land on an object, {reports.share(s.get('mean_share_on_part'))} lie on "
-        f"its discriminative part, which covers {reports.share(s.get('mean_part_area_share'))} of the "
+        "Of the fixations that land on an object, "
+        f"{reports.share(s.get('mean_share_on_part'))} lie on its discriminative part, which "
+        f"covers {reports.share(s.get('mean_part_area_share'))} of the "
         f"object (median enrichment x{s.get('median_enrichment', float('nan')):.1f}; "
         f"{s.get('objects_part_over_area', 0)} of {s.get('objects_traced', 0)} traced objects "
         "above their part's area share). Table: `part_shares.csv`.", "",

@@ -105,8 +105,9 @@ def part_shares(deploy, weights, data, image_count, out_dir):
         image = voc_io.read_image(image_path)
         annotation = synthetic.load_annotation(data["root"], image_id)
         input_data, image, _ = pipeline.prepare_input(image, size, registry.DEEPLAB_MEAN)
-        results = pipeline.run_fixations(net, tracker, input_data, image, pipeline.DEFAULT_SCORE_BLOB,
-                                   names=synthetic.CLASS_NAMES)
+        results = pipeline.run_fixations(net, tracker, input_data, image,
+                                         pipeline.DEFAULT_SCORE_BLOB,
+                                         names=synthetic.CLASS_NAMES)
         by_class = {r.class_id: r for r in results}
         for obj in annotation["objects"]:
             body, part = obj["body_mask"], obj["part_mask"]

@@ -106,7 +106,8 @@ def data_param_str(data_root, list_file, batch_size, crop, seed=None, mirror=Tru
                    shuffle=True, num_classes=21):
     """The JSON ``param_str`` of the ImageSegData layer."""
     return json.dumps({
-        "root": repo_relative(data_root), "list": repo_relative(list_file), "batch_size": batch_size,
+        "root": repo_relative(data_root), "list": repo_relative(list_file),
+        "batch_size": batch_size,
         "crop_size": crop, "mean": list(voc_io.DEEPLAB_MEAN), "mirror": mirror, "shuffle": shuffle,
         "seed": seed, "ignore_label": IGNORE_LABEL, "num_classes": num_classes,
     }, sort_keys=True)
