@@ -1,5 +1,6 @@
-"""Segmentation scores as the thesis computes them (Algorithm 2, SPEC section 5), and a
-Student-t confidence interval for repeated runs (the Table 3.1 sweep).
+"""Segmentation scores as the thesis computes them (Algorithm 2, SPEC section 5), a
+Student-t confidence interval for repeated runs, and the paired difference of two sets of
+runs with its interval and minimum detectable effect (the Table 3.1 sweep).
 
 One confusion matrix is accumulated over the whole split (never a mean of per-image
 scores): rows are ground-truth classes, columns predicted classes, pixels labelled 255
@@ -124,3 +125,65 @@ def mean_ci(values, level=0.95):
     std = float(values.std(ddof=1))
     half_width = float(stats.t.ppf((1 + level) / 2, n - 1) * std / np.sqrt(n))
     return ConfidenceInterval(mean, mean - half_width, mean + half_width, half_width, std, n, level)
+
+
+PairedDifference = collections.namedtuple(
+    "PairedDifference",
+    ["mean", "low", "high", "half_width", "std", "n", "mde", "level", "power"])
+
+
+def paired_difference(a, b, level=0.95, power=0.80):
+    """The paired comparison of ``a`` and ``b`` (``a[i]`` and ``b[i]`` one pair, e.g. a loss
+    run and the control run of the same seed): the mean of d = a - b, its Student-t
+    confidence interval, and the minimum detectable effect that interval implies.
+
+    With s the sample standard deviation of d (ddof=1) and n the number of pairs:
+
+        half_width = t_{(1+level)/2, n-1} * s / sqrt(n)
+        mde        = (t_{(1+level)/2, n-1} + t_{power, n-1}) * s / sqrt(n)
+
+    ``mde`` is the smallest true mean difference the two-sided paired t test at this level
+    would find (its interval clearing zero) with probability ``power``, taking s as the true
+    standard deviation (the usual normal-shift approximation of the noncentral t). A
+    difference well below it going undetected says little. With one pair the interval and
+    the mde are undefined: NaN (as std). Pairing removes what the two runs share (initial
+    weights, data order), so the paired interval is narrower than Welch's unpaired one
+    whenever the runs of a seed are correlated.
+    """
+    from scipy import stats
+
+    a = np.asarray(a, dtype=np.float64).ravel()
+    b = np.asarray(b, dtype=np.float64).ravel()
+    if a.size != b.size:
+        raise ValueError(f"paired_difference needs pairs: got {a.size} and {b.size} values")
+    if a.size == 0:
+        raise ValueError("paired_difference needs at least one pair")
+    if np.isnan(a).any() or np.isnan(b).any():
+        raise ValueError("paired_difference got NaN values; drop or rerun the failed runs first")
+    if not 0 < level < 1 or not 0 < power < 1:
+        raise ValueError(f"level and power must be in (0, 1), got {level} and {power}")
+    d = a - b
+    n = d.size
+    mean = float(d.mean())
+    if n < 2:
+        nan = float("nan")
+        return PairedDifference(mean, nan, nan, nan, nan, 1, nan, level, power)
+    std = float(d.std(ddof=1))
+    se = std / np.sqrt(n)
+    t_level = float(stats.t.ppf((1 + level) / 2, n - 1))
+    half_width = t_level * se
+    mde = (t_level + float(stats.t.ppf(power, n - 1))) * se
+    return PairedDifference(mean, mean - half_width, mean + half_width, float(half_width), std,
+                            n, float(mde), level, power)
+
+
+def paired_verdict(difference):
+    """What a paired interval says: "yes" (a gain: the interval lies above zero), "worse"
+    (below zero), "no" (it holds zero) or "n/a" (undefined, fewer than two pairs)."""
+    if difference is None or not np.isfinite(difference.half_width):
+        return "n/a"
+    if difference.low > 0:
+        return "yes"
+    if difference.high < 0:
+        return "worse"
+    return "no"

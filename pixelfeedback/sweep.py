@@ -5,11 +5,22 @@ several seeds; evaluate each on val; tabulate beside the thesis's numbers.
 Every run is `caffe train` on the command line with a generated solver
 (pixelfeedback.training), then the evaluation protocol (pixelfeedback.evaluation). Each
 finished run writes one result file atomically (<out>/results/<run>.json); a rerun skips
-finished runs, and an interrupted training resumes from its last solver snapshot. The table
-(Markdown and CSV) shows, per cell, the mean and 95 % confidence interval over seeds and the
-difference to the control: the thesis's author later wrote that its gains may come from the
-switch to the poly schedule, so a gain counts only against the control.
+finished runs, and an interrupted training resumes from its last solver snapshot; once a
+run's training finished, only its newest ``keep_snapshots`` snapshots stay (the final
+weights always).
+
+Everything is checked before the first run trains (``SweepConfig.check``): the settings,
+the list files and every image and label they name, the initial weights and the disk the
+snapshots need, so a bad argument fails in seconds, not after hours of training.
+
+The table (Markdown and CSV) shows, per cell, the mean and 95 % confidence interval over
+seeds and the difference to the control: the thesis's author later wrote that its gains may
+come from the switch to the poly schedule, so a gain counts only against the control. A
+loss run and the control run of the same seed start from the same weights and see the same
+data order, so the comparison is paired (metrics.paired_difference): a cell counts as a
+gain only where its paired 95 % interval lies above zero.
 """
+import argparse
 import collections
 import csv
 import glob
@@ -17,17 +28,18 @@ import io
 import json
 import math
 import os
+import shutil
 import sys
 import time
 
 import numpy as np
 
-from pixelfeedback import evaluation, metrics, reports
+from pixelfeedback import cli, evaluation, metrics, reports
 from pixelfeedback.nets import largefov, registry
 from pixelfeedback.nets.loading import check_gpu
 from pixelfeedback.nets.netspec import write_net
 from pixelfeedback.runfolder import RunFolder
-from pixelfeedback.training import final_weights, parse_losses, train
+from pixelfeedback.training import final_weights, parse_losses, prune_snapshots, train
 from python_layers import ToolkitError, voc_io
 from python_layers.template_similarity import LOSS_NAMES as LOSSES
 
@@ -72,7 +84,8 @@ class SweepConfig(object):
                  batch_size=10, crop=321, test_size=513, width_div=1, num_classes=21,
                  gpu=None, snapshot_every=None, progress=True, init_trained_on=None,
                  base_lr=None, baseline_from=None, baseline_list=None,
-                 baseline_iterations=6000, class_names=None, restart=False):
+                 baseline_iterations=6000, class_names=None, restart=False,
+                 keep_snapshots=2):
         self.out = os.path.abspath(out)
         self.data_root = os.path.abspath(data_root)
         self.train_list = os.path.abspath(train_list)
@@ -99,9 +112,19 @@ class SweepConfig(object):
         self.baseline_from = os.path.abspath(baseline_from) if baseline_from else None
         self.baseline_list = os.path.abspath(baseline_list or train_list)
         self.baseline_iterations = int(baseline_iterations)
+        self.keep_snapshots = keep_snapshots  # newest snapshots kept per run (final: always)
         for loss in self.losses:
             if loss not in LOSSES:
                 raise ToolkitError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
+
+    def check(self):
+        """Check everything the sweep needs before anything trains or is written: the
+        settings, the list files and every image and label they name, the initial weights
+        and the disk the snapshots need. Raises ToolkitError naming the setting's flag and
+        what to do. ``run_sweep`` calls it first."""
+        check_settings(self)
+        check_files(self)
+        check_disk(self)
 
     def fingerprint(self):
         """The settings that decide each run's result: the run folder refuses others. Which
@@ -127,6 +150,249 @@ class SweepConfig(object):
         planned += [Run(loss, lam, seed) for loss in self.losses for lam in self.lambdas
                     for seed in self.seeds]
         return planned
+
+
+# ----------------------------------------------------------------------------- checks first
+
+LONG_LIST = 200  # list files longer than this get a progress bar while they are checked
+
+
+def comma_list(item_type, what):
+    """argparse type factory: a non-empty comma-separated list of ``item_type`` values (a
+    ``pixelfeedback.cli`` type such as ``cli.nonnegative_float``), none twice.
+
+    ``comma_list(cli.nonnegative_int, "integers >= 0")("0,x")`` says
+    "must be a comma-separated list of integers >= 0, got '0,x' ('x' is not one)".
+    """
+    requirement = f"must be a comma-separated list of {what}"
+
+    def parse(text):
+        parts = [part.strip() for part in str(text).split(",") if part.strip()]
+        if not parts:
+            raise argparse.ArgumentTypeError(f"{requirement}, got {text!r} (none given)")
+        values = []
+        for part in parts:
+            try:
+                value = item_type(part)
+            except (argparse.ArgumentTypeError, TypeError, ValueError):
+                raise argparse.ArgumentTypeError(
+                    f"{requirement}, got {text!r} ({part!r} is not one)") from None
+            if value in values:
+                raise argparse.ArgumentTypeError(f"{requirement}, got {text!r} ({part!r} twice)")
+            values.append(value)
+        return values
+
+    parse.__name__ = "comma_list"
+    return parse
+
+
+lambda_list = comma_list(cli.nonnegative_float, "finite numbers >= 0 (loss weights)")
+seed_list = comma_list(cli.nonnegative_int, "integers >= 0 (seeds)")
+
+
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _int_at_least(value, minimum, what):
+    if not _is_int(value) or value < minimum:
+        raise ToolkitError(f"{what} must be an integer >= {minimum}, got {value!r}")
+
+
+def _no_repeats(values, what):
+    seen = [v for i, v in enumerate(values) if v in values[:i]]
+    if seen:
+        raise ToolkitError(f"{what} names {seen[0]!r} twice; give each once")
+
+
+def _check_8k1(value, what, example):
+    if not _is_int(value) or value < 9 or (value - 1) % 8:
+        raise ToolkitError(f"{what} must be 8k+1 ({example}), got {value!r}")
+
+
+def check_settings(cfg):
+    """The numbers and names of a sweep (no file is read): ToolkitError naming the flag."""
+    if not cfg.losses:
+        raise ToolkitError(f"no loss to run (--losses is empty); name one or more of "
+                           f"{', '.join(LOSSES)}")
+    _no_repeats(cfg.losses, "--losses")
+    if not cfg.lambdas:
+        raise ToolkitError("no lambda to run (--lambdas is empty); give one or more loss "
+                           "weights >= 0, e.g. 0.01,0.1")
+    for lam in cfg.lambdas:
+        if not math.isfinite(lam) or lam < 0:
+            raise ToolkitError(f"every lambda (--lambdas) must be a finite number >= 0, "
+                               f"got {lam!r}")
+    _no_repeats(cfg.lambdas, "--lambdas")
+    if not cfg.seeds:
+        raise ToolkitError("no seed to run (--seeds is empty); give one or more integers "
+                           ">= 0, e.g. 0,1,2")
+    for seed in cfg.seeds:  # Caffe reads random_seed -1 as "unseeded"
+        _int_at_least(seed, 0, "every seed (--seeds)")
+    _no_repeats(cfg.seeds, "--seeds")
+    _int_at_least(cfg.iterations, 1, "the fine-tuning iterations (--iterations)")
+    if not _is_int(cfg.snapshot_every) or not 1 <= cfg.snapshot_every <= cfg.iterations:
+        raise ToolkitError(f"the snapshot interval (--snapshot-every) must be an integer "
+                           f"between 1 and the iterations ({cfg.iterations}), got "
+                           f"{cfg.snapshot_every!r}")
+    _int_at_least(cfg.keep_snapshots, 0, "the snapshots kept per run (--keep-snapshots)")
+    _int_at_least(cfg.batch_size, 1, "the batch size (--batch-size)")
+    _int_at_least(cfg.num_classes, 2, "the number of classes (--num-classes)")
+    if not _is_int(cfg.width_div) or cfg.width_div < 1 or 64 % cfg.width_div:
+        raise ToolkitError(f"the width divisor (--width-div) must divide 64 (1, 2, 4, ... 64), "
+                           f"got {cfg.width_div!r}")
+    _check_8k1(cfg.crop, "the training crop (--crop)",
+               "e.g. 321, so that the labels shrink exactly by the net's stride 8")
+    _check_8k1(cfg.test_size, "the test size (--test-size)",
+               "e.g. 513, which holds VOC's images of at most 500x500")
+    if cfg.baseline_from:
+        _int_at_least(cfg.baseline_iterations, 1,
+                      "the stage-1 baseline's iterations (--baseline-iterations)")
+
+
+def check_files(cfg):
+    """The initial weights, the list files and every image and label they name."""
+    if cfg.baseline_from:
+        if not os.path.isfile(cfg.baseline_from):
+            raise ToolkitError(f"stage-1 initial weights (--baseline-from) not found: "
+                               f"{cfg.baseline_from} (python weights/fetch.py largefov-init "
+                               "fetches vgg16_20M.caffemodel)")
+    elif not os.path.isfile(cfg.init_weights):
+        raise ToolkitError(f"initial weights not found: {cfg.init_weights} "
+                           "(python weights/fetch.py largefov, or pass --init-weights)")
+    sizes = {}  # (image, label) -> image size, so a list given twice is read once
+    check_list(cfg.train_list, cfg.data_root, "--train-list", sizes, progress=cfg.progress)
+    check_list(cfg.val_list, cfg.data_root, "--val-list", sizes, max_size=cfg.test_size,
+               unique_names=True, progress=cfg.progress)
+    if cfg.baseline_from:
+        check_list(cfg.baseline_list, cfg.data_root, "--baseline-list", sizes,
+                   progress=cfg.progress)
+
+
+def check_list(list_file, data_root, flag, sizes=None, max_size=None, unique_names=False,
+               progress=True):
+    """One list file of the sweep: it exists, every line names an image and its label, both
+    files exist and open, and the label has the image's size (PIL reads the headers only,
+    no pixels). ``max_size``: no image may be larger (the test input); ``unique_names``:
+    no image name twice (the evaluation saves predictions by name). A progress bar shows
+    on lists longer than LONG_LIST lines."""
+    from PIL import Image
+    from tqdm import tqdm
+
+    if not os.path.isfile(list_file):
+        raise ToolkitError(f"list file ({flag}) not found: {list_file}; make it with "
+                           f"tools/fetch_voc.py or pass {flag}")
+    pairs = voc_io.read_list(list_file, root=data_root)
+    no_label = [image for image, label in pairs if label is None]
+    if no_label:
+        raise ToolkitError(f"{len(no_label)} line(s) of {list_file} ({flag}) name no label, "
+                           f"first: {no_label[0]}; every image of the sweep needs its label "
+                           "('/JPEGImages/x.jpg /SegmentationClassAug/x.png')")
+    missing = [path for pair in pairs for path in pair if not os.path.isfile(path)]
+    if missing:
+        raise ToolkitError(f"{len(missing)} file(s) named by {list_file} ({flag}) not found, "
+                           f"first: {missing[0]} (check --data-root and {flag})")
+    if unique_names:
+        names = collections.Counter(os.path.splitext(os.path.basename(image))[0]
+                                    for image, _ in pairs)
+        twice = sorted(name for name, count in names.items() if count > 1)
+        if twice:
+            raise ToolkitError(f"{list_file} ({flag}) names image {twice[0]!r} more than once; "
+                               "predictions are saved by image name, so give each once")
+    sizes = {} if sizes is None else sizes
+    bar = tqdm(pairs, desc=f"check {os.path.basename(list_file)}", unit="img", leave=False,
+               disable=not progress or len(pairs) <= LONG_LIST)
+    for image, label in bar:
+        if (image, label) not in sizes:
+            image_size = _header_size(Image, image, "image", flag)
+            label_size = _header_size(Image, label, "label", flag)
+            if image_size != label_size:
+                raise ToolkitError(
+                    f"image {image} is {image_size[0]}x{image_size[1]} but its label {label} is "
+                    f"{label_size[0]}x{label_size[1]}; fix the label or remove the line from "
+                    f"{list_file} ({flag})")
+            sizes[(image, label)] = image_size
+        width, height = sizes[(image, label)]
+        if max_size is not None and max(width, height) > max_size:
+            raise ToolkitError(
+                f"image {image} of {flag} is {width}x{height}, larger than the test size "
+                f"{max_size}x{max_size}; pass a larger --test-size (8k+1, e.g. 513 for VOC)")
+    return len(pairs)
+
+
+def _header_size(image_module, path, what, flag):
+    try:
+        with image_module.open(path) as img:
+            return img.size
+    except Exception as exc:  # PIL raises many kinds on a broken file
+        raise ToolkitError(f"cannot read {what} {path} ({exc}); replace it or remove its line "
+                           f"from {flag}") from None
+
+
+def baseline_snapshot_every(cfg):
+    """The stage-1 baseline snapshots four times, so an interrupted one resumes."""
+    return max(cfg.baseline_iterations // 4, 1)
+
+
+def snapshot_counts(cfg, run):
+    """(snapshots written, snapshots kept) of one run: Caffe snapshots every interval and
+    at the end."""
+    if run.loss == BASELINE:
+        iterations, every = cfg.baseline_iterations, baseline_snapshot_every(cfg)
+    else:
+        iterations, every = cfg.iterations, cfg.snapshot_every
+    written = -(-iterations // every)
+    return written, min(written, cfg.keep_snapshots)
+
+
+def disk_needed(cfg):
+    """Bytes the snapshots of the runs still to do need at most, and how it is made up.
+
+    A snapshot is the net's .caffemodel (about the initial weights' file) plus its
+    .solverstate (the momentum history: as much again). A finished run keeps its newest
+    ``keep_snapshots`` (at least the final .caffemodel); the run in training holds all it
+    wrote until it finishes."""
+    weights = cfg.init_weights if not cfg.baseline_from else cfg.baseline_from
+    weights_bytes = os.path.getsize(weights)
+    snapshot_bytes = 2 * weights_bytes
+    pending = [run for run in cfg.runs() if cfg.restart or not os.path.exists(
+        os.path.join(cfg.out, "results", run_name(run) + ".json"))]
+    kept, peak = 0, 0
+    for run in pending:
+        written, keep = snapshot_counts(cfg, run)
+        kept_bytes = max(keep * snapshot_bytes, weights_bytes)
+        kept += kept_bytes
+        peak = max(peak, written * snapshot_bytes - kept_bytes)
+    return kept + peak, dict(runs=len(pending), snapshot_bytes=snapshot_bytes)
+
+
+def _existing_folder(path):
+    path = os.path.abspath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def human_bytes(count):
+    for unit in ("bytes", "kB", "MB", "GB"):
+        if count < 1000 or unit == "GB":
+            return f"{count:.0f} {unit}" if unit == "bytes" else f"{count:.1f} {unit}"
+        count /= 1000.0
+
+
+def check_disk(cfg):
+    """The snapshots' disk need against the free space of --out's filesystem."""
+    need, parts = disk_needed(cfg)
+    free = shutil.disk_usage(_existing_folder(cfg.out)).free
+    if need > free:
+        raise ToolkitError(
+            f"the sweep's snapshots need about {human_bytes(need)} but the filesystem of "
+            f"{cfg.out} has {human_bytes(free)} free ({parts['runs']} runs to do, "
+            f"{human_bytes(parts['snapshot_bytes'])} a snapshot (.caffemodel and .solverstate), "
+            f"{cfg.keep_snapshots} kept per run plus those of the run in training); free some "
+            "space, pass another --out, or keep fewer (--keep-snapshots) or write fewer "
+            "(--snapshot-every)")
+    return need, free
 
 
 def run_name(run):
@@ -168,7 +434,7 @@ def run_one(cfg, run):
         iterations, init = cfg.baseline_iterations, cfg.baseline_from
         solver_path = largefov.write_experiment(
             run_dir, loss="softmax", stage="baseline", list_file=cfg.baseline_list,
-            iterations=iterations, **common)
+            iterations=iterations, snapshot=baseline_snapshot_every(cfg), **common)
     else:
         iterations, init = cfg.iterations, fine_tune_init(cfg)
         solver_path = largefov.write_experiment(
@@ -181,6 +447,7 @@ def run_one(cfg, run):
     else:
         losses = train(solver_path, run_dir, init, cfg.gpu)
     weights = final_weights(run_dir, iterations)
+    prune_snapshots(run_dir, cfg.keep_snapshots, iterations)
     evaluation = evaluate_weights(cfg, weights, os.path.join(run_dir, "eval"))
     record = {
         "run": name, "loss": run.loss, "lambda": run.lam, "seed": run.seed,
@@ -214,7 +481,10 @@ def run_sweep(cfg, on_result=None):
     """Run every planned run not finished yet; returns all result records.
 
     ``cfg.out`` is a run folder (pixelfeedback.runfolder): locked while the sweep runs, and
-    refused when it holds runs of other settings unless ``cfg.restart``."""
+    refused when it holds runs of other settings unless ``cfg.restart``. Everything is
+    checked first (``cfg.check()``): a bad setting, file or image fails before any run
+    trains and before anything is written."""
+    cfg.check()
     with RunFolder(cfg.out, cfg.fingerprint(), what="Table 3.1 sweep",
                    restart=cfg.restart):
         return _run_planned(cfg, on_result)
@@ -263,54 +533,92 @@ def welch_ci(a, b, level=0.95):
     return diff, float(stats.t.ppf((1 + level) / 2, dof) * se)
 
 
+NO_PAIRS = dict(paired_n=0, paired_diff=float("nan"), paired_ci=float("nan"),
+                paired_mde=float("nan"), gain="n/a")
+
+
+def paired_fields(values, control):
+    """The paired comparison of one cell with the control over the seeds both have
+    ({seed: mean IoU} each): metrics.paired_difference of loss - control, and its verdict."""
+    seeds = sorted(set(values) & set(control))
+    if not seeds:
+        return dict(NO_PAIRS)
+    paired = metrics.paired_difference([values[s] for s in seeds], [control[s] for s in seeds])
+    return dict(paired_n=paired.n, paired_diff=paired.mean, paired_ci=paired.half_width,
+                paired_mde=paired.mde, gain=metrics.paired_verdict(paired))
+
+
 def summarize(results, losses=LOSSES, lambdas=LAMBDAS):
-    """Rows of the table: one per loss and lambda (and the control), with statistics."""
-    by_cell = collections.defaultdict(list)
+    """Rows of the table: one per loss and lambda (and the control), with statistics: the
+    mean and its CI over seeds; the difference to the control with Welch's (unpaired)
+    interval; the paired difference (same seeds) with its interval, minimum detectable
+    effect at 80 % power and verdict ``gain`` ("yes" only where the paired interval lies
+    above zero, "worse" below it, "no", or "n/a" with fewer than two pairs)."""
+    by_cell = collections.defaultdict(dict)
     for record in results:
-        by_cell[(record["loss"], float(record["lambda"]))].append(record["mean_iou"])
-    control = by_cell.get((CONTROL, 0.0), [])
+        by_cell[(record["loss"], float(record["lambda"]))][int(record["seed"])] = \
+            record["mean_iou"]
+    control = by_cell.get((CONTROL, 0.0), {})
     rows = []
-    baseline = by_cell.get((BASELINE, 0.0))
+    baseline = list(by_cell.get((BASELINE, 0.0), {}).values())
+    own = dict(NO_PAIRS, gain="")
     if baseline:
         rows.append(dict(loss=BASELINE, lam=0.0, n=len(baseline), mean=float(np.mean(baseline)),
-                         ci=float("nan"), diff=float("nan"), diff_ci=float("nan"),
+                         ci=float("nan"), diff=float("nan"), diff_ci=float("nan"), **own,
                          thesis=THESIS_BASELINE))
     if control:
-        ci = metrics.mean_ci(control)
+        ci = metrics.mean_ci(list(control.values()))
         rows.append(dict(loss=CONTROL, lam=0.0, n=ci.n, mean=ci.mean, ci=ci.half_width,
-                         diff=0.0, diff_ci=float("nan"),
+                         diff=0.0, diff_ci=float("nan"), **own,
                          thesis=None if baseline else THESIS_BASELINE))
     for loss in losses:
         for column, lam in enumerate(lambdas):
-            values = by_cell.get((loss, float(lam)))
-            if not values:
+            cell = by_cell.get((loss, float(lam)))
+            if not cell:
                 continue
+            values = list(cell.values())
             ci = metrics.mean_ci(values)
-            diff, diff_half = welch_ci(values, control) if control else (float("nan"),) * 2
+            diff, diff_half = (welch_ci(values, list(control.values())) if control
+                               else (float("nan"),) * 2)
             thesis = None
             if float(lam) in LAMBDAS and loss in THESIS_TABLE:
                 thesis = THESIS_TABLE[loss][LAMBDAS.index(float(lam))]
             rows.append(dict(loss=loss, lam=float(lam), n=ci.n, mean=ci.mean, ci=ci.half_width,
-                             diff=diff, diff_ci=diff_half, thesis=thesis))
+                             diff=diff, diff_ci=diff_half, **paired_fields(cell, control),
+                             thesis=thesis))
     return rows
 
 
 def table_markdown(rows, title="Table 3.1"):
-    """The table as Markdown: our mean +- CI, difference to the control, the thesis."""
+    """The table as Markdown: our mean +- CI, the difference to the control (Welch and
+    paired), the minimum detectable effect, whether the cell is a gain, the thesis."""
     lines = [f"### {title}: val mean IoU, mean ± 95 % CI over seeds", "",
-             "| loss | λ | seeds | mean IoU | ± CI | Δ vs control | ± CI | thesis |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| loss | λ | seeds | mean IoU | ± CI | Δ vs control | ± Welch CI | pairs "
+             "| paired Δ ± CI | MDE | gain? | thesis |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for row in rows:
-        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} |".format(
+        own = row["loss"] in (CONTROL, BASELINE)
+        paired = "—" if own else "{} ± {}".format(reports.fmt(row["paired_diff"], signed=True),
+                                                   reports.fmt(row["paired_ci"]))
+        lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
             LOSS_TITLES[row["loss"]],
             "—" if row["loss"] == BASELINE else "0" if row["loss"] == CONTROL else
             f"{row['lam']:g}", row["n"], reports.fmt(row["mean"]), reports.fmt(row["ci"]),
-            "—" if row["loss"] in (CONTROL, BASELINE) else reports.fmt(row["diff"], signed=True),
-            "—" if row["loss"] in (CONTROL, BASELINE) else reports.fmt(row["diff_ci"]),
-            reports.fmt(row["thesis"])))
-    lines += ["", "A cell beats the control only where Δ − CI > 0. The thesis's column is its "
-              "single run (its baseline, 0.6225, sits on the baseline's row, or the control's when "
-              "no baseline was trained; the thesis had no control)."]
+            "—" if own else reports.fmt(row["diff"], signed=True),
+            "—" if own else reports.fmt(row["diff_ci"]),
+            "—" if own else row["paired_n"], paired,
+            "—" if own else reports.fmt(row["paired_mde"]),
+            "—" if own else row["gain"], reports.fmt(row["thesis"])))
+    lines += ["", "A loss run and the control run of the same seed start from the same weights "
+              "and see the same data order, so the comparison is paired: paired Δ is the mean "
+              "of (loss − control) over the seeds both have (pairs), ± its 95 % Student-t "
+              "interval t(0.975, n−1)·sd/√n. A cell is a gain (gain? yes) only where that "
+              "interval lies above zero (worse: below zero; n/a: fewer than two pairs). MDE is "
+              "the smallest true difference this many pairs would detect with 80 % power, "
+              "(t(0.975, n−1) + t(0.80, n−1))·sd/√n: a smaller effect can hide in a \"no\". "
+              "The Welch CI beside Δ ignores the pairing (wider when seeds matter). The "
+              "thesis's column is its single run (its baseline, 0.6225, sits on the baseline's "
+              "row, or the control's when no baseline was trained; the thesis had no control)."]
     return "\n".join(lines) + "\n"
 
 
@@ -318,10 +626,13 @@ def table_csv(rows):
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["loss", "lambda", "seeds", "mean_iou", "ci95", "diff_vs_control",
-                     "diff_ci95", "thesis"])
+                     "diff_ci95", "paired_seeds", "paired_diff", "paired_ci95", "paired_mde80",
+                     "gain", "thesis"])
     for row in rows:
         writer.writerow([row["loss"], row["lam"], row["n"], row["mean"], row["ci"], row["diff"],
-                         row["diff_ci"], "" if row["thesis"] is None else row["thesis"]])
+                         row["diff_ci"], row["paired_n"], row["paired_diff"], row["paired_ci"],
+                         row["paired_mde"], row["gain"],
+                         "" if row["thesis"] is None else row["thesis"]])
     return out.getvalue()
 
 

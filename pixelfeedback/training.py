@@ -1,5 +1,6 @@
 """Running `caffe train` from Python: the project's caffe tool, resuming from the newest
-solver snapshot, Caffe's training log, and the final weights of a run.
+solver snapshot, Caffe's training log, the final weights of a run, and pruning the older
+snapshots of a finished run.
 """
 import glob
 import math
@@ -84,3 +85,39 @@ def final_weights(run_dir, iterations):
         raise ToolkitError(f"no snapshot for iteration {iterations} in {run_dir}; "
                            "the training did not finish (rerun to resume)")
     return matches[0]
+
+
+SNAPSHOT_FILE = re.compile(r"_iter_(\d+)\.(caffemodel|solverstate)$")
+
+
+def snapshots(run_dir):
+    """{iteration: [paths]} of the ``*_iter_<N>.caffemodel`` / ``.solverstate`` files in
+    run_dir (Caffe's snapshot names)."""
+    found = {}
+    for path in glob.glob(os.path.join(run_dir, "*_iter_*")):
+        match = SNAPSHOT_FILE.search(path)
+        if match:
+            found.setdefault(int(match.group(1)), []).append(path)
+    return found
+
+
+def prune_snapshots(run_dir, keep, final_iteration):
+    """After a finished training: delete the snapshots of run_dir older than the newest
+    ``keep`` (a snapshot is its .caffemodel and .solverstate pair). The final weights
+    (``*_iter_<final_iteration>.caffemodel``) are always kept, also with ``keep`` 0. Only
+    call it once the training reached ``final_iteration``: the resume needs the newest
+    .solverstate. Returns the deleted paths."""
+    if keep < 0:
+        raise ValueError(f"keep must be >= 0, got {keep}")
+    by_iteration = snapshots(run_dir)
+    newest = sorted(by_iteration, reverse=True)[:keep]
+    deleted = []
+    for iteration, paths in sorted(by_iteration.items()):
+        if iteration in newest:
+            continue
+        for path in sorted(paths):
+            if iteration == final_iteration and path.endswith(".caffemodel"):
+                continue
+            os.remove(path)
+            deleted.append(path)
+    return deleted

@@ -129,3 +129,57 @@ def test_mean_ci_single_value_and_bad_input():
         metrics.mean_ci([])
     with pytest.raises(ValueError, match="NaN"):
         metrics.mean_ci([1.0, float("nan")])
+
+
+def test_paired_difference_hand_computation():
+    # pairs (a, b): (3, 2) (5, 3) (7, 4) (9, 5) -> differences d = 1, 2, 3, 4
+    # mean 2.5; s^2 = (1.5^2 + 0.5^2 + 0.5^2 + 1.5^2) / 3 = 5/3; se = sqrt(5/3) / sqrt(4)
+    # t(0.975, 3) = 3.182446305 -> half width = 3.182446305 * se = 2.05426...
+    # t(0.80, 3) = 0.978472312  -> mde = (3.182446305 + 0.978472312) * se = 2.68597...
+    t_975_3, t_80_3 = 3.182446305284263, 0.9784723118282999
+    se = math.sqrt(5 / 3) / 2
+    paired = metrics.paired_difference([3, 5, 7, 9], [2, 3, 4, 5])
+    assert paired.mean == pytest.approx(2.5)
+    assert paired.std == pytest.approx(math.sqrt(5 / 3))
+    assert paired.half_width == pytest.approx(t_975_3 * se, rel=1e-9)
+    assert (paired.low, paired.high) == pytest.approx((2.5 - t_975_3 * se, 2.5 + t_975_3 * se))
+    assert paired.mde == pytest.approx((t_975_3 + t_80_3) * se, rel=1e-9)
+    assert paired.n == 4 and paired.level == 0.95 and paired.power == 0.80
+    # low = 2.5 - 2.054 > 0: a gain
+    assert metrics.paired_verdict(paired) == "yes"
+
+
+def test_paired_difference_finds_a_planted_effect_the_unpaired_spread_hides():
+    # Seeds differ a lot (0.50 .. 0.62), the loss adds 0.010 to each seed's run, +-0.001.
+    control = np.array([0.50, 0.62, 0.55, 0.58, 0.53])
+    loss = control + 0.010 + np.array([0.001, -0.001, 0.0, 0.0005, -0.0005])
+    paired = metrics.paired_difference(loss, control)
+    assert paired.mean == pytest.approx(0.010)
+    assert paired.low > 0 and metrics.paired_verdict(paired) == "yes"
+    assert paired.mde < 0.010
+    # the unpaired intervals of the two means overlap widely: only pairing sees the gain
+    assert metrics.mean_ci(loss).low < metrics.mean_ci(control).high
+
+
+def test_paired_difference_does_not_find_a_zero_effect():
+    control = np.array([0.50, 0.62, 0.55, 0.58, 0.53])
+    loss = control + np.array([0.003, -0.003, 0.001, -0.001, 0.0])  # mean difference 0
+    paired = metrics.paired_difference(loss, control)
+    assert paired.mean == pytest.approx(0.0, abs=1e-12)
+    assert paired.low < 0 < paired.high
+    assert metrics.paired_verdict(paired) == "no"
+    worse = metrics.paired_difference(control - 0.02 + [0.001, 0, -0.001, 0, 0], control)
+    assert metrics.paired_verdict(worse) == "worse"
+
+
+def test_paired_difference_single_pair_and_bad_input():
+    single = metrics.paired_difference([0.63], [0.62])
+    assert single.mean == pytest.approx(0.01) and single.n == 1
+    assert math.isnan(single.half_width) and math.isnan(single.mde)
+    assert metrics.paired_verdict(single) == "n/a"
+    with pytest.raises(ValueError, match="pairs"):
+        metrics.paired_difference([1, 2], [1])
+    with pytest.raises(ValueError):
+        metrics.paired_difference([], [])
+    with pytest.raises(ValueError, match="NaN"):
+        metrics.paired_difference([1.0, float("nan")], [1.0, 2.0])

@@ -1,7 +1,9 @@
 """tools/reproduce_table.py: the Table 3.1 sweep with the control, seeds, statistics and a
 ledger that survives interruption. End to end with real `caffe train` at reduced width."""
+import collections
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -185,7 +187,6 @@ def test_a_rerun_with_other_settings_is_refused_never_mixed(small_sweep):
 def test_a_second_sweep_on_the_same_folder_names_the_first(small_sweep, tmp_path):
     import subprocess
     import sys
-    import time
 
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from pixelfeedback.runfolder import RunFolder\n"
@@ -200,3 +201,228 @@ def test_a_second_sweep_on_the_same_folder_names_the_first(small_sweep, tmp_path
     finally:
         holder.kill()
         holder.wait()
+
+
+# ----------------------------------------------------------------------------- paired table
+
+def test_paired_difference_per_cell_marks_a_gain_only_where_its_interval_clears_zero():
+    # control: seeds far apart; "cosine" 0.1 adds 0.02 to every seed's run (+-0.001);
+    # "cosine" 0.5 adds nothing (+-0.002); seed 3 has no control run, so it is not paired.
+    control = {0: 0.50, 1: 0.60, 2: 0.55}
+    results = [record("control", 0.0, s, v) for s, v in control.items()]
+    results += [record("cosine", 0.1, s, control[s] + 0.02 + e)
+                for s, e in zip((0, 1, 2), (0.001, -0.001, 0.0))]
+    results += [record("cosine", 0.5, s, control[s] + e)
+                for s, e in zip((0, 1, 2), (0.002, -0.002, 0.0))]
+    results.append(record("cosine", 0.5, 3, 0.9))
+    rows = sweep.summarize(results, losses=("cosine",), lambdas=(0.1, 0.5))
+    _, gain, none = rows
+    # paired differences 0.021, 0.019, 0.020: mean 0.020, sd 0.001, n 3
+    # half width t(0.975, 2) * 0.001 / sqrt(3) = 4.3027 * 0.000577 = 0.002484
+    assert gain["paired_n"] == 3 and gain["paired_diff"] == pytest.approx(0.020)
+    assert gain["paired_ci"] == pytest.approx(4.302653 * 0.001 / np.sqrt(3), rel=1e-5)
+    assert gain["paired_mde"] == pytest.approx((4.302653 + 1.060660) * 0.001 / np.sqrt(3),
+                                               rel=1e-5)
+    assert gain["gain"] == "yes"
+    assert gain["diff"] - gain["diff_ci"] < 0  # Welch (unpaired) cannot see it
+    assert none["paired_n"] == 3 and none["paired_diff"] == pytest.approx(0.0, abs=1e-12)
+    assert none["gain"] == "no"
+
+    markdown = sweep.table_markdown(rows)
+    assert "| paired Δ ± CI |" in markdown and "| gain? |" in markdown
+    assert "| cosine | 0.1 | 3 | " in markdown
+    assert "| 3 | +0.0200 ± 0.0025 | 0.0031 | yes |" in markdown
+    assert "| cosine | 0.5 | 4 | " in markdown and "| no |" in markdown
+    assert "(t(0.975, n−1) + t(0.80, n−1))·sd/√n" in markdown
+
+    lines = sweep.table_csv(rows).splitlines()
+    header = lines[0].split(",")
+    for column in ("paired_seeds", "paired_diff", "paired_ci95", "paired_mde80", "gain"):
+        assert column in header
+    cells = dict(zip(header, lines[2].split(",")))
+    assert cells["loss"] == "cosine" and cells["gain"] == "yes"
+    assert float(cells["paired_diff"]) == pytest.approx(0.020)
+    assert float(cells["paired_ci95"]) == pytest.approx(gain["paired_ci"])
+    assert dict(zip(header, lines[3].split(",")))["gain"] == "no"
+
+
+# ----------------------------------------------------------------------------- checks first
+
+@pytest.fixture
+def no_training(monkeypatch):
+    """Any training or evaluation is a test failure: the checks must come first."""
+    def fail(*args, **kwargs):
+        raise AssertionError("a run started training before the arguments were checked")
+
+    monkeypatch.setattr(sweep, "train", fail)
+    monkeypatch.setattr(sweep, "evaluate_weights", fail)
+
+
+@pytest.fixture
+def cli_setup(tmp_path, tiny_voc, no_training):
+    """(argv builder, out folder) for tools/reproduce_table.py on the tiny data set, with a
+    stand-in initial weights file (nothing may train)."""
+    root, list_path = tiny_voc
+    init = tmp_path / "init.caffemodel"
+    init.write_bytes(b"\0" * 1000)
+    out = str(tmp_path / "sweep")
+
+    def argv(*extra, **flags):
+        options = {"--out": out, "--data-root": root, "--train-list": list_path,
+                   "--val-list": list_path, "--init-weights": str(init), "--losses": "cosine",
+                   "--lambdas": "0.1", "--seeds": "0", "--iterations": "4",
+                   "--batch-size": "2", "--crop": "33", "--test-size": "65",
+                   "--width-div": "32", "--num-classes": "4"}
+        options.update(flags)
+        return [item for pair in options.items() for item in pair] + list(extra)
+
+    return argv, out
+
+
+def run_script(argv, capsys):
+    from tests.conftest import load_script
+
+    status = load_script("tools/reproduce_table.py").main(argv)
+    return status, capsys.readouterr().err
+
+
+def assert_refused_before_training(status, err, out, match):
+    assert status == 2, err
+    assert "error:" in err and "Traceback" not in err
+    assert match in err, err
+    assert not os.path.exists(os.path.join(out, "runs"))
+
+
+@pytest.mark.parametrize("flag, value, match", [
+    ("--iterations", "0", "--iterations: must be an integer >= 1, got '0'"),
+    ("--lambdas", "abc", "--lambdas: must be a comma-separated list of finite numbers >= 0"),
+    ("--lambdas", "nan", "got 'nan' ('nan' is not one)"),
+    ("--lambdas", "-1", "got '-1' ('-1' is not one)"),
+    ("--lambdas", "0.1,0.1", "('0.1' twice)"),
+    ("--seeds", "", "--seeds: must be a comma-separated list of integers >= 0 (seeds), got ''"),
+    ("--seeds", "x", "got 'x' ('x' is not one)"),
+    ("--test-size", "100", "the test size (--test-size) must be 8k+1"),
+    ("--crop", "32", "the training crop (--crop) must be 8k+1"),
+    ("--snapshot-every", "5", "--snapshot-every) must be an integer between 1 and the "
+                              "iterations (4), got 5"),
+])
+def test_bad_arguments_are_refused_before_any_training(cli_setup, capsys, flag, value, match):
+    argv, out = cli_setup
+    status, err = run_script(argv(**{flag: value}), capsys)
+    assert_refused_before_training(status, err, out, match)
+
+
+def test_a_missing_val_list_is_refused_before_any_training(cli_setup, capsys, tmp_path):
+    argv, out = cli_setup
+    missing = str(tmp_path / "lists" / "val.txt")
+    status, err = run_script(argv(**{"--val-list": missing}), capsys)
+    assert_refused_before_training(status, err, out, f"list file (--val-list) not found: "
+                                                     f"{missing}")
+
+
+def test_a_list_naming_a_missing_image_is_refused_before_any_training(cli_setup, capsys,
+                                                                     tiny_voc, tmp_path):
+    argv, out = cli_setup
+    root, list_path = tiny_voc
+    train = tmp_path / "train.txt"
+    train.write_text(open(list_path).read()
+                     + "/JPEGImages/gone.jpg /SegmentationClassAug/img_0000.png\n")
+    status, err = run_script(argv(**{"--train-list": str(train)}), capsys)
+    assert_refused_before_training(
+        status, err, out, "1 file(s) named by {} (--train-list) not found, first: {}".format(
+            train, os.path.join(root, "JPEGImages", "gone.jpg")))
+
+
+def test_an_image_and_label_of_different_sizes_are_refused_before_any_training(
+        cli_setup, capsys, tiny_voc, tmp_path):
+    from PIL import Image
+
+    argv, out = cli_setup
+    root, list_path = tiny_voc
+    Image.new("RGB", (40, 30)).save(os.path.join(root, "JPEGImages", "odd.jpg"))
+    Image.new("P", (41, 30)).save(os.path.join(root, "SegmentationClassAug", "odd.png"))
+    val = tmp_path / "val.txt"
+    val.write_text(open(list_path).read() + "/JPEGImages/odd.jpg /SegmentationClassAug/odd.png\n")
+    status, err = run_script(argv(**{"--val-list": str(val)}), capsys)
+    assert_refused_before_training(status, err, out, "is 40x30 but its label")
+    assert "odd.png is 41x30" in err
+
+
+def test_a_val_image_larger_than_the_test_size_is_refused_before_any_training(cli_setup, capsys):
+    argv, out = cli_setup
+    status, err = run_script(argv(**{"--test-size": "49"}), capsys)  # images are 53x45
+    assert_refused_before_training(status, err, out, "larger than the test size 49x49; "
+                                                     "pass a larger --test-size")
+
+
+def test_missing_baseline_init_is_refused_and_init_weights_then_not_needed(small_sweep,
+                                                                          no_training):
+    cfg = small_sweep
+    cfg.init_weights = "/nonexistent/not-used.caffemodel"
+    cfg.baseline_from = "/nonexistent/vgg16_20M.caffemodel"
+    with pytest.raises(sweep.ToolkitError, match=r"--baseline-from\) not found: "
+                                                  r"/nonexistent/vgg16_20M"):
+        sweep.run_sweep(cfg)
+    assert not os.path.exists(cfg.out)
+
+
+def test_a_long_list_is_checked_with_a_progress_bar(tiny_voc, tmp_path, capsys):
+    root, list_path = tiny_voc
+    long_list = tmp_path / "long.txt"
+    long_list.write_text(open(list_path).read() * 60)  # 240 lines
+    assert sweep.check_list(str(long_list), root, "--train-list", progress=True) == 240
+    assert "check long.txt" in capsys.readouterr().err
+    assert sweep.check_list(list_path, root, "--train-list", progress=True) == 4
+    assert "check" not in capsys.readouterr().err  # short lists: no bar
+
+
+def test_the_disk_estimate_refuses_when_the_snapshots_would_not_fit(tiny_voc, tmp_path,
+                                                                    monkeypatch, no_training):
+    root, list_path = tiny_voc
+    init = tmp_path / "init.caffemodel"
+    init.write_bytes(b"\0" * 1_000_000)
+    cfg = sweep.SweepConfig(out=str(tmp_path / "sweep"), data_root=root, train_list=list_path,
+                            val_list=list_path, init_weights=str(init), losses=("cosine",),
+                            lambdas=(0.1,), seeds=(0, 1), iterations=8, snapshot_every=2,
+                            batch_size=2, crop=33, test_size=65, width_div=32, num_classes=4,
+                            progress=False)
+    # 4 runs (2 controls, 2 cosine); a snapshot = 1 MB caffemodel + 1 MB solverstate = 2 MB;
+    # each run writes 8 / 2 = 4 snapshots and keeps 2 (4 MB): 4 x 4 MB = 16 MB kept, plus the
+    # 2 more snapshots (4 MB) a run holds while it trains: 20 MB.
+    need, parts = sweep.disk_needed(cfg)
+    assert need == 20_000_000 and parts == {"runs": 4, "snapshot_bytes": 2_000_000}
+    usage = collections.namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9, 19_000_000))
+    with pytest.raises(sweep.ToolkitError, match=r"need about 20\.0 MB but the filesystem of "
+                       r".*sweep has 19\.0 MB free \(4 runs to do, 2\.0 MB a snapshot"):
+        sweep.run_sweep(cfg)
+    assert not os.path.exists(cfg.out)
+    cfg.keep_snapshots = 1  # 4 x 2 MB + 3 x 2 MB = 14 MB: fits
+    assert sweep.disk_needed(cfg)[0] == 14_000_000
+    assert sweep.check_disk(cfg) == (14_000_000, 19_000_000)
+
+
+def test_prune_snapshots_keeps_the_newest_and_always_the_final_weights(tmp_path):
+    for iteration in (1, 2, 3, 4):
+        for ext in ("caffemodel", "solverstate"):
+            (tmp_path / f"finetune_cosine_iter_{iteration}.{ext}").write_text("x")
+    (tmp_path / "train.log").write_text("log")
+    training.prune_snapshots(str(tmp_path), 2, 4)
+    assert sorted(os.listdir(tmp_path)) == [
+        "finetune_cosine_iter_3.caffemodel", "finetune_cosine_iter_3.solverstate",
+        "finetune_cosine_iter_4.caffemodel", "finetune_cosine_iter_4.solverstate", "train.log"]
+    training.prune_snapshots(str(tmp_path), 0, 4)
+    assert sorted(os.listdir(tmp_path)) == ["finetune_cosine_iter_4.caffemodel", "train.log"]
+
+
+def test_only_the_last_snapshots_of_a_run_are_kept(small_sweep):
+    cfg = small_sweep
+    cfg.lambdas, cfg.seeds, cfg.snapshot_every, cfg.keep_snapshots = (0.1,), (0,), 1, 1
+    results = sweep.run_sweep(cfg)
+    assert len(results) == 2
+    for name in ("control_seed0", "cosine_lam0.1_seed0"):
+        run_dir = os.path.join(cfg.out, "runs", name)
+        kept = sorted(f for f in os.listdir(run_dir) if "_iter_" in f)
+        assert [f.split("_iter_")[1] for f in kept] == ["4.caffemodel", "4.solverstate"], kept
+    # a rerun finds the finished runs and still tabulates them
+    assert len(sweep.run_sweep(cfg)) == 2

@@ -15,7 +15,9 @@ def build_parser():
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        epilog="Results land in OUT/results/<run>.json (one per finished run), the table in "
+        epilog="Everything (settings, list files, every image and label, initial weights, "
+               "the disk the snapshots need) is checked before the first run trains. Results "
+               "land in OUT/results/<run>.json (one per finished run), the table in "
                "OUT/table31.md and OUT/table31.csv. Rerun the same command to resume.")
     cli.add_out(parser, "runs/table31", "output folder (a run folder: results, runs, table)")
     parser.add_argument("--data-root", default="data/VOCdevkit/VOC2012",
@@ -27,17 +29,27 @@ def build_parser():
                         help="trained LargeFOV the fine-tunes start from")
     parser.add_argument("--losses", default=",".join(LOSSES),
                         help="comma-separated subset of: " + ", ".join(LOSSES))
-    parser.add_argument("--lambdas", default=",".join(f"{x:g}" for x in LAMBDAS),
-                        help="comma-separated loss weights")
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (runs per cell)")
-    parser.add_argument("--iterations", type=int, default=2000,
+    parser.add_argument("--lambdas", type=sweep.lambda_list,
+                        default=",".join(f"{x:g}" for x in LAMBDAS),
+                        help="comma-separated loss weights (finite, >= 0)")
+    parser.add_argument("--seeds", type=sweep.seed_list, default="0,1,2",
+                        help="comma-separated seeds, integers >= 0 (runs per cell)")
+    parser.add_argument("--iterations", type=cli.positive_int, default=2000,
                         help="fine-tuning iterations (the thesis does not say; SPEC default)")
-    parser.add_argument("--batch-size", type=int, default=10)
-    parser.add_argument("--crop", type=int, default=321, help="training crop (8k+1)")
-    parser.add_argument("--test-size", type=int, default=513, help="test input size (8k+1)")
-    parser.add_argument("--width-div", type=int, default=1,
+    parser.add_argument("--snapshot-every", type=cli.positive_int, default=None, metavar="N",
+                        help="solver snapshot interval, 1..iterations (default: a quarter of "
+                             "the iterations)")
+    parser.add_argument("--keep-snapshots", type=cli.nonnegative_int, default=2, metavar="N",
+                        help="snapshots kept per run once its training finished, newest "
+                             "first (the final weights are always kept)")
+    parser.add_argument("--batch-size", type=cli.positive_int, default=10)
+    parser.add_argument("--crop", type=cli.positive_int, default=321,
+                        help="training crop (8k+1)")
+    parser.add_argument("--test-size", type=cli.positive_int, default=513,
+                        help="test input size (8k+1, at least the largest val image)")
+    parser.add_argument("--width-div", type=cli.positive_int, default=1,
                         help="divide every layer's channels (1 = the real LargeFOV)")
-    parser.add_argument("--num-classes", type=int, default=21)
+    parser.add_argument("--num-classes", type=cli.int_at_least(2), default=21)
     cli.add_gpu(parser)
     parser.add_argument("--baseline-from", default=None, metavar="IMAGENET_CAFFEMODEL",
                         help="first train DeepLab's stage-1 baseline from this ImageNet init "
@@ -46,7 +58,7 @@ def build_parser():
                              "train2_iter_8000 has seen VOC 2012 val")
     parser.add_argument("--baseline-list", default="data/lists/train_aug.txt",
                         help="training list of the stage-1 baseline")
-    parser.add_argument("--baseline-iterations", type=int, default=6000)
+    parser.add_argument("--baseline-iterations", type=cli.positive_int, default=6000)
     parser.add_argument("--restart", action="store_true",
                         help="discard what --out holds (runs of other settings included) and "
                         "start afresh")
@@ -60,9 +72,9 @@ def run(args):
     cfg = sweep.SweepConfig(
         out=args.out, data_root=args.data_root, train_list=args.train_list,
         val_list=args.val_list, init_weights=args.init_weights,
-        losses=[x for x in args.losses.split(",") if x],
-        lambdas=[float(x) for x in args.lambdas.split(",") if x],
-        seeds=[int(x) for x in args.seeds.split(",") if x], iterations=args.iterations,
+        losses=[x.strip() for x in args.losses.split(",") if x.strip()],
+        lambdas=args.lambdas, seeds=args.seeds, iterations=args.iterations,
+        snapshot_every=args.snapshot_every, keep_snapshots=args.keep_snapshots,
         batch_size=args.batch_size, crop=args.crop, test_size=args.test_size,
         width_div=args.width_div, num_classes=args.num_classes, gpu=args.gpu,
         init_trained_on=None if args.baseline_from else sweep.trained_on(args.init_weights),
