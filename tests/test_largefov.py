@@ -367,3 +367,10 @@ def test_v1_caffemodels_are_checked_and_loaded(caffe, tmp_path):
     v1_caffemodel(model, bad, shape_change="fc7")
     with pytest.raises(ToolkitError, match=r"'fc7' weights has shape \(64, 64, 1, 2\)"):
         netweights.load_weights(target, bad)
+
+
+def test_zero_iterations_is_refused_not_replaced_by_the_default(tmp_path):
+    """`iterations or 2000` once turned 0 into a 2000-iteration run with snapshots every 1."""
+    from python_layers import ToolkitError
+    with pytest.raises(ToolkitError, match="iterations must be a positive integer, got 0"):
+        largefov.write_experiment(str(tmp_path), "cosine", iterations=0)

@@ -260,9 +260,9 @@ def write_experiment(out_dir, loss, lam=0.01, stage="finetune", data_root=DEFAUL
     if base_lr is not None:
         options["base_lr"] = base_lr
     if stage == "baseline":
-        s = baseline_solver(net_path, iterations or 6000, **options)
+        s = baseline_solver(net_path, 6000 if iterations is None else iterations, **options)
     else:
-        s = solver(net_path, iterations or 2000, **options)
+        s = solver(net_path, 2000 if iterations is None else iterations, **options)
     for field, value in (solver_overrides or {}).items():
         setattr(s, field, value)
     if s.lr_policy != "step":
