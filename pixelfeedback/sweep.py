@@ -119,10 +119,13 @@ class SweepConfig(object):
 
     def check(self):
         """Check everything the sweep needs before anything trains or is written: the
-        settings, the list files and every image and label they name, the initial weights
-        and the disk the snapshots need. Raises ToolkitError naming the setting's flag and
-        what to do. ``run_sweep`` calls it first."""
+        settings, the GPU (`caffe train -gpu` aborts a CPU-only build), the list files and
+        every image and label they name, the initial weights and the disk the snapshots
+        need. Raises ToolkitError naming the setting's flag and what to do. ``run_sweep``
+        calls it first."""
         check_settings(self)
+        if self.gpu is not None:
+            check_gpu(self.gpu)
         check_files(self)
         check_disk(self)
 
@@ -491,8 +494,6 @@ def run_sweep(cfg, on_result=None):
 
 
 def _run_planned(cfg, on_result):
-    if cfg.gpu is not None:
-        check_gpu(cfg.gpu)   # before any training: `caffe train -gpu` aborts a CPU build
     os.makedirs(os.path.join(cfg.out, "results"), exist_ok=True)
     if cfg.init_trained_on and "voc2012_val" in cfg.init_trained_on:
         warn_val_contamination(cfg.init_weights)
