@@ -1,9 +1,9 @@
-"""Report formats shared by every tool: number formatting, CSV tables, JSON-safe values.
+"""Report formats shared by every tool: number formatting, CSV tables, JSON numbers.
 
 One formatter per purpose, so that a number reads the same in a CSV, a Markdown table and a
 terminal line: ``fmt`` for text (``n/a`` when undefined), ``percent`` for fractions shown
-as %, ``csv_cell`` for CSV cells (empty when undefined), ``json_number`` / ``json_safe``
-for JSON (which has no NaN).
+as %, ``csv_cell`` for CSV cells (empty when undefined), ``json_number`` for JSON (which has
+no NaN; pixelfeedback.runfolder makes whole records JSON-safe).
 """
 import csv
 import io
@@ -64,20 +64,3 @@ def json_number(value):
     """A float for JSON: NaN becomes null."""
     value = float(value)
     return None if math.isnan(value) else value
-
-
-def json_safe(value):
-    """NaN -> None, NumPy scalars and arrays -> Python, tuples -> lists, recursively."""
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return json_safe(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, np.integer):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return None if math.isnan(value) else float(value)
-    return value

@@ -139,16 +139,6 @@ def atomic_path(path):
             os.unlink(tmp)
 
 
-def settings_differ(path, settings):
-    """Keys whose values differ between ``settings`` and the JSON at ``path`` (none when
-    there is no file): a resumed run must not mix results of two settings."""
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        previous = json.load(f)
-    return sorted(k for k in set(previous) | set(settings) if previous.get(k) != settings.get(k))
-
-
 def write_text(path, text):
     """Write a text file atomically."""
     with atomic_path(path) as tmp:
