@@ -13,6 +13,11 @@ Layer parameters are JSON in ``param_str``::
 
 Relative paths are relative to the current directory (``caffe train`` runs from the
 repository root).
+
+Resume: batch k is a function of (seed, k) alone (``BatchSource``), and in the TRAIN phase
+the layer reseeds Caffe's RNG (dropout) from (seed, k) before every batch, so a training
+resumed from a snapshot at iteration N, with ``START_BATCH_ENV`` set to N (what
+pixelfeedback.training does), repeats an uninterrupted one bit for bit.
 """
 import json
 import os
@@ -46,6 +51,7 @@ DEFAULTS = {
     "ignore_label": voc_io.IGNORE_LABEL,
     "num_classes": 21,
     "prefetch": 2,           # batches a background thread prepares ahead (0: none)
+    "reseed_caffe": True,    # with a seed, TRAIN: reseed Caffe's RNG (dropout) every batch
 }
 
 
@@ -168,7 +174,7 @@ def parse_params(param_str):
     _require(isinstance(mean, list) and len(mean) == 3
              and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in mean),
              "mean", f"must be a list of 3 numbers (B, G, R), got {mean!r}")
-    for key in ("mirror", "shuffle"):
+    for key in ("mirror", "shuffle", "reseed_caffe"):
         _require(isinstance(params[key], bool), key, f"must be true or false, got {params[key]!r}")
     seed = params["seed"]
     _require(seed is None or (isinstance(seed, int) and not isinstance(seed, bool)
@@ -198,12 +204,33 @@ def read_pairs(root, list_file):
 
 # --- batches ---------------------------------------------------------------------------
 
+# Where a resumed `caffe train` tells its data layer the batch to start from
+# (pixelfeedback.training sets it for the trainer it starts; TRAIN phase only).
+START_BATCH_ENV = "PIXELFEEDBACK_START_BATCH"
+
+# Streams derived from one seed, so that each random choice has its own.
+_ORDER_STREAM, _CROP_STREAM, _CAFFE_STREAM = 0, 1, 2
+
+
+def stream_seed(seed, stream, index):
+    """The 32-bit seed of one random choice (epoch order, batch crops, the trainer's RNG
+    at a batch): a pure function of (seed, stream, index), never of what came before."""
+    return int(np.random.RandomState([seed, stream, index]).randint(2**31))
+
+
 class BatchSource:
     """Makes batches in list order (reshuffled every epoch when ``shuffle``), with random
-    crops and flips when ``train``. All randomness comes from one seeded RandomState, so a
-    seed fixes the whole sequence of batches."""
+    crops and flips when ``train``.
 
-    def __init__(self, pairs, params, train):
+    Batch ``k`` is a pure function of (seed, k): epoch ``e``'s order is drawn from
+    ``stream_seed(seed, order, e)``, the crops and flips of batch ``k`` from
+    ``stream_seed(seed, crop, k)``. So the data layer's whole state is the number of the
+    next batch: a training resumed at iteration N (``start_batch=N``) sees exactly the
+    batches an uninterrupted one sees from N on, which is what makes a resume
+    bit-identical. Without a seed, one is drawn from the OS.
+    """
+
+    def __init__(self, pairs, params, train, start_batch=0):
         self.pairs = pairs
         self.batch_size = params["batch_size"]
         self.crop = params["crop_size"]
@@ -213,30 +240,39 @@ class BatchSource:
         self.train = train
         self.num_classes = params["num_classes"]
         self.ignore_label = params["ignore_label"]
-        self.rng = np.random.RandomState(params["seed"])
-        self.order = np.arange(0)
-        self.position = 0
+        seed = params["seed"]
+        self.seed = int(np.random.SeedSequence().generate_state(1)[0]) if seed is None else seed
+        self.batch = int(start_batch)  # the number of the next batch
+        self._epoch, self._order = None, None
 
-    def _next_index(self):
-        if self.position >= len(self.order):
+    def _order_of(self, epoch):
+        if epoch != self._epoch:
             count = len(self.pairs)
-            self.order = self.rng.permutation(count) if self.shuffle else np.arange(count)
-            self.position = 0
-        index = self.order[self.position]
-        self.position += 1
-        return index
+            self._order = (np.random.RandomState(stream_seed(self.seed, _ORDER_STREAM, epoch))
+                           .permutation(count) if self.shuffle else np.arange(count))
+            self._epoch = epoch
+        return self._order
+
+    def indices(self, batch):
+        """The list positions of the images of batch number ``batch``."""
+        count = len(self.pairs)
+        first = batch * self.batch_size
+        return [int(self._order_of(p // count)[p % count])
+                for p in range(first, first + self.batch_size)]
 
     def next_batch(self):
-        """(data (N,3,crop,crop) float32, label (N,1,crop,crop) float32)."""
+        """(data (N,3,crop,crop) float32, label (N,1,crop,crop) float32) of the next batch."""
         n, crop = self.batch_size, self.crop
         data = np.zeros((n, 3, crop, crop), np.float32)
         labels = np.full((n, crop, crop), self.ignore_label, np.uint8)
-        for slot in range(n):
-            image_path, label_path = self.pairs[self._next_index()]
+        rng = (np.random.RandomState(stream_seed(self.seed, _CROP_STREAM, self.batch))
+               if self.train else None)
+        for slot, index in enumerate(self.indices(self.batch)):
+            image_path, label_path = self.pairs[index]
             image, label = load_pair(image_path, label_path, self.num_classes, self.ignore_label)
-            window = crop_window(image.shape, crop, self.rng if self.train else None,
-                                 self.mirror)
+            window = crop_window(image.shape, crop, rng, self.mirror)
             _transform_into(data[slot], labels[slot], image, label, crop, self.mean, window)
+        self.batch += 1
         return data, labels[:, None].astype(np.float32)
 
 
@@ -292,6 +328,17 @@ class Prefetcher:
                 pass
 
 
+def start_batch_from_env():
+    """The batch a resumed training starts from (``START_BATCH_ENV``; 0 when unset)."""
+    text = os.environ.get(START_BATCH_ENV, "").strip()
+    if not text:
+        return 0
+    if not text.isdigit():
+        raise ToolkitError(f"ImageSegData: {START_BATCH_ENV} must be a batch number >= 0, "
+                           f"got {text!r}")
+    return int(text)
+
+
 class ImageSegData(_LayerBase):
     """Caffe data layer: tops ``data`` (N,3,crop,crop) and ``label`` (N,1,crop,crop).
 
@@ -306,7 +353,11 @@ class ImageSegData(_LayerBase):
         self.params = parse_params(self.param_str)
         pairs = read_pairs(self.params["root"], self.params["list"])
         train = getattr(self, "phase", 0) != _TEST_PHASE
-        self.source = BatchSource(pairs, self.params, train)
+        self.source = BatchSource(pairs, self.params, train, start_batch_from_env() if train else 0)
+        # Caffe's own RNG (dropout) is reseeded per batch, so a resumed training draws
+        # the masks an uninterrupted one draws (the solverstate does not hold the RNG).
+        self.reseed = train and self.params["reseed_caffe"] and self.params["seed"] is not None
+        self.batch = self.source.batch  # the number of the batch the next forward serves
         depth = self.params["prefetch"]
         self.prefetcher = Prefetcher(self.source, depth) if depth else None
         n, crop = self.params["batch_size"], self.params["crop_size"]
@@ -317,6 +368,9 @@ class ImageSegData(_LayerBase):
         pass  # fixed shapes, set in setup
 
     def forward(self, bottom, top):
+        if self.reseed:
+            caffe.set_random_seed(stream_seed(self.params["seed"], _CAFFE_STREAM, self.batch))
+        self.batch += 1
         if self.prefetcher is not None:
             data, label = self.prefetcher.get()
         else:
