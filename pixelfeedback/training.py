@@ -1,17 +1,32 @@
 """Running `caffe train` from Python: the project's caffe tool, resuming from the newest
-solver snapshot, Caffe's training log, the final weights of a run, and pruning the older
-snapshots of a finished run.
+usable solver snapshot, Caffe's training log (progress, losses, the error that stopped it),
+the final weights of a run, and pruning the older snapshots of a finished run.
+
+One trainer per run, never an orphan: `caffe train` runs in its own process group (so
+Ctrl-C in the terminal reaches only us, and we stop it) and gets a parent-death signal
+(Linux ``PR_SET_PDEATHSIG``), so it dies with the process that started it, also on
+``kill -9``. Everything Caffe prints goes to the run's ``train.log``; the terminal gets a
+progress bar read from that log as it is written.
+
+Resume is bit-identical: the data layer's batches and the dropout masks are functions of
+(seed, iteration) (python_layers.seg_data), and the trainer is told the iteration it
+resumes from; the solverstate holds the rest (weights, momentum, iteration). A snapshot
+that cannot be read back (truncated, inconsistent) is set aside as ``*.corrupt`` with a
+warning naming it, and training resumes from the previous one.
 """
 import glob
 import math
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 from pixelfeedback.paths import REPO_ROOT
 from python_layers import ToolkitError
+from python_layers.seg_data import START_BATCH_ENV
 
 
 def caffe_binary():
@@ -26,7 +41,13 @@ def caffe_binary():
     return found
 
 
+# --- Caffe's training log ----------------------------------------------------------------
+
 LOSS_LINE = re.compile(r"Iteration (\d+).*?, loss = ([-+0-9.eEnaif]+)")
+COMMAND_PREFIX = "$ "  # how train() records each caffe command line in the log
+_RESUME_ARG = re.compile(r" -snapshot \S*_iter_(\d+)\.solverstate")
+_GLOG_ERROR = re.compile(r"^[EF]\d{4} [\d:.]+\s+\d+ [^\]]+\] (.*)$")
+_PYTHON_ERROR = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception)): (.+)$")
 
 
 def parse_losses(log_text):
@@ -34,60 +55,44 @@ def parse_losses(log_text):
     return [(int(m.group(1)), float(m.group(2))) for m in LOSS_LINE.finditer(log_text)]
 
 
-def latest_snapshot(run_dir):
-    """The newest .solverstate in run_dir and its iteration, or (None, 0)."""
-    best, best_iter = None, 0
-    for path in glob.glob(os.path.join(run_dir, "*.solverstate")):
-        match = re.search(r"_iter_(\d+)\.solverstate$", path)
-        if match and int(match.group(1)) > best_iter:
-            best, best_iter = path, int(match.group(1))
-    return best, best_iter
+def resumed_from(log_text):
+    """The iterations a run's training was resumed from, in order, read from the command
+    lines ``train`` writes into the log ([] when it ran in one go)."""
+    return [int(m.group(1)) for line in log_text.splitlines()
+            if line.startswith(COMMAND_PREFIX) for m in _RESUME_ARG.finditer(line)]
 
 
-def train(solver_path, run_dir, init_weights=None, gpu=None, log_name="train.log"):
-    """`caffe train` from the repository root; resumes from the newest snapshot.
-
-    Returns the (iteration, loss) pairs of the log. A crash or a non-finite loss is a
-    ToolkitError that points at the log.
-    """
-    command = [caffe_binary(), "train", "-solver", solver_path]
-    snapshot, _ = latest_snapshot(run_dir)
-    if snapshot:
-        command += ["-snapshot", snapshot]
-    elif init_weights:
-        if not os.path.isfile(init_weights):
-            raise ToolkitError(f"initial weights not found: {init_weights} "
-                               "(python weights/fetch.py largefov, or pass --init-weights)")
-        command += ["-weights", init_weights]
-    if gpu is not None:
-        command += ["-gpu", str(gpu)]
-    log_path = os.path.join(run_dir, log_name)
-    env = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0")  # the log is parsed
-    with open(log_path, "a") as log:
-        log.write("$ " + " ".join(command) + "\n")
-        log.flush()
-        status = subprocess.call(command, cwd=REPO_ROOT, stdout=log, stderr=subprocess.STDOUT,
-                                 env=env)
-    text = open(log_path).read()
-    if status != 0:
-        tail = "\n".join(text.splitlines()[-8:])
-        raise ToolkitError(f"caffe train failed (exit {status}) for {solver_path}; "
-                           f"see {log_path}:\n{tail}")
-    losses = parse_losses(text)
-    if any(not math.isfinite(loss) for _, loss in losses):
-        raise ToolkitError(f"the training loss became non-finite; see {log_path}")
-    return losses
+def last_error(log_text):
+    """The line of a training log that says why `caffe train` stopped: the last glog error
+    (``E``/``F``, without its prefix) or Python exception, else the last line that is no
+    stack frame; None for an empty log."""
+    found = None
+    for line in log_text.splitlines():
+        glog = _GLOG_ERROR.match(line)
+        if glog:
+            found = glog.group(1).strip()
+            continue
+        python = _PYTHON_ERROR.match(line.strip())
+        if python:
+            found = line.strip()
+    if found:
+        return found
+    frames = re.compile(r"^\s*(@|\*\*\*|File |Traceback|\$ )")
+    lines = [line.strip() for line in log_text.splitlines() if line.strip()
+             and not frames.match(line)]
+    return lines[-1] if lines else None
 
 
-def final_weights(run_dir, iterations):
-    matches = glob.glob(os.path.join(run_dir, f"*_iter_{iterations}.caffemodel"))
-    if not matches:
-        raise ToolkitError(f"no snapshot for iteration {iterations} in {run_dir}; "
-                           "the training did not finish (rerun to resume)")
-    return matches[0]
+def _max_iter(solver_path):
+    with open(solver_path) as f:
+        match = re.search(r"^\s*max_iter:\s*(\d+)", f.read(), re.M)
+    return int(match.group(1)) if match else None
 
+
+# --- snapshots ---------------------------------------------------------------------------
 
 SNAPSHOT_FILE = re.compile(r"_iter_(\d+)\.(caffemodel|solverstate)$")
+CORRUPT_SUFFIX = ".corrupt"
 
 
 def snapshots(run_dir):
@@ -99,6 +104,104 @@ def snapshots(run_dir):
         if match:
             found.setdefault(int(match.group(1)), []).append(path)
     return found
+
+
+def _complete_blobs(blobs):
+    """The shapes of BlobProtos, or None when one holds fewer values than its shape says."""
+    from pixelfeedback.nets.weights import blob_shape
+
+    shapes = []
+    for blob in blobs:
+        shape = blob_shape(blob)
+        if len(blob.data) != math.prod(shape):
+            return None
+        shapes.append(shape)
+    return shapes
+
+
+def snapshot_problem(solverstate):
+    """Why `caffe train -snapshot` could not resume from ``solverstate``, or None: it and
+    the weights it names must parse, hold every value their shapes say, agree on the
+    iteration, and the momentum history must match the weights blob for blob (a truncated
+    .solverstate otherwise aborts Caffe with "Incorrect length of history blobs")."""
+    from caffe.proto import caffe_pb2
+    from google.protobuf.message import DecodeError
+
+    def parse(message, path):
+        try:
+            with open(path, "rb") as f:
+                message.ParseFromString(f.read())
+        except (OSError, DecodeError, RuntimeError) as exc:
+            return f"cannot be read ({exc})"
+        return None
+
+    state = caffe_pb2.SolverState()
+    problem = parse(state, solverstate)
+    if problem:
+        return problem
+    match = SNAPSHOT_FILE.search(solverstate)
+    if match and state.iter != int(match.group(1)):
+        return f"holds iteration {state.iter}, not the {match.group(1)} of its name"
+    weights = state.learned_net
+    if not weights:
+        return "names no weights file (learned_net)"
+    weights = os.path.join(REPO_ROOT, weights)  # relative to `caffe train`'s directory
+    if not os.path.isfile(weights):
+        return f"names weights {weights}, which do not exist"
+    net = caffe_pb2.NetParameter()
+    problem = parse(net, weights)
+    if problem:
+        return f"names weights {weights}, which {problem}"
+    params = _complete_blobs(b for layer in list(net.layer) + list(net.layers)
+                             for b in layer.blobs)
+    if not params:
+        return f"names weights {weights}, which are incomplete (truncated?)"
+    history = _complete_blobs(state.history)
+    if history is None or not history or len(history) % len(params) \
+            or any(shape != params[i % len(params)] for i, shape in enumerate(history)):
+        return (f"has a momentum history of {len(state.history)} blob(s) that does not match "
+                f"the {len(params)} blob(s) of its weights (truncated?)")
+    return None
+
+
+def usable_snapshot(run_dir, warn=None):
+    """The newest .solverstate of run_dir that can be resumed from and its iteration, or
+    (None, 0). Newer unusable ones are renamed ``*.corrupt`` (with their weights), each
+    with a warning naming it (``warn``: a function of one message; default stderr)."""
+    warn = warn or (lambda message: print(message, file=sys.stderr, flush=True))
+    by_iteration = snapshots(run_dir)
+    for iteration in sorted(by_iteration, reverse=True):
+        states = [p for p in by_iteration[iteration] if p.endswith(".solverstate")]
+        if not states:
+            continue
+        problem = snapshot_problem(states[0])
+        if problem is None:
+            return states[0], iteration
+        for path in by_iteration[iteration]:
+            os.replace(path, path + CORRUPT_SUFFIX)
+        warn(f"WARNING: snapshot {states[0]} {problem}; set aside as "
+             f"{os.path.basename(states[0])}{CORRUPT_SUFFIX}, resuming from the one before")
+    return None, 0
+
+
+def latest_snapshot(run_dir):
+    """The newest .solverstate in run_dir and its iteration, or (None, 0) (unchecked;
+    ``usable_snapshot`` checks)."""
+    by_iteration = {i: [p for p in paths if p.endswith(".solverstate")]
+                    for i, paths in snapshots(run_dir).items()}
+    found = [(i, paths[0]) for i, paths in by_iteration.items() if paths]
+    if not found:
+        return None, 0
+    iteration, path = max(found)
+    return path, iteration
+
+
+def final_weights(run_dir, iterations):
+    matches = glob.glob(os.path.join(run_dir, f"*_iter_{iterations}.caffemodel"))
+    if not matches:
+        raise ToolkitError(f"no snapshot for iteration {iterations} in {run_dir}; "
+                           "the training did not finish (rerun to resume)")
+    return matches[0]
 
 
 def prune_snapshots(run_dir, keep, final_iteration):
@@ -121,3 +224,132 @@ def prune_snapshots(run_dir, keep, final_iteration):
             os.remove(path)
             deleted.append(path)
     return deleted
+
+
+# --- one trainer -------------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    """A preexec_fn: the child gets SIGKILL when its parent dies (Linux), and exits at
+    once if the parent is already gone. A no-op elsewhere."""
+    parent = os.getpid()
+    try:
+        import ctypes
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec():
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+def _stop(process):
+    """Stop a trainer and its process group (TERM, then KILL after 10 s)."""
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, None)):
+        try:
+            os.killpg(process.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            process.wait(wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class _LogProgress:
+    """A progress bar for one `caffe train` (iteration, loss, time per iteration, ETA),
+    read from the new lines of its log."""
+
+    def __init__(self, log_path, offset, total, start, description):
+        from tqdm import tqdm
+
+        self.log_path, self.offset, self.pending = log_path, offset, ""
+        self.bar = tqdm(total=total, initial=start, desc=description, unit="it",
+                        leave=False, dynamic_ncols=True)
+
+    def poll(self):
+        with open(self.log_path, "rb") as f:
+            f.seek(self.offset)
+            text = f.read().decode(errors="replace")
+            self.offset = f.tell()
+        text, self.pending = self.pending + text, ""
+        if text and not text.endswith("\n"):
+            text, _, self.pending = text.rpartition("\n")
+        for iteration, loss in parse_losses(text):
+            self.bar.update(max(iteration - self.bar.n, 0))
+            self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
+        self.bar.refresh()
+
+    def close(self):
+        self.bar.close()
+
+
+def train(solver_path, run_dir, init_weights=None, gpu=None, log_name="train.log",
+          progress=False, description="train"):
+    """`caffe train` from the repository root; resumes from the newest usable snapshot.
+
+    Returns the (iteration, loss) pairs of the log (of all sessions of this run). A crash
+    or a non-finite loss is a ToolkitError quoting the log's last error line and naming
+    the log. ``progress``: a bar read from the log (titled ``description``).
+    """
+    command = [caffe_binary(), "train", "-solver", solver_path]
+    snapshot, start = usable_snapshot(run_dir)
+    if snapshot:
+        command += ["-snapshot", snapshot]
+    elif init_weights:
+        if not os.path.isfile(init_weights):
+            raise ToolkitError(f"initial weights not found: {init_weights} "
+                               "(python weights/fetch.py largefov, or pass --init-weights)")
+        command += ["-weights", init_weights]
+    if gpu is not None:
+        command += ["-gpu", str(gpu)]
+    log_path = os.path.join(run_dir, log_name)
+    # The log is parsed; the data layer starts at the resumed iteration's batch (our
+    # solvers keep iter_size 1: one batch per iteration).
+    env = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0",
+               **{START_BATCH_ENV: str(start)})
+    with open(log_path, "a") as log:
+        log.write(COMMAND_PREFIX + " ".join(command) + "\n")
+        log.flush()
+        offset = log.tell()
+        bar = (_LogProgress(log_path, offset, _max_iter(solver_path), start, description)
+               if progress else None)
+        process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log,
+                                   stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                                   preexec_fn=_die_with_parent())
+        try:
+            while True:
+                try:
+                    status = process.wait(timeout=0.5)
+                    break
+                except subprocess.TimeoutExpired:
+                    if bar:
+                        bar.poll()
+        finally:
+            if process.poll() is None:  # we are being interrupted: never leave it behind
+                _stop(process)
+            if bar:
+                bar.poll()
+                bar.close()
+    with open(log_path, "rb") as f:
+        data = f.read()
+    text = data.decode(errors="replace")
+    if status != 0:
+        how = (f"killed by signal {signal.Signals(-status).name}" if status < 0
+               else f"exit {status}")
+        cause = last_error(data[offset:].decode(errors="replace")) or "no error in the log"
+        raise ToolkitError(f"caffe train failed ({how}) for {solver_path}: {cause} "
+                           f"(the whole log: {log_path})")
+    losses = parse_losses(text)
+    if any(not math.isfinite(loss) for _, loss in losses):
+        raise ToolkitError(f"the training loss became non-finite; see {log_path} (a lower "
+                           "learning rate or lambda may help)")
+    return losses

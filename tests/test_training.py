@@ -1,0 +1,167 @@
+"""`caffe train` as the sweep runs it (pixelfeedback.training): a resume after kill -9 gives
+the uninterrupted run's weights bit for bit, the trainer dies with its parent, a corrupt
+newest snapshot is set aside for the one before, a failure quotes the log's error line,
+and the terminal gets a progress bar instead of glog."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from pixelfeedback import training
+from pixelfeedback.nets import largefov
+from pixelfeedback.nets.weights import read_caffemodel
+from python_layers import ToolkitError
+from tests.conftest import REPO, write_tiny_voc
+
+ITERATIONS, SNAPSHOT = 60, 25   # snapshots at 25, 50 and 60
+KILL_AFTER = "Iteration 30,"    # a line Caffe logs between two snapshots
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = str(tmp_path_factory.mktemp("voc"))
+    return root, write_tiny_voc(root, n_images=6)
+
+
+def experiment(folder, data, loss="cosine", **overrides):
+    """A small fine-tune with dropout, random crops, flips and shuffling: everything a
+    resume has to repeat."""
+    root, list_file = data
+    options = dict(loss=loss, lam=0.5, data_root=root, list_file=list_file, batch_size=2,
+                   crop=33, width_div=16, num_classes=4, seed=3, iterations=ITERATIONS,
+                   snapshot=SNAPSHOT, base_lr=1e-3)
+    options.update(overrides)
+    return largefov.write_experiment(str(folder), **options)
+
+
+def weight_bytes(path):
+    model = read_caffemodel(path)
+    return [np.asarray(blob.data, np.float32).tobytes()
+            for layer in model.layer for blob in layer.blobs]
+
+
+def trainers_of(solver):
+    """PIDs of live `caffe train` processes of this solver."""
+    found = subprocess.run(["pgrep", "-f", f"train -solver {solver}"], capture_output=True,
+                           text=True).stdout.split()
+    return [int(pid) for pid in found]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, data):
+    folder = tmp_path_factory.mktemp("uninterrupted")
+    solver = experiment(folder, data)
+    training.train(solver, str(folder))
+    return weight_bytes(training.final_weights(str(folder), ITERATIONS))
+
+
+def interrupt(solver, folder, whole_group=True):
+    """Run train() in a child Python process of its own process group and kill -9 that
+    whole group (what a user's kill or a lost session does), or only that process, once
+    Caffe logged KILL_AFTER. The trainer is in a process group of its own, so only the
+    parent-death signal can stop it."""
+    code = f"from pixelfeedback.training import train; train({solver!r}, {str(folder)!r})"
+    parent = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, start_new_session=True)
+    log = os.path.join(folder, "train.log")
+    deadline = time.monotonic() + 120
+    while not (os.path.exists(log) and KILL_AFTER in open(log).read()):
+        assert parent.poll() is None, "the training ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    (os.killpg if whole_group else os.kill)(parent.pid, signal.SIGKILL)
+    parent.wait()
+
+
+def assert_no_trainer_left(solver):
+    deadline = time.monotonic() + 10
+    while trainers_of(solver) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert trainers_of(solver) == [], "caffe train outlived the process that started it"
+
+
+def test_kill_9_then_rerun_gives_the_uninterrupted_weights_bit_for_bit(tmp_path, data,
+                                                                        uninterrupted):
+    solver = experiment(tmp_path, data)
+    interrupt(solver, tmp_path)
+    assert_no_trainer_left(solver)
+    assert not os.path.exists(tmp_path / f"cosine_iter_{ITERATIONS}.caffemodel")
+
+    training.train(solver, str(tmp_path))
+    log = open(tmp_path / "train.log").read()
+    assert training.resumed_from(log) == [SNAPSHOT]
+    assert weight_bytes(training.final_weights(str(tmp_path), ITERATIONS)) == uninterrupted
+
+
+def test_the_trainer_dies_with_the_process_that_started_it(tmp_path, data):
+    solver = experiment(tmp_path, data)
+    interrupt(solver, tmp_path, whole_group=False)  # kill -9 of that one process
+    assert_no_trainer_left(solver)
+
+
+def test_a_truncated_newest_snapshot_is_set_aside_and_the_one_before_used(
+        tmp_path, data, uninterrupted, capfd):
+    interrupt(experiment(tmp_path, data), tmp_path)
+    # Write a snapshot at 50 (a solver of 50 iterations; its weights differ, which does not
+    # matter: it is the corrupt one), then cut that newest solverstate short.
+    training.train(experiment(tmp_path, data, iterations=50), str(tmp_path))
+    solver = experiment(tmp_path, data)
+    newest = tmp_path / "cosine_iter_50.solverstate"
+    newest.write_bytes(newest.read_bytes()[:len(newest.read_bytes()) // 2])
+    capfd.readouterr()
+
+    training.train(solver, str(tmp_path))
+    warning = capfd.readouterr().err
+    assert f"snapshot {newest}" in warning and "cosine_iter_50.solverstate.corrupt" in warning
+    assert training.resumed_from(open(tmp_path / "train.log").read())[-1] == SNAPSHOT
+    assert weight_bytes(training.final_weights(str(tmp_path), ITERATIONS)) == uninterrupted
+
+
+def test_snapshot_problem_names_what_is_wrong(tmp_path, data):
+    solver = experiment(tmp_path, data, iterations=25)
+    training.train(solver, str(tmp_path))
+    state = tmp_path / "cosine_iter_25.solverstate"
+    assert training.snapshot_problem(str(state)) is None
+    weights = tmp_path / "cosine_iter_25.caffemodel"
+    weights.write_bytes(weights.read_bytes()[:-1000])
+    assert "names weights" in training.snapshot_problem(str(state))
+    weights.unlink()
+    assert "do not exist" in training.snapshot_problem(str(state))
+    assert training.usable_snapshot(str(tmp_path), warn=lambda m: None) == (None, 0)
+    assert os.path.exists(str(state) + training.CORRUPT_SUFFIX)
+
+
+def test_failure_quotes_the_error_line_not_the_stack(tmp_path, data):
+    root, list_file = data
+    broken = tmp_path / "broken.txt"
+    broken.write_text(open(list_file).read() + "/JPEGImages/gone.jpg /SegmentationClassAug/gone.png\n")
+    solver = experiment(tmp_path, (root, str(broken)))
+    with pytest.raises(ToolkitError) as error:
+        training.train(solver, str(tmp_path))
+    message = str(error.value)
+    assert "caffe train failed" in message and "gone.jpg" in message
+    assert "@ 0x" not in message and "Traceback" not in message
+    assert str(tmp_path / "train.log") in message
+
+
+def test_last_error_reads_glog_and_python_errors():
+    glog = ("I1130 02:00:00.000 1 solver.cpp:1] Iteration 0\n"
+            "F1130 02:00:01.000 1 sgd_solver.cpp:333] Check failed: state.history_size() == "
+            "history_.size() (3 vs. 6) Incorrect length of history blobs.\n"
+            "*** Check failure stack trace: ***\n    @     0x7f00 caffe::SGDSolver<>::Restore()\n")
+    assert training.last_error(glog).startswith("Check failed: state.history_size()")
+    python = "Traceback (most recent call last):\n  File \"x.py\", line 1\nToolkitError: bad key\n"
+    assert training.last_error(python) == "ToolkitError: bad key"
+    assert training.last_error("") is None
+
+
+def test_progress_bar_instead_of_glog(tmp_path, data, capfd):
+    solver = experiment(tmp_path, data, iterations=20)
+    training.train(solver, str(tmp_path), progress=True, description="control seed 0")
+    out, err = capfd.readouterr()
+    assert "control seed 0" in err and "20/20" in err and "loss=" in err
+    assert "solver.cpp" not in out + err  # glog went to the log only
+    assert "solver.cpp" in open(tmp_path / "train.log").read()
