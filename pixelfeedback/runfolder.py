@@ -169,14 +169,19 @@ def _pid_alive(pid):
     return True
 
 
+class FolderInUse(ToolkitError):
+    """Another process holds the run folder (its message names the PID)."""
+
+
 class _Lock:
-    """An exclusive ``flock`` on ``<folder>/.lock`` holding the holder's PID and command."""
+    """A ``flock`` on ``<folder>/.lock`` (exclusive, or shared between cooperating
+    processes) holding the (last) holder's PID and command."""
 
     def __init__(self, fd):
         self.fd = fd
 
     @classmethod
-    def try_acquire(cls, folder, create=True):
+    def try_acquire(cls, folder, create=True, shared=False):
         """The lock; or (pid, command) of the process holding it (pid None if unknown);
         or None when ``create`` is false and there is no lock file.
 
@@ -193,7 +198,7 @@ class _Lock:
                     raise
                 return None
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
             except OSError as exc:
                 os.close(fd)
                 if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
@@ -217,6 +222,10 @@ class _Lock:
         os.ftruncate(self.fd, 0)
         os.pwrite(self.fd, text, 0)
 
+    def share(self):
+        """Turn an exclusive lock into a shared one."""
+        fcntl.flock(self.fd, fcntl.LOCK_SH)
+
     def release(self):
         if self.fd is not None:
             os.close(self.fd)  # closing drops the flock
@@ -238,7 +247,7 @@ def _read_holder(path):
 
 def _in_use_error(name, holder):
     pid, command = holder
-    if pid == os.getpid():
+    if pid == os.getpid():  # a bug of the caller, not another process: never skipped
         return ToolkitError(f"{name} is already open in this process ({pid}); close that "
                             "RunFolder first")
     if pid is None:
@@ -247,7 +256,7 @@ def _in_use_error(name, holder):
         if len(command) > _COMMAND_CHARS:
             command = command[:_COMMAND_CHARS - 3] + "..."
         who = f"process {pid} ({command})" if command else f"process {pid}"
-    return ToolkitError(f"{name} is in use by {who}; wait for it to finish or stop it")
+    return FolderInUse(f"{name} is in use by {who}; wait for it to finish or stop it")
 
 
 def _nested_run_folders(folder):
@@ -292,12 +301,18 @@ class RunFolder:
     messages ("demo run", "evaluation"). restart: discard whatever the folder holds.
     hint_flag / out_flag: the command-line options the messages suggest (None: library
     wording). Use it as a context manager, or call ``close()``, to release the lock.
+
+    shared: cooperating processes of the same settings (the shards of a sweep) may hold the
+    folder at once; each locks the items it works on (``try_child``). The first one in
+    claims the folder as above; the others only compare the settings (no temporaries are
+    swept while others write). A restart, or an unshared opener, is refused while any
+    sharer holds it.
     """
 
     path = staticmethod(SettingPath)  # RunFolder.path(p): mark a path in the settings
 
     def __init__(self, path, settings, *, what="run", restart=False, hint_flag="--restart",
-                 out_flag="--out"):
+                 out_flag="--out", shared=False):
         self.name = os.fspath(path)  # as given, for messages
         self.root = os.path.abspath(self.name)
         self.what = what
@@ -313,24 +328,43 @@ class RunFolder:
         except OSError as exc:
             raise ToolkitError(f"cannot create {self.name}: {exc.strerror}") from None
         try:
-            lock = _Lock.try_acquire(self.root)
+            lock, joined = self._acquire(shared and not restart)
         except OSError as exc:
             raise ToolkitError(f"cannot lock {self.name}: {exc.strerror} (run folders need a "
                                "file system with flock locks)") from None
-        if not isinstance(lock, _Lock):
-            raise _in_use_error(self.name, lock)
         self._lock = lock
         try:
             lock.write_holder()
-            self._claim(restart, hint_flag, out_flag)
+            self._claim(restart, hint_flag, out_flag, joined)
+            if shared and not joined:
+                lock.share()
         except BaseException:
             self.close()
             raise
 
+    def _acquire(self, shared):
+        """(lock, joined): the exclusive lock, or with ``shared`` a shared one when others
+        share the folder already (joined). A sharer still claiming holds it exclusively for
+        a moment: wait for it."""
+        deadline = time.monotonic() + 3 * _LOCK_WAIT_S
+        while True:
+            lock = _Lock.try_acquire(self.root)
+            if isinstance(lock, _Lock):
+                return lock, False
+            if shared:
+                joined = _Lock.try_acquire(self.root, shared=True)
+                if isinstance(joined, _Lock):
+                    return joined, True
+                if time.monotonic() < deadline:
+                    time.sleep(0.1)
+                    continue
+            raise _in_use_error(self.name, lock)
+
     # --- opening --------------------------------------------------------------------------
 
-    def _claim(self, restart, hint_flag, out_flag):
-        """Resume, refuse or start afresh, by the settings recorded in settings.json."""
+    def _claim(self, restart, hint_flag, out_flag, joined=False):
+        """Resume, refuse or start afresh, by the settings recorded in settings.json;
+        ``joined`` (a sharer came first): compare only, touch nothing."""
         settings_file = os.path.join(self.root, SETTINGS_NAME)
         other = f"pass another {out_flag}" if out_flag else "use another folder"
         again = f"{hint_flag} to discard it" if hint_flag else "restart=True to discard it"
@@ -347,7 +381,8 @@ class RunFolder:
         elif restart:
             self._clear()
         else:
-            _remove_temporaries(self.root)
+            if not joined:
+                _remove_temporaries(self.root)
             try:
                 with open(settings_file) as f:
                     stored = json.load(f)
@@ -472,6 +507,13 @@ class RunFolder:
         child = RunFolder(self.file(rel), settings, **kwargs)
         child.name = os.path.join(self.name, rel)
         return child
+
+    def try_child(self, rel, settings, **kwargs):
+        """``child``, or None while another process holds it (sharers split work so)."""
+        try:
+            return self.child(rel, settings, **kwargs)
+        except FolderInUse:
+            return None
 
     def records(self, name):
         """Per-item JSON results in ``<folder>/<name>/<item id>.json``."""

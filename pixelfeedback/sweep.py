@@ -22,7 +22,9 @@ gain only where its paired 95 % interval lies above zero.
 """
 import argparse
 import collections
+import contextlib
 import csv
+import fcntl
 import glob
 import io
 import json
@@ -39,7 +41,8 @@ from pixelfeedback.nets import largefov, registry
 from pixelfeedback.nets.loading import check_gpu
 from pixelfeedback.nets.netspec import write_net
 from pixelfeedback.runfolder import RunFolder
-from pixelfeedback.training import final_weights, parse_losses, prune_snapshots, train
+from pixelfeedback.training import (die_with_parent, final_weights, parse_losses,
+                                    prune_snapshots, resumed_from, train)
 from python_layers import ToolkitError, voc_io
 from python_layers.template_similarity import LOSS_NAMES as LOSSES
 
@@ -47,6 +50,9 @@ LAMBDAS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
 
 
 CONTROL = "control"
+
+
+CONTROL_STEP = "control_step"  # the baseline's step schedule continued, lambda 0
 
 
 BASELINE = "baseline"  # DeepLab's stage-1 training (optional), the fine-tunes' start
@@ -68,7 +74,12 @@ LOSS_TITLES = {
     "correlation": "correlation", "cosine": "cosine",
     "selective_correlation": "selective correlation", "selective_cosine": "selective cosine",
     CONTROL: "control (softmax only)", BASELINE: "stage-1 baseline (before fine-tuning)",
+    CONTROL_STEP: "control, step schedule continued",
 }
+
+
+# DeepLab-LargeFOV's stage-1 schedule (SPEC section 2): what --step-control continues.
+STAGE1_STEP_SCHEDULE = {"base_lr": 1e-3, "gamma": 0.1, "stepsize": 2000}
 
 
 Run = collections.namedtuple("Run", ["loss", "lam", "seed"])
@@ -85,7 +96,7 @@ class SweepConfig(object):
                  gpu=None, snapshot_every=None, progress=True, init_trained_on=None,
                  base_lr=None, baseline_from=None, baseline_list=None,
                  baseline_iterations=6000, class_names=None, restart=False,
-                 keep_snapshots=2):
+                 keep_snapshots=2, step_control=None, shard=None, devices=None):
         self.out = os.path.abspath(out)
         self.data_root = os.path.abspath(data_root)
         self.train_list = os.path.abspath(train_list)
@@ -113,6 +124,13 @@ class SweepConfig(object):
         self.baseline_list = os.path.abspath(baseline_list or train_list)
         self.baseline_iterations = int(baseline_iterations)
         self.keep_snapshots = keep_snapshots  # newest snapshots kept per run (final: always)
+        # The step-schedule control: {"base_lr", "gamma", "stepsize", "done"} of the
+        # baseline's step schedule, continued from its iteration ``done`` (None: no such run).
+        self.step_control = dict(step_control) if step_control else None
+        # (i, n): this process does the i-th of n interleaved parts of the runs (1-based).
+        self.shard = tuple(shard) if shard else None
+        # Parallel workers, one per device (GPU id; None = CPU), each taking the next run.
+        self.devices = list(devices) if devices else None
         for loss in self.losses:
             if loss not in LOSSES:
                 raise ToolkitError(f"unknown loss {loss!r}; choose from {', '.join(LOSSES)}")
@@ -124,8 +142,9 @@ class SweepConfig(object):
         need. Raises ToolkitError naming the setting's flag and what to do. ``run_sweep``
         calls it first."""
         check_settings(self)
-        if self.gpu is not None:
-            check_gpu(self.gpu)
+        for device in [self.gpu] + list(self.devices or []):
+            if device is not None:
+                check_gpu(device)
         check_files(self)
         check_disk(self)
 
@@ -143,16 +162,29 @@ class SweepConfig(object):
             "baseline_from": RunFolder.path(self.baseline_from) if self.baseline_from else None,
             "baseline_list": RunFolder.path(self.baseline_list) if self.baseline_from else None,
             "baseline_iterations": self.baseline_iterations if self.baseline_from else None,
+            **({"step_control": self.step_control} if self.step_control else {}),
         }
 
     def runs(self):
-        """The optional baseline, the control for every seed, then every loss x lambda x
-        seed."""
+        """The optional baseline, the control (and the step control) for every seed, then
+        every loss x lambda x seed."""
         planned = [Run(BASELINE, 0.0, self.seeds[0])] if self.baseline_from else []
         planned += [Run(CONTROL, 0.0, seed) for seed in self.seeds]
+        if self.step_control:
+            planned += [Run(CONTROL_STEP, 0.0, seed) for seed in self.seeds]
         planned += [Run(loss, lam, seed) for loss in self.losses for lam in self.lambdas
                     for seed in self.seeds]
         return planned
+
+    def shard_runs(self):
+        """The runs this process takes on: all, or its shard's (every n-th fine-tune; the
+        baseline, which every fine-tune needs, belongs to every shard)."""
+        planned = self.runs()
+        if not self.shard:
+            return planned
+        index, count = self.shard
+        tunes = [run for run in planned if run.loss != BASELINE]
+        return [run for run in planned if run.loss == BASELINE] + tunes[index - 1::count]
 
 
 # ----------------------------------------------------------------------------- checks first
@@ -191,6 +223,36 @@ def comma_list(item_type, what):
 
 lambda_list = comma_list(cli.nonnegative_float, "finite numbers >= 0 (loss weights)")
 seed_list = comma_list(cli.nonnegative_int, "integers >= 0 (seeds)")
+gpu_list = comma_list(cli.nonnegative_int, "GPU ids (integers >= 0)")
+
+
+def shard_spec(text):
+    """argparse type: ``I/N`` (1 <= I <= N) -> (I, N)."""
+    parts = str(text).split("/")
+    try:
+        index, count = (int(part) for part in parts)
+    except ValueError:
+        index = count = None
+    if index is None or not 1 <= index <= count:
+        raise argparse.ArgumentTypeError(
+            f"must be I/N, this process's part I of N (1 <= I <= N), e.g. 2/4; got {text!r}")
+    return index, count
+
+
+def step_schedule(text):
+    """argparse type: ``BASE_LR,GAMMA,STEPSIZE,DONE`` of a step schedule -> the dict the
+    sweep's step control takes (checked further by ``check_settings``)."""
+    parts = [part.strip() for part in str(text).split(",")]
+    try:
+        base_lr, gamma = cli.finite_float(parts[0]), cli.finite_float(parts[1])
+        stepsize, done = cli.positive_int(parts[2]), cli.nonnegative_int(parts[3])
+        if len(parts) != 4:
+            raise ValueError
+    except (argparse.ArgumentTypeError, ValueError, IndexError):
+        raise argparse.ArgumentTypeError(
+            f"must be BASE_LR,GAMMA,STEPSIZE,DONE (the baseline's step schedule and the "
+            f"iteration it stopped at), e.g. 0.001,0.1,2000,6000; got {text!r}") from None
+    return {"base_lr": base_lr, "gamma": gamma, "stepsize": stepsize, "done": done}
 
 
 def _is_int(value):
@@ -251,6 +313,27 @@ def check_settings(cfg):
     if cfg.baseline_from:
         _int_at_least(cfg.baseline_iterations, 1,
                       "the stage-1 baseline's iterations (--baseline-iterations)")
+    if cfg.step_control:
+        schedule = cfg.step_control
+        if sorted(schedule) != ["base_lr", "done", "gamma", "stepsize"]:
+            raise ToolkitError(f"the step control (--step-control) needs base_lr, gamma, "
+                               f"stepsize and done, got {sorted(schedule)}")
+        largefov.continued_step_schedule(iterations=cfg.iterations, **schedule)
+    if cfg.shard:
+        index, count = cfg.shard
+        if not (_is_int(index) and _is_int(count) and 1 <= index <= count):
+            raise ToolkitError(f"the shard (--shard) must be I/N with 1 <= I <= N, got "
+                               f"{index}/{count}")
+    if cfg.devices is not None:
+        if cfg.gpu is not None:
+            raise ToolkitError("give either --gpu (one GPU) or --gpus (one worker per GPU), "
+                               "not both")
+        if not cfg.devices:
+            raise ToolkitError("--gpus is empty; give GPU ids, e.g. 0,1")
+        for device in cfg.devices:
+            if device is not None:
+                _int_at_least(device, 0, "every GPU id (--gpus)")
+        _no_repeats([d for d in cfg.devices if d is not None], "--gpus")
 
 
 def check_files(cfg):
@@ -358,7 +441,7 @@ def disk_needed(cfg):
     weights = cfg.init_weights if not cfg.baseline_from else cfg.baseline_from
     weights_bytes = os.path.getsize(weights)
     snapshot_bytes = 2 * weights_bytes
-    pending = [run for run in cfg.runs() if cfg.restart or not os.path.exists(
+    pending = [run for run in cfg.shard_runs() if cfg.restart or not os.path.exists(
         os.path.join(cfg.out, "results", run_name(run) + ".json"))]
     kept, peak = 0, 0
     for run in pending:
@@ -366,7 +449,8 @@ def disk_needed(cfg):
         kept_bytes = max(keep * snapshot_bytes, weights_bytes)
         kept += kept_bytes
         peak = max(peak, written * snapshot_bytes - kept_bytes)
-    return kept + peak, dict(runs=len(pending), snapshot_bytes=snapshot_bytes)
+    trainers = len(cfg.devices) if cfg.devices else 1  # each holds its run's snapshots
+    return kept + trainers * peak, dict(runs=len(pending), snapshot_bytes=snapshot_bytes)
 
 
 def _existing_folder(path):
@@ -401,75 +485,106 @@ def check_disk(cfg):
 def run_name(run):
     if run.loss == BASELINE:
         return "baseline"
-    if run.loss == CONTROL:
-        return f"control_seed{run.seed}"
+    if run.loss in (CONTROL, CONTROL_STEP):
+        return f"{run.loss}_seed{run.seed}"
     return f"{run.loss}_lam{run.lam:g}_seed{run.seed}"
 
 
 def write_test_net(cfg, path):
-    if not os.path.exists(path):
-        write_net(largefov.test_net(width_div=cfg.width_div, num_classes=cfg.num_classes,
-                                    size=cfg.test_size), path)
+    write_net(largefov.test_net(width_div=cfg.width_div, num_classes=cfg.num_classes,
+                                size=cfg.test_size), path)
     return path
 
 
-def evaluate_weights(cfg, weights, out_dir, model_name=None):
-    test_net = write_test_net(cfg, os.path.join(cfg.out, "test.prototxt"))
+def evaluate_weights(cfg, weights, out_dir, test_net, model_name=None):
+    """Evaluate ``weights`` on the val list into the run folder ``out_dir`` with the test
+    net written at ``test_net``."""
+    write_test_net(cfg, test_net)
     return evaluation.evaluate(
         (test_net, weights), cfg.val_list, cfg.data_root, out_dir,
         num_classes=cfg.num_classes, size=cfg.test_size,
         progress=cfg.progress, gpu=cfg.gpu, model_name=model_name, class_names=cfg.class_names)
 
 
-def run_one(cfg, run):
-    """Fine-tune and evaluate one run; returns its result record (and writes it)."""
-    name = run_name(run)
-    result_path = os.path.join(cfg.out, "results", name + ".json")
-    if os.path.exists(result_path):
-        with open(result_path) as f:
-            return json.load(f)
-    run_dir = os.path.join(cfg.out, "runs", name)
-    os.makedirs(run_dir, exist_ok=True)
-    started = time.time()
+def write_solver(cfg, run, run_dir, init):
+    """The net and solver of one run in run_dir; returns (solver path, iterations)."""
     common = dict(data_root=cfg.data_root, batch_size=cfg.batch_size, crop=cfg.crop,
                   width_div=cfg.width_div, num_classes=cfg.num_classes, seed=run.seed)
     if run.loss == BASELINE:
-        iterations, init = cfg.baseline_iterations, cfg.baseline_from
-        solver_path = largefov.write_experiment(
+        return largefov.write_experiment(
             run_dir, loss="softmax", stage="baseline", list_file=cfg.baseline_list,
-            iterations=iterations, snapshot=baseline_snapshot_every(cfg), **common)
-    else:
-        iterations, init = cfg.iterations, fine_tune_init(cfg)
-        solver_path = largefov.write_experiment(
-            run_dir, loss="softmax" if run.loss == CONTROL else run.loss, lam=run.lam,
-            list_file=cfg.train_list, iterations=iterations, snapshot=cfg.snapshot_every,
-            base_lr=cfg.base_lr, **common)
-    finished = glob.glob(os.path.join(run_dir, f"*_iter_{iterations}.caffemodel"))
-    if finished:  # trained before an interrupted evaluation: evaluation resumes on its own
-        losses = parse_losses(open(os.path.join(run_dir, "train.log")).read())
-    else:
-        losses = train(solver_path, run_dir, init, cfg.gpu)
+            iterations=cfg.baseline_iterations, snapshot=baseline_snapshot_every(cfg),
+            **common), cfg.baseline_iterations
+    overrides = None
+    if run.loss == CONTROL_STEP:
+        overrides = largefov.continued_step_schedule(iterations=cfg.iterations,
+                                                     **cfg.step_control)
+    return largefov.write_experiment(
+        run_dir, loss="softmax" if run.loss in (CONTROL, CONTROL_STEP) else run.loss,
+        lam=run.lam, list_file=cfg.train_list, iterations=cfg.iterations,
+        snapshot=cfg.snapshot_every, base_lr=cfg.base_lr, solver_overrides=overrides,
+        **common), cfg.iterations
+
+
+def result_file(run):
+    return os.path.join("results", run_name(run) + ".json")
+
+
+def run_one(cfg, folder, run):
+    """Fine-tune and evaluate one run in the sweep's run folder ``folder``; returns its
+    result record (and writes it), or None while another process works on the run (its
+    folder ``runs/<run>`` is locked by the one training it)."""
+    name = run_name(run)
+    if folder.has(result_file(run)):
+        return folder.read_json(result_file(run))
+    run_folder = folder.try_child(os.path.join("runs", name), {"run": name},
+                                  what="Table 3.1 run")
+    if run_folder is None:
+        return None
+    with run_folder:
+        if folder.has(result_file(run)):  # finished while we waited for the lock
+            return folder.read_json(result_file(run))
+        return _train_and_evaluate(cfg, folder, run, run_folder.root)
+
+
+def _train_and_evaluate(cfg, folder, run, run_dir):
+    started = time.time()
+    init = cfg.baseline_from if run.loss == BASELINE else fine_tune_init(cfg, folder)
+    solver_path, iterations = write_solver(cfg, run, run_dir, init)
+    log_path = os.path.join(run_dir, "train.log")
+    if not glob.glob(os.path.join(run_dir, f"*_iter_{iterations}.caffemodel")):
+        train(solver_path, run_dir, init, cfg.gpu, progress=cfg.progress,
+              description=run_name(run))
+    # else: trained before an interrupted evaluation, which resumes on its own
+    with open(log_path) as f:
+        log_text = f.read()
+    losses = parse_losses(log_text)
     weights = final_weights(run_dir, iterations)
     prune_snapshots(run_dir, cfg.keep_snapshots, iterations)
-    evaluation = evaluate_weights(cfg, weights, os.path.join(run_dir, "eval"))
+    evaluated = evaluate_weights(cfg, weights, os.path.join(run_dir, "eval"),
+                                 os.path.join(run_dir, "test.prototxt"))
+    resumes = resumed_from(log_text)
     record = {
-        "run": name, "loss": run.loss, "lambda": run.lam, "seed": run.seed,
-        "mean_iou": evaluation["mean_iou"], "pixel_accuracy": evaluation["pixel_accuracy"],
-        "class_iou": evaluation["class_iou"], "iterations": iterations,
+        "run": run_name(run), "loss": run.loss, "lambda": run.lam, "seed": run.seed,
+        "mean_iou": evaluated["mean_iou"], "pixel_accuracy": evaluated["pixel_accuracy"],
+        "class_iou": evaluated["class_iou"], "iterations": iterations,
         "first_loss": losses[0][1] if losses else None,
         "last_loss": losses[-1][1] if losses else None,
-        "weights": os.path.relpath(weights, cfg.out), "seconds": round(time.time() - started, 1),
+        "resumed": bool(resumes), "resumed_from": resumes,
+        "device": "cpu" if cfg.gpu is None else f"gpu {cfg.gpu}",
+        "weights": os.path.relpath(weights, folder.root),
+        "seconds": round(time.time() - started, 1),
     }
-    voc_io.write_json(result_path, record)
+    folder.write_json(result_file(run), record)
     return record
 
 
-def fine_tune_init(cfg):
+def fine_tune_init(cfg, folder):
     """The fine-tunes start from the stage-1 baseline when the sweep trains one."""
     if not cfg.baseline_from:
         return cfg.init_weights
-    with open(os.path.join(cfg.out, "results", "baseline.json")) as f:
-        return os.path.join(cfg.out, json.load(f)["weights"])
+    return folder.file(folder.read_json(result_file(Run(BASELINE, 0.0, cfg.seeds[0])))
+                       ["weights"])
 
 
 def load_results(out):
@@ -480,36 +595,160 @@ def load_results(out):
     return results
 
 
+def open_sweep_folder(cfg, restart=False):
+    """The sweep's run folder, shared by the processes of these settings (shards, GPU
+    workers, a second sweep that helps): each takes the runs no one holds."""
+    return RunFolder(cfg.out, cfg.fingerprint(), what="Table 3.1 sweep", restart=restart,
+                     shared=True)
+
+
 def run_sweep(cfg, on_result=None):
-    """Run every planned run not finished yet; returns all result records.
+    """Run every run of this process (all, or its ``cfg.shard``) not finished yet; returns
+    all result records of the folder.
 
-    ``cfg.out`` is a run folder (pixelfeedback.runfolder): locked while the sweep runs, and
-    refused when it holds runs of other settings unless ``cfg.restart``. Everything is
-    checked first (``cfg.check()``): a bad setting, file or image fails before any run
-    trains and before anything is written."""
+    ``cfg.out`` is a shared run folder (pixelfeedback.runfolder): other settings are
+    refused unless ``cfg.restart``; processes of the same settings split the runs, each
+    run locked by the one training it. Everything is checked first (``cfg.check()``): a
+    bad setting, file or image fails before any run trains and before anything is written.
+    With ``cfg.devices``, one worker process per device takes the next free run."""
     cfg.check()
-    with RunFolder(cfg.out, cfg.fingerprint(), what="Table 3.1 sweep",
-                   restart=cfg.restart):
-        return _run_planned(cfg, on_result)
+    with open_sweep_folder(cfg, cfg.restart) as folder:
+        if cfg.init_trained_on and "voc2012_val" in cfg.init_trained_on:
+            warn_val_contamination(cfg.init_weights)
+        if cfg.devices:
+            busy = _run_on_devices(cfg, folder, on_result)
+        else:
+            busy = _run_planned(cfg, folder, on_result)
+        if busy:
+            print(f"{len(busy)} run(s) were being trained by other processes "
+                  f"({', '.join(run_name(r) for r in busy[:3])}{', ...' if len(busy) > 3 else ''}); "
+                  "the table lacks them until they finish: rerun to wait for them",
+                  file=sys.stderr, flush=True)
+        return load_results(cfg.out)
 
 
-def _run_planned(cfg, on_result):
-    os.makedirs(os.path.join(cfg.out, "results"), exist_ok=True)
-    if cfg.init_trained_on and "voc2012_val" in cfg.init_trained_on:
-        warn_val_contamination(cfg.init_weights)
-    planned = cfg.runs()
-    for number, run in enumerate(planned, 1):
-        done = os.path.exists(os.path.join(cfg.out, "results", run_name(run) + ".json"))
-        if cfg.progress:
-            print(f"[{number}/{len(planned)}] {run_name(run)}"
-                  + (" (done, skipped)" if done else ""), flush=True)
-        record = run_one(cfg, run)
-        if on_result:
+class _SweepProgress:
+    """One bar for the sweep (runs finished of this process's runs) and a line per run."""
+
+    def __init__(self, cfg, folder, runs):
+        from tqdm import tqdm
+
+        self.folder, self.runs = folder, runs
+        self.seen = {run for run in runs if folder.has(result_file(run))}
+        self.bar = tqdm(total=len(runs), initial=len(self.seen), desc="Table 3.1 sweep",
+                        unit="run", disable=not cfg.progress, dynamic_ncols=True)
+
+    def done(self, record):
+        self.bar.write(f"{record['run']}: mean IoU {record['mean_iou']:.4f}, loss "
+                       f"{reports.fmt(record['first_loss'])} -> "
+                       f"{reports.fmt(record['last_loss'])}, {record['seconds']:.0f} s"
+                       + (f", resumed from iteration {record['resumed_from'][-1]}"
+                          if record.get("resumed") else ""))
+        self.bar.update(1)
+
+    def poll(self):
+        """Count the runs other processes finished (the parent of device workers)."""
+        for run in self.runs:
+            if run not in self.seen and self.folder.has(result_file(run)):
+                self.seen.add(run)
+                self.done(self.folder.read_json(result_file(run)))
+
+    def close(self):
+        self.bar.close()
+
+
+def _run_planned(cfg, folder, on_result=None, progress=None):
+    """This process's runs in order; returns those other processes held."""
+    runs = cfg.shard_runs()
+    bar = progress or _SweepProgress(cfg, folder, runs)
+    busy = []
+    try:
+        for run in runs:
+            if run.loss != BASELINE and cfg.baseline_from:
+                _wait_for_baseline(cfg, folder)
+            done = folder.has(result_file(run))
+            record = run_one(cfg, folder, run)
+            if record is None:
+                busy.append(run)
+                continue
+            if not done:
+                bar.seen.add(run)
+                bar.done(record)
+            if on_result:
+                on_result(record)
+    finally:
+        if progress is None:
+            bar.close()
+    return busy
+
+
+def _wait_for_baseline(cfg, folder, poll_s=5.0):
+    """The fine-tunes need the baseline: train it, or wait while another process does."""
+    baseline = Run(BASELINE, 0.0, cfg.seeds[0])
+    waited = False
+    while run_one(cfg, folder, baseline) is None:
+        if not waited and cfg.progress:
+            print("waiting for the stage-1 baseline, which another process is training",
+                  file=sys.stderr, flush=True)
+        waited = True
+        time.sleep(poll_s)
+
+
+def set_parent_death_signal(parent):
+    """Die (SIGKILL) when process ``parent`` dies (Linux); exit at once if it is gone."""
+    preexec = die_with_parent(parent)
+    if preexec:
+        preexec()
+
+
+def _device_worker(cfg, device, parent, errors):
+    """One worker process of ``--gpus``: the runs no other worker holds, on ``device``."""
+    set_parent_death_signal(parent)
+    cfg.gpu, cfg.devices, cfg.progress = device, None, False
+    try:
+        with open_sweep_folder(cfg) as folder:
+            _run_planned(cfg, folder)
+    except ToolkitError as exc:
+        errors.put(f"{'CPU' if device is None else f'GPU {device}'}: {exc}")
+        sys.exit(2)
+
+
+def _run_on_devices(cfg, folder, on_result):
+    """One worker process per device, each taking the next run no one holds; the parent
+    shows the progress. A worker's error stops nothing else and is raised at the end."""
+    import multiprocessing
+
+    context = multiprocessing.get_context("spawn")
+    errors = context.Queue()
+    runs = cfg.shard_runs()
+    bar = _SweepProgress(cfg, folder, runs)
+    workers = [context.Process(target=_device_worker, args=(cfg, device, os.getpid(), errors),
+                               name=f"sweep-device-{device}", daemon=True)
+               for device in cfg.devices]
+    try:
+        for worker in workers:
+            worker.start()
+        while any(worker.is_alive() for worker in workers):
+            bar.poll()
+            time.sleep(1.0)
+        bar.poll()
+    finally:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+            worker.join()
+        bar.close()
+    messages = []
+    while not errors.empty():
+        messages.append(errors.get())
+    failed = [w for w in workers if w.exitcode not in (0, 2)]
+    if messages or failed:
+        messages += [f"worker {w.name} stopped with exit code {w.exitcode}" for w in failed]
+        raise ToolkitError("a sweep worker failed: " + "; ".join(messages))
+    if on_result:
+        for record in load_results(cfg.out):
             on_result(record)
-        if cfg.progress and not done:
-            print(f"    mean IoU {record['mean_iou']:.4f}, loss {record['first_loss']:.4g} -> "
-                  f"{record['last_loss']:.4g}, {record['seconds']:.0f} s", flush=True)
-    return load_results(cfg.out)
+    return [run for run in runs if not folder.has(result_file(run))]
 
 
 def warn_val_contamination(weights):
@@ -572,22 +811,29 @@ def summarize(results, losses=LOSSES, lambdas=LAMBDAS):
         rows.append(dict(loss=CONTROL, lam=0.0, n=ci.n, mean=ci.mean, ci=ci.half_width,
                          diff=0.0, diff_ci=float("nan"), **own,
                          thesis=None if baseline else THESIS_BASELINE))
+    step = by_cell.get((CONTROL_STEP, 0.0))
+    if step:  # its paired difference to the poly control: minus what the switch does
+        rows.append(_cell_row(CONTROL_STEP, 0.0, step, control, thesis=None))
     for loss in losses:
         for column, lam in enumerate(lambdas):
             cell = by_cell.get((loss, float(lam)))
             if not cell:
                 continue
-            values = list(cell.values())
-            ci = metrics.mean_ci(values)
-            diff, diff_half = (welch_ci(values, list(control.values())) if control
-                               else (float("nan"),) * 2)
             thesis = None
             if float(lam) in LAMBDAS and loss in THESIS_TABLE:
                 thesis = THESIS_TABLE[loss][LAMBDAS.index(float(lam))]
-            rows.append(dict(loss=loss, lam=float(lam), n=ci.n, mean=ci.mean, ci=ci.half_width,
-                             diff=diff, diff_ci=diff_half, **paired_fields(cell, control),
-                             thesis=thesis))
+            rows.append(_cell_row(loss, lam, cell, control, thesis))
     return rows
+
+
+def _cell_row(loss, lam, cell, control, thesis):
+    """One row compared with the control: {seed: mean IoU} each."""
+    values = list(cell.values())
+    ci = metrics.mean_ci(values)
+    diff, diff_half = (welch_ci(values, list(control.values())) if control
+                       else (float("nan"),) * 2)
+    return dict(loss=loss, lam=float(lam), n=ci.n, mean=ci.mean, ci=ci.half_width, diff=diff,
+                diff_ci=diff_half, **paired_fields(cell, control), thesis=thesis)
 
 
 def table_markdown(rows, title="Table 3.1"):
@@ -603,8 +849,8 @@ def table_markdown(rows, title="Table 3.1"):
                                                    reports.fmt(row["paired_ci"]))
         lines.append("| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |".format(
             LOSS_TITLES[row["loss"]],
-            "—" if row["loss"] == BASELINE else "0" if row["loss"] == CONTROL else
-            f"{row['lam']:g}", row["n"], reports.fmt(row["mean"]), reports.fmt(row["ci"]),
+            "—" if row["loss"] == BASELINE else "0" if row["loss"] in (CONTROL, CONTROL_STEP)
+            else f"{row['lam']:g}", row["n"], reports.fmt(row["mean"]), reports.fmt(row["ci"]),
             "—" if own else reports.fmt(row["diff"], signed=True),
             "—" if own else reports.fmt(row["diff_ci"]),
             "—" if own else row["paired_n"], paired,
@@ -617,7 +863,9 @@ def table_markdown(rows, title="Table 3.1"):
               "interval lies above zero (worse: below zero; n/a: fewer than two pairs). MDE is "
               "the smallest true difference this many pairs would detect with 80 % power, "
               "(t(0.975, n−1) + t(0.80, n−1))·sd/√n: a smaller effect can hide in a \"no\". "
-              "The Welch CI beside Δ ignores the pairing (wider when seeds matter). The "
+              "The Welch CI beside Δ ignores the pairing (wider when seeds matter). On the "
+              "step-schedule control's row (the baseline's step schedule continued, λ = 0), "
+              "−Δ is what the switch to the poly schedule alone does. The "
               "thesis's column is its single run (its baseline, 0.6225, sits on the baseline's "
               "row, or the control's when no baseline was trained; the thesis had no control)."]
     return "\n".join(lines) + "\n"
@@ -653,10 +901,31 @@ def trained_on(init_weights):
     return None
 
 
+@contextlib.contextmanager
+def _table_lock(out):
+    """Shards finishing at once write the table one after the other, each from the results
+    as they are when it writes (so the last one written is complete)."""
+    with open(os.path.join(out, ".table.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
 def run_and_report(cfg, table_only=False):
     """Run (or, with ``table_only``, only tabulate) the sweep and print the table."""
-    results = load_results(cfg.out) if table_only else run_sweep(cfg)
-    _, markdown = write_table(cfg, results)
+    if not table_only:
+        run_sweep(cfg)
+    elif not os.path.isdir(os.path.join(cfg.out, "results")):
+        raise ToolkitError(f"{cfg.out} holds no finished runs (no results/); run the sweep "
+                           "first, without --table-only")
+    with _table_lock(cfg.out):
+        results = load_results(cfg.out)
+        _, markdown = write_table(cfg, results)
     print(markdown)
+    finished = {record["run"] for record in results}
+    missing = [run_name(run) for run in cfg.runs() if run_name(run) not in finished]
+    if missing:
+        print(f"{len(missing)} of the {len(cfg.runs())} planned runs are not finished yet "
+              f"(first: {missing[0]}): other shards or workers may still be training them; "
+              "rerun to complete the table")
     print(f"written: {os.path.join(cfg.out, 'table31.md')} and table31.csv")
     return results

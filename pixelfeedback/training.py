@@ -231,10 +231,11 @@ def prune_snapshots(run_dir, keep, final_iteration):
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent():
-    """A preexec_fn: the child gets SIGKILL when its parent dies (Linux), and exits at
-    once if the parent is already gone. A no-op elsewhere."""
-    parent = os.getpid()
+def die_with_parent(parent):
+    """A function that makes the process calling it get SIGKILL when process ``parent``
+    (its parent) dies, and exit at once if that one is already gone (Linux's
+    PR_SET_PDEATHSIG); None where there is no prctl. Made before a fork, called in the
+    child (a ``preexec_fn``, or first thing in a worker process)."""
     try:
         import ctypes
         libc = ctypes.CDLL(None, use_errno=True)
@@ -324,7 +325,7 @@ def train(solver_path, run_dir, init_weights=None, gpu=None, log_name="train.log
                if progress else None)
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log,
                                    stderr=subprocess.STDOUT, env=env, start_new_session=True,
-                                   preexec_fn=_die_with_parent())
+                                   preexec_fn=die_with_parent(os.getpid()))
         try:
             while True:
                 try:

@@ -51,6 +51,21 @@ def build_parser():
                         help="divide every layer's channels (1 = the real LargeFOV)")
     parser.add_argument("--num-classes", type=cli.int_at_least(2), default=21)
     cli.add_gpu(parser)
+    parser.add_argument("--gpus", type=sweep.gpu_list, default=None, metavar="IDS",
+                        help="run one worker per GPU (comma-separated ids, e.g. 0,1,2,3), "
+                             "each taking the next run no one holds")
+    parser.add_argument("--shard", type=sweep.shard_spec, default=None, metavar="I/N",
+                        help="do only part I of N of the runs (every N-th), so that N "
+                             "processes or machines sharing --out split the sweep; any of "
+                             "them may rerun to write the whole table "
+                             "(docker/slurm_table31.sh is an example)")
+    parser.add_argument("--step-control", nargs="?", const="stage1", default=None,
+                        type=sweep.step_schedule,
+                        metavar="BASE_LR,GAMMA,STEPSIZE,DONE",
+                        help="also run the step-schedule control: the baseline's step "
+                             "schedule continued from its iteration DONE, lambda 0 (alone: "
+                             "DeepLab's stage-1 schedule 0.001,0.1,2000 continued from "
+                             "--baseline-iterations)")
     parser.add_argument("--baseline-from", default=None, metavar="IMAGENET_CAFFEMODEL",
                         help="first train DeepLab's stage-1 baseline from this ImageNet init "
                              "(weights/vgg16_20M.caffemodel) and fine-tune from it instead of "
@@ -69,6 +84,11 @@ def build_parser():
 
 def run(args):
     """The sweep of these arguments (its configuration is checked before anything trains)."""
+    step_control = None
+    if args.step_control == "stage1":
+        step_control = dict(sweep.STAGE1_STEP_SCHEDULE, done=args.baseline_iterations)
+    elif args.step_control:
+        step_control = args.step_control
     cfg = sweep.SweepConfig(
         out=args.out, data_root=args.data_root, train_list=args.train_list,
         val_list=args.val_list, init_weights=args.init_weights,
@@ -79,7 +99,8 @@ def run(args):
         width_div=args.width_div, num_classes=args.num_classes, gpu=args.gpu,
         init_trained_on=None if args.baseline_from else sweep.trained_on(args.init_weights),
         baseline_from=args.baseline_from, baseline_list=args.baseline_list,
-        baseline_iterations=args.baseline_iterations, restart=args.restart)
+        baseline_iterations=args.baseline_iterations, restart=args.restart,
+        step_control=step_control, shard=args.shard, devices=args.gpus)
     sweep.run_and_report(cfg, table_only=args.table_only)
 
 

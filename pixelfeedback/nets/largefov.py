@@ -222,6 +222,24 @@ def baseline_solver(net_path, iterations=6000, base_lr=1e-3, stepsize=2000, seed
     return s
 
 
+def continued_step_schedule(base_lr, gamma, stepsize, done, iterations):
+    """Solver fields that continue a ``step`` schedule (lr = base_lr * gamma**floor(i /
+    stepsize)) from its iteration ``done`` for ``iterations`` more: a ``multistep`` schedule
+    starting at the rate reached by then, dropping where the original would have. The
+    step-schedule control of the sweep uses it (SPEC section 3)."""
+    if not (base_lr > 0 and 0 < gamma <= 1):
+        raise ToolkitError(f"a step schedule needs base_lr > 0 and 0 < gamma <= 1, got "
+                           f"{base_lr!r} and {gamma!r}")
+    for value, what in ((stepsize, "stepsize"), (done + 1, "done + 1")):
+        if not isinstance(value, int) or value < 1:
+            raise ToolkitError(f"a step schedule's {what} must be an integer >= 1, got {value!r}")
+    drops = done // stepsize
+    return {"lr_policy": "multistep", "base_lr": base_lr * gamma ** drops, "gamma": gamma,
+            "stepvalue": [k * stepsize - done for k in range(drops + 1, drops + 2 + iterations
+                                                              // stepsize)
+                          if k * stepsize - done < iterations]}
+
+
 def _common_solver_fields(s, iterations, seed, snapshot, snapshot_prefix):
     if not isinstance(iterations, int) or iterations < 1:
         raise ToolkitError(f"iterations must be a positive integer, got {iterations!r}")
@@ -264,10 +282,14 @@ def write_experiment(out_dir, loss, lam=0.01, stage="finetune", data_root=DEFAUL
     else:
         s = solver(net_path, 2000 if iterations is None else iterations, **options)
     for field, value in (solver_overrides or {}).items():
-        setattr(s, field, value)
+        if isinstance(value, (list, tuple)):
+            getattr(s, field)[:] = value
+        else:
+            setattr(s, field, value)
     if s.lr_policy != "step":
-        s.ClearField("gamma")
         s.ClearField("stepsize")
+        if s.lr_policy != "multistep":
+            s.ClearField("gamma")
     write_net(net, net_path, EXPERIMENT_HEADER)
     write_net(s, solver_path, EXPERIMENT_HEADER)
     return solver_path
