@@ -250,3 +250,26 @@ def test_duplicate_image_names_are_an_error(tiny_model, voc, tmp_path):
     with pytest.raises(ToolkitError, match="'img_0000' more than once"):
         evaluation.evaluate(tiny_model, doubled, root, str(tmp_path / "eval"),
                           num_classes=NUM_CLASSES, size=SIZE, progress=False)
+
+
+def test_prediction_pngs_show_the_absolute_voc_colours(tiny_model, voc, tmp_path):
+    """The written predictions against VOC's colours written by hand (tests/test_voc_io.py),
+    not against voc_io.voc_palette itself, so a wrong palette fails instead of agreeing
+    with itself."""
+    from tests.test_voc_io import VOC_COLOURS
+
+    out = tmp_path / "eval"
+    run(tiny_model, voc, out)
+    shown = set()
+    for name in sorted(os.listdir(out / "predictions")):
+        with Image.open(out / "predictions" / name) as img:
+            assert img.mode == "P"
+            palette = np.array(img.getpalette()[:768]).reshape(-1, 3)
+            rgb = np.array(img.convert("RGB"))
+            indices = np.array(img)
+        for index, colour in VOC_COLOURS.items():
+            assert tuple(palette[index]) == colour, (name, index)
+        for index in np.unique(indices):
+            assert np.all(rgb[indices == index] == VOC_COLOURS[int(index)]), (name, index)
+            shown.add(int(index))
+    assert len(shown) >= 2, shown  # more than the background's black is checked

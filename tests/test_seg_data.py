@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from python_layers import ToolkitError, voc_io
-from python_layers.seg_data import DEEPLAB_MEAN, pad_to, preprocess
+from python_layers.seg_data import DEEPLAB_MEAN, crop_window, pad_to, preprocess
 
 MEAN = np.array(DEEPLAB_MEAN, np.float32)
 
@@ -170,6 +170,92 @@ def test_preprocess_random_crop_is_reproducible(rng):
     a = preprocess(image, label, 33, rng=np.random.RandomState(1), mirror=True)
     b = preprocess(image, label, 33, rng=np.random.RandomState(1), mirror=True)
     assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+
+
+# --- the random crop, the mirror and the seed reach every image ---------------------------
+# coordinate_voc images are 40 x 50: a 33 crop has the offsets y0 0..7 and x0 0..17.
+
+def crop_windows(data):
+    """[(y0, x0, flipped)] of every slot of a batch of coordinate_voc crops, read from the
+    pixels (G = source column, R = source row), independent of how the layer drew them."""
+    pixels = np.rint(data + MEAN[None, :, None, None]).astype(int)
+    windows = []
+    for slot in pixels:
+        cols, rows = slot[1], slot[2]
+        windows.append((int(rows[0, 0]), int(cols[0].min()), bool(cols[0, 0] > cols[0, -1])))
+    return windows
+
+
+def layer_windows(net, count):
+    """The crop windows of ``count`` batches of ``net``, one list per batch."""
+    return [crop_windows(data) for data, _ in batches(net, count)]
+
+
+def test_random_crop_takes_every_window_and_mirrors_each_image_by_a_coin(caffe, tmp_path):
+    root = str(tmp_path / "coord")
+    list_path = coordinate_voc(root)
+    net = data_net(caffe, tmp_path, root=root, list=list_path, batch_size=4, crop_size=33,
+                   seed=3, mirror=True)
+    per_batch = layer_windows(net, 50)
+    windows = [w for batch in per_batch for w in batch]  # 200 crops
+    # Every valid offset is taken, in both directions (a top-left crop, a crop moving in
+    # one direction only, or x0 tied to y0 fails), and none outside them.
+    assert {y0 for y0, _, _ in windows} == set(range(8))
+    assert {x0 for _, x0, _ in windows} == set(range(18))
+    # The flip is a fair coin per image, not one per batch.
+    flipped = sum(f for _, _, f in windows)
+    assert 0.35 * len(windows) < flipped < 0.65 * len(windows), flipped
+    assert any(len({f for _, _, f in batch}) == 2 for batch in per_batch)
+    assert any(len({(y0, x0) for y0, x0, _ in batch}) > 1 for batch in per_batch)
+
+
+def test_the_seed_fixes_crops_and_mirrors_not_only_the_order(caffe, tmp_path):
+    # One image: the shuffle order is trivial, so only crops and flips can differ.
+    root = str(tmp_path / "coord")
+    list_path = coordinate_voc(root, n_images=1)
+    common = dict(root=root, list=list_path, batch_size=2, crop_size=33, mirror=True)
+
+    def run(seed, prefetch=0):
+        net = data_net(caffe, tmp_path, seed=seed, prefetch=prefetch, **common)
+        return [w for batch in layer_windows(net, 10) for w in batch]  # 20 crops
+
+    first, again, other = run(5), run(5, prefetch=2), run(6)
+    assert first == again
+    assert [w[:2] for w in first] != [w[:2] for w in other]  # the crops follow the seed
+    assert [w[2] for w in first] != [w[2] for w in other]    # and so do the flips
+    # Without a seed each net draws its own crops.
+    assert run(None) != run(None)
+
+
+def test_preprocess_random_crop_takes_every_window_of_the_padded_image():
+    # 20 x 50 image, crop 33: padded to 33 x 50, so y0 is always 0 and x0 is 0..17.
+    label = np.arange(20 * 50).reshape(20, 50) % 21
+    image = np.stack([label, np.tile(np.arange(50), (20, 1)),
+                      np.tile(np.arange(20)[:, None], (1, 50))], axis=2).astype(np.uint8)
+    rng = np.random.RandomState(0)
+    windows = []
+    for _ in range(200):
+        data, crop_label = preprocess(image, label.astype(np.uint8), 33, rng=rng, mirror=True)
+        (y0, x0, flipped), = crop_windows(data[None])
+        windows.append((y0, x0, flipped))
+        source = label[:, x0:x0 + 33][:, ::-1] if flipped else label[:, x0:x0 + 33]
+        np.testing.assert_array_equal(crop_label[:20], source)
+        assert np.all(crop_label[20:] == 255)
+    assert {y0 for y0, _, _ in windows} == {0}
+    assert {x0 for _, x0, _ in windows} == set(range(18))
+    assert 0.35 * 200 < sum(f for _, _, f in windows) < 0.65 * 200
+    no_mirror = [crop_windows(preprocess(image, crop=33, rng=rng)[0][None])[0] for _ in range(50)]
+    assert not any(f for _, _, f in no_mirror) and len({x0 for _, x0, _ in no_mirror}) > 1
+
+
+def test_crop_window_ranges_over_the_valid_offsets():
+    rng = np.random.RandomState(0)
+    windows = [crop_window((40, 50, 3), 33, rng, mirror=True) for _ in range(300)]
+    assert {w[0] for w in windows} == set(range(8))
+    assert {w[1] for w in windows} == set(range(18))
+    assert {w[2] for w in windows} == {True, False}
+    assert crop_window((40, 50, 3), 33) == (0, 0, False)  # no rng: the test protocol
+    assert {crop_window((20, 30, 3), 33, rng, mirror=False) for _ in range(20)} == {(0, 0, False)}
 
 
 # --- errors ----------------------------------------------------------------------------
