@@ -643,7 +643,7 @@ class _SweepProgress:
                        f"{reports.fmt(record['first_loss'])} -> "
                        f"{reports.fmt(record['last_loss'])}, {record['seconds']:.0f} s"
                        + (f", resumed from iteration {record['resumed_from'][-1]}"
-                          if record.get("resumed") else ""))
+                          if record.get("resumed") else ""), file=sys.stderr)
         self.bar.update(1)
 
     def poll(self):
