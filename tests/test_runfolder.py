@@ -12,7 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from pixelfeedback.runfolder import LOCK_NAME, SETTINGS_NAME, RunFolder, json_safe
+from pixelfeedback.runfolder import (LOCK_NAME, SETTINGS_NAME, FolderInUse, RunFolder,
+                                     json_safe)
 from python_layers import ToolkitError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,7 +24,10 @@ HOLDER = """\
 import os, sys, time
 sys.path.insert(0, {repo!r})
 from pixelfeedback.runfolder import RunFolder
-folder = RunFolder(sys.argv[1], {{"mode": "quick"}}, what="demo run")
+shared = len(sys.argv) > 2 and sys.argv[2] == "shared"
+folder = RunFolder(sys.argv[1], {{"mode": "quick"}}, what="demo run", shared=shared)
+if shared:
+    item = folder.child("runs/a", {{"run": "a"}})
 if len(sys.argv) > 2 and sys.argv[2] == "child":
     folder = folder.child("experiments", {{"n": 1}})
 if len(sys.argv) > 2 and sys.argv[2] == "writer":
@@ -159,6 +163,25 @@ def test_second_process_gets_the_holders_pid_and_a_killed_holder_frees_the_lock(
     with RunFolder(out, {"mode": "quick"}) as run:
         with open(run.file(LOCK_NAME)) as f:
             assert f.readline().strip() == str(os.getpid())
+
+
+def test_shared_folders_split_their_items_and_refuse_restarts(tmp_path, holder):
+    out = tmp_path / "sweep"
+    proc = holder(out, "shared")  # holds the folder shared and its item runs/a
+    with RunFolder(out, {"mode": "quick"}, shared=True) as folder:
+        assert folder.try_child("runs/a", {"run": "a"}) is None  # the holder's
+        with folder.try_child("runs/b", {"run": "b"}) as item:
+            assert item is not None
+        with pytest.raises(ToolkitError, match="other settings"):
+            RunFolder(out, {"mode": "full"}, shared=True)
+    for kwargs in ({"shared": True, "restart": True}, {}):
+        with pytest.raises(FolderInUse, match=f"in use by process {proc.pid}"):
+            RunFolder(out, {"mode": "quick"}, **kwargs)
+    assert (out / "runs" / "b").is_dir()  # nothing was cleared
+    kill_9(proc)
+    with RunFolder(out, {"mode": "quick"}, shared=True, restart=True) as folder:
+        assert not (out / "runs").exists()
+        assert folder.try_child("runs/a", {"run": "a"}) is not None
 
 
 def test_same_process_opening_twice_is_refused(tmp_path):
