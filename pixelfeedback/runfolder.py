@@ -334,7 +334,8 @@ class RunFolder:
                                "file system with flock locks)") from None
         self._lock = lock
         try:
-            lock.write_holder()
+            if not joined:  # the lock file names the process that claimed the folder
+                lock.write_holder()
             self._claim(restart, hint_flag, out_flag, joined)
             if shared and not joined:
                 lock.share()
