@@ -22,7 +22,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 
 from pixelfeedback.paths import REPO_ROOT
 from python_layers import ToolkitError

@@ -84,3 +84,20 @@ def load_script(relative):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def random_largefov_weights(folder, caffe, width_div=32, num_classes=4, size=65, seed=0):
+    """A reduced-width LargeFOV caffemodel with seeded random weights written into
+    ``folder`` (initial weights for sweeps and fine-tunes in tests); returns its path."""
+    from pixelfeedback.nets import largefov
+    from pixelfeedback.nets.weights import fill_random_weights
+
+    deploy = os.path.join(folder, "deploy.prototxt")
+    with open(deploy, "w") as f:
+        f.write(str(largefov.deploy_net(width_div=width_div, num_classes=num_classes,
+                                        size=size)))
+    net = caffe.Net(deploy, caffe.TEST)
+    fill_random_weights(net, seed=seed)
+    path = os.path.join(folder, "init.caffemodel")
+    net.save(path)
+    return path

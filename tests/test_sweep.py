@@ -10,11 +10,9 @@ import sys
 import numpy as np
 import pytest
 
-from tests.conftest import REPO
-from pixelfeedback.nets import largefov
+from tests.conftest import REPO, random_largefov_weights
 from pixelfeedback import sweep
 from pixelfeedback import training
-from pixelfeedback.nets import weights as netweights
 
 LOG = """I1125 solver.cpp:239] Iteration 0 (0 iter/s, 0.5s/10 iters), loss = 1.5
 I1125 solver.cpp:239] Iteration 10 (4 iter/s, 2.5s/10 iters), loss = 0.75
@@ -72,12 +70,7 @@ class Interrupted(Exception):
 def small_sweep(tmp_path, tiny_voc, caffe):
     """A reduced-width sweep config on the tiny data set with random initial weights."""
     root, list_path = tiny_voc
-    deploy = tmp_path / "deploy.prototxt"
-    deploy.write_text(str(largefov.deploy_net(width_div=32, num_classes=4, size=65)))
-    net = caffe.Net(str(deploy), caffe.TEST)
-    netweights.fill_random_weights(net, seed=0)
-    init = str(tmp_path / "init.caffemodel")
-    net.save(init)
+    init = random_largefov_weights(str(tmp_path), caffe)
     return sweep.SweepConfig(out=str(tmp_path / "sweep"), data_root=root, train_list=list_path,
                           val_list=list_path, init_weights=init, losses=("cosine",),
                           lambdas=(0.01, 0.1), seeds=(0, 1), iterations=4, batch_size=2,

@@ -15,9 +15,8 @@ import numpy as np
 import pytest
 
 from pixelfeedback import sweep, training
-from pixelfeedback.nets import largefov
 from pixelfeedback.nets import weights as netweights
-from tests.conftest import REPO, write_tiny_voc
+from tests.conftest import REPO, random_largefov_weights, write_tiny_voc
 
 SCRIPT = os.path.join(REPO, "tools", "reproduce_table.py")
 ITERATIONS, SNAPSHOT = 60, 25
@@ -30,12 +29,7 @@ def setting(tmp_path_factory, caffe):
     base = tmp_path_factory.mktemp("sweep_setting")
     root = str(base / "voc")
     list_path = write_tiny_voc(root, n_images=6)
-    deploy = base / "deploy.prototxt"
-    deploy.write_text(str(largefov.deploy_net(width_div=32, num_classes=4, size=65)))
-    net = caffe.Net(str(deploy), caffe.TEST)
-    netweights.fill_random_weights(net, seed=0)
-    init = str(base / "init.caffemodel")
-    net.save(init)
+    init = random_largefov_weights(str(base), caffe)
     options = dict(data_root=root, train_list=list_path, val_list=list_path,
                    init_weights=init, losses=("cosine",), lambdas=(0.1, 1.0), seeds=(0, 1),
                    iterations=ITERATIONS, snapshot_every=SNAPSHOT, batch_size=2, crop=33,
