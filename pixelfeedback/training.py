@@ -25,7 +25,6 @@ import sys
 
 from pixelfeedback.paths import REPO_ROOT
 from python_layers import ToolkitError
-from python_layers.seg_data import START_BATCH_ENV
 
 
 def caffe_binary():
@@ -300,6 +299,8 @@ def train(solver_path, run_dir, init_weights=None, gpu=None, log_name="train.log
     or a non-finite loss is a ToolkitError quoting the log's last error line and naming
     the log. ``progress``: a bar read from the log (titled ``description``).
     """
+    from python_layers.seg_data import START_BATCH_ENV  # imports Caffe
+
     command = [caffe_binary(), "train", "-solver", solver_path]
     snapshot, start = usable_snapshot(run_dir)
     if snapshot:
