@@ -179,7 +179,8 @@ def run_fingerprint(net, model, list_file, data_root, num_classes, size, mean, o
 
 def evaluate(net_or_paths, list_file, data_root, out_dir, num_classes=21, size=513,
              mean=None, restart=False, progress=True, model_name=None,
-             split_name=None, output_blob=None, class_names=None, gpu=None, on_image=None):
+             split_name=None, output_blob=None, class_names=None, gpu=None, on_image=None,
+             skip_bad_images=False):
     """Evaluate a net on a list; returns the dict written to ``out_dir/metrics.json``.
 
     net_or_paths: a caffe.Net, or (prototxt, caffemodel) paths (caffemodel may be None:
@@ -192,6 +193,9 @@ def evaluate(net_or_paths, list_file, data_root, out_dir, num_classes=21, size=5
     reused and other settings are refused (pixelfeedback.runfolder).
     on_image(index, image_id, reused): called after each image (tests interrupt with it).
     A list without labels only writes predictions (no score entries in the result).
+    skip_bad_images: an image (or its label) that cannot be read, e.g. a truncated JPEG,
+    is left out and listed in ``skipped_images`` (counted in ``images_skipped``) instead
+    of stopping the run with an error naming it.
     """
     if isinstance(net_or_paths, (tuple, list)):
         prototxt, weights = net_or_paths
@@ -226,7 +230,8 @@ def evaluate(net_or_paths, list_file, data_root, out_dir, num_classes=21, size=5
                                output_blob)
     with RunFolder(out_dir, settings, what="evaluation", restart=restart) as folder:
         result = _predict_and_score(folder, net, pairs, has_labels, input_name, output_blob,
-                                    num_classes, size, mean, progress, on_image)
+                                    num_classes, size, mean, progress, on_image,
+                                    skip_bad_images)
         result.update({
             "model": model_desc if isinstance(model_desc, str) else str(model_desc),
             "model_name": model_name,
@@ -249,15 +254,30 @@ def evaluate(net_or_paths, list_file, data_root, out_dir, num_classes=21, size=5
     return result
 
 
+def read_or_skip(read, path, skipped, skip_bad_images):
+    """``read()``, or None after adding ``path`` to ``skipped`` when it raises a
+    ToolkitError and ``skip_bad_images``; otherwise the error says how to skip."""
+    try:
+        return read()
+    except ToolkitError as exc:
+        if not skip_bad_images:
+            raise ToolkitError(f"{exc} (or pass --skip-bad-images to leave unreadable "
+                               "images out; they are counted in the report)") from None
+        skipped.append(path)
+        return None
+
+
 def _predict_and_score(folder, net, pairs, has_labels, input_name, output_blob, num_classes,
-                       size, mean, progress, on_image):
+                       size, mean, progress, on_image, skip_bad_images=False):
     """Predict every image not predicted yet into ``folder``/predictions, reading the others
-    back, and add all into one confusion matrix (``confusion_matrix`` of the result)."""
+    back, and add all into one confusion matrix (``confusion_matrix`` of the result).
+    Unreadable images are left out with ``skip_bad_images`` (see ``evaluate``)."""
     from tqdm import tqdm
     from python_layers import seg_data   # a Caffe layer module: it imports caffe
 
     confusion = np.zeros((num_classes, num_classes), np.int64)
     ran = reused = 0
+    skipped = []
     started = time.time()
     bar = tqdm(pairs, desc="evaluate", unit="img", disable=not progress)
     for index, (image_path, label_path) in enumerate(bar):
@@ -272,9 +292,15 @@ def _predict_and_score(folder, net, pairs, has_labels, input_name, output_blob, 
                     pred = None  # a stale file of another image size: predict again
         if pred is None:
             if has_labels:
-                image, label = seg_data.load_pair(image_path, label_path, num_classes)
+                loaded = read_or_skip(lambda: seg_data.load_pair(image_path, label_path,
+                                                                 num_classes),
+                                      image_path, skipped, skip_bad_images)
+                image, label = loaded if loaded is not None else (None, None)
             else:
-                image = voc_io.read_image(image_path)
+                image = read_or_skip(lambda: voc_io.read_image(image_path), image_path,
+                                     skipped, skip_bad_images)
+            if image is None:
+                continue
             pred = predict_image(net, input_name, output_blob, image, size, mean)
             voc_io.write_label(folder.file(pred_name), pred)
             ran += 1
@@ -290,6 +316,7 @@ def _predict_and_score(folder, net, pairs, has_labels, input_name, output_blob, 
             on_image(index, image_id, was_reused)
     bar.close()
     return {"num_images": len(pairs), "images_run": ran, "images_reused": reused,
+            "images_skipped": len(skipped), "skipped_images": skipped,
             "num_classes": num_classes, "size": size, "mean": [float(m) for m in mean],
             "output_blob": output_blob, "seconds": round(time.time() - started, 3),
             "confusion_matrix": confusion}
@@ -338,7 +365,9 @@ def summary_markdown(result):
 def print_table(result):
     """The evaluation's result on the terminal: per-class IoU, mean IoU, pixel accuracy."""
     print(f"images: {result['num_images']} ({result['images_run']} run, "
-          f"{result['images_reused']} read back)")
+          f"{result['images_reused']} read back"
+          + (f", {result['images_skipped']} skipped as unreadable, first: "
+             f"{result['skipped_images'][0]}" if result.get("images_skipped") else "") + ")")
     if "class_iou" not in result:
         print("no labels in the list: predictions written, no scores")
         return

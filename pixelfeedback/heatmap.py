@@ -15,13 +15,14 @@ does not grow with the square of the number of points. Points are pixel indices 
 points outside the image are ignored everywhere.
 """
 import collections
+import math
 import os
 
 import cv2
 import numpy as np
 from scipy import ndimage, signal
 
-from python_layers import voc_io
+from python_layers import ToolkitError, voc_io
 
 RADIUS_FRACTION = 0.1
 MIN_FRACTION = 0.05
@@ -105,6 +106,29 @@ def inlier_mask(points, image_shape, counts=None, radius_fraction=RADIUS_FRACTIO
     return inside & (near > min_fraction * total)
 
 
+def check_heatmap_options(sigma=None, radius_fraction=RADIUS_FRACTION,
+                          min_fraction=MIN_FRACTION, alpha=None):
+    """Reject heat-map options that are not finite numbers in their ranges, naming the
+    option and its command-line flag and saying the range (None: not given)."""
+    def check(name, flag, value, ok, requirement):
+        if value is None:
+            return
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        if not (math.isfinite(number) and ok(number)):
+            raise ToolkitError(f"{name} ({flag}) must be a finite number {requirement}, "
+                               f"got {value!r}")
+
+    check("sigma", "--sigma", sigma, lambda v: v >= 0, ">= 0 (pixels)")
+    check("radius_fraction", "--radius-fraction", radius_fraction, lambda v: v > 0,
+          "> 0 (a fraction of the image diagonal)")
+    check("min_fraction", "--min-fraction", min_fraction, lambda v: 0 <= v < 1,
+          ">= 0 and < 1")
+    check("alpha", "--alpha", alpha, lambda v: 0 <= v <= 1, ">= 0 and <= 1")
+
+
 def default_sigma(image_shape, sigma_fraction=SIGMA_FRACTION):
     """The blur's standard deviation in pixels: a fraction of the image diagonal."""
     return sigma_fraction * float(np.hypot(*image_shape[:2]))
@@ -113,7 +137,9 @@ def default_sigma(image_shape, sigma_fraction=SIGMA_FRACTION):
 def fixation_heatmap(points, image_shape, counts=None, sigma=None, remove_outliers=True,
                      radius_fraction=RADIUS_FRACTION, min_fraction=MIN_FRACTION):
     """Heat map of one class's image-plane fixations (outliers removed, counted, blurred,
-    scaled to [0, 1]); returns a ``HeatMap``."""
+    scaled to [0, 1]); returns a ``HeatMap``. Options outside their ranges (NaN and inf
+    included) are a ``ToolkitError`` (``check_heatmap_options``)."""
+    check_heatmap_options(sigma, radius_fraction, min_fraction)
     points, counts = _as_points(points, counts)
     if remove_outliers:
         inliers = inlier_mask(points, image_shape, counts, radius_fraction, min_fraction)

@@ -1,26 +1,33 @@
 """Segmentation fixations of one image, end to end: choose the model and image (the demo's
-when none is given), trace every predicted class, write the figure, overlays, heat maps,
-point CSVs and summary.json, and return the lines tools/seg_fixations.py prints.
+when none is given), trace every predicted class, write the figures (fixations, Figure 2.4,
+the flow strip and GIF per class), overlays, heat maps, point CSVs and summary.json, and
+return the lines tools/seg_fixations.py prints.
 """
 import os
 import tempfile
 
-from pixelfeedback import pipeline
-from pixelfeedback.demo.model import fixation_demo
+from pixelfeedback import heatmap, pipeline, synthetic
+from pixelfeedback.demo.model import DEMO_WEIGHTS, fixation_demo
 from pixelfeedback.nets import registry
 from python_layers import ToolkitError, voc_io
 
 
-def check_heatmap_options(sigma, radius_fraction, min_fraction, alpha):
-    """Reject heat-map options outside their ranges, naming the option."""
-    if radius_fraction <= 0:
-        raise ToolkitError(f"--radius-fraction must be > 0, got {radius_fraction}")
-    if not 0 <= min_fraction < 1:
-        raise ToolkitError(f"--min-fraction must lie in [0, 1), got {min_fraction}")
-    if not 0 <= alpha <= 1:
-        raise ToolkitError(f"--alpha must lie in [0, 1], got {alpha}")
-    if sigma is not None and sigma < 0:
-        raise ToolkitError(f"--sigma must be >= 0, got {sigma}")
+def is_demo_weights(path):
+    """Whether ``path`` is the committed demo model's caffemodel (weights/demo/)."""
+    try:
+        return os.path.isfile(DEMO_WEIGHTS) and os.path.samefile(path, DEMO_WEIGHTS)
+    except OSError:
+        return False
+
+
+def default_class_names(spec):
+    """The model's own class names: the spec's, the demo's for the demo weights, else None
+    (``pipeline.class_names_for`` then gives VOC's for 21 classes, else class_<i>)."""
+    if spec.class_names is not None:
+        return spec.class_names
+    if spec.weights and is_demo_weights(spec.weights):
+        return synthetic.CLASS_NAMES
+    return None
 
 
 def default_max_units():
@@ -55,7 +62,8 @@ def _run(args, work_dir):
         spec = pipeline.resolve_model(args.model, args.weights, args.score_blob, args.mean)
         image = voc_io.read_image(args.image)
         stem = os.path.splitext(os.path.basename(args.image))[0]
-    check_heatmap_options(args.sigma, args.radius_fraction, args.min_fraction, args.alpha)
+    heatmap.check_heatmap_options(args.sigma, args.radius_fraction, args.min_fraction,
+                                  args.alpha)
 
     net = pipeline.load_model(spec, args.gpu)
     kind = pipeline.net_kind(net, spec)
@@ -63,7 +71,8 @@ def _run(args, work_dir):
     if size < 0 or (kind == "classification" and size == 0):
         raise ToolkitError(f"--size must be positive (0 only for segmentation nets), got {size}")
     data, image, note = pipeline.prepare_input(image, size, spec.mean, kind)
-    names = args.class_names.split(",") if args.class_names else spec.class_names
+    names = ([name.strip() for name in args.class_names.split(",")] if args.class_names
+             else default_class_names(spec))
     names = pipeline.class_names_for(net.blobs[spec.score_blob].data.shape[1], names)
     tracker = pipeline.make_tracker(net, spec.prototxt, args.shift, args.k, args.max_units)
     results = pipeline.run_fixations(
@@ -71,9 +80,13 @@ def _run(args, work_dir):
         pipeline.parse_classes(args.classes, names),
         skip_background=not args.include_background, names=names, sigma=args.sigma,
         remove_outliers=not args.no_outlier_removal, radius_fraction=args.radius_fraction,
-        min_fraction=args.min_fraction)
+        min_fraction=args.min_fraction, keep_layers=args.flow)
     out_dir = args.out or os.path.join("runs", "fixations", pipeline.safe_name(stem))
     results, figure = pipeline.write_outputs(out_dir, stem, image, results, args.alpha)
+    figure_2_4 = pipeline.write_figure_2_4(out_dir, stem, image, results, net,
+                                           spec.score_blob, names, kind, args.alpha)
+    if args.flow:
+        results = pipeline.write_flow(out_dir, stem, image, results, tracker.graph, net)
 
     def kept(path):  # the demo's generated files live in work_dir and are deleted
         return "(generated, not kept)" if path.startswith(work_dir) else path
@@ -81,8 +94,13 @@ def _run(args, work_dir):
     voc_io.write_json(os.path.join(out_dir, "summary.json"), {
         "model": spec.name, "prototxt": kept(spec.prototxt), "weights": kept(spec.weights),
         "score_blob": spec.score_blob, "shift": args.shift, "k": args.k,
+        "max_units": tracker.max_units,
+        "heatmap": {"sigma": args.sigma, "radius_fraction": args.radius_fraction,
+                    "min_fraction": args.min_fraction,
+                    "outlier_removal": not args.no_outlier_removal},
         "image_size_hw": list(image.shape[:2]), "input_size": int(size),
         "figure": os.path.basename(figure),
+        "figure_2_4": os.path.basename(figure_2_4) if figure_2_4 else None,
         "classes": [pipeline.summary_record(r) for r in results]})
     lines = [line for line in (spec.note, note) if line]
     if not results:
@@ -90,5 +108,7 @@ def _run(args, work_dir):
                      "(pass --include-background or --classes)")
     lines += [pipeline.summary_line(result) for result in results]
     lines.append(f"figure: {figure}")
+    if figure_2_4:
+        lines.append(f"Figure 2.4: {figure_2_4}")
     return lines
 

@@ -1,6 +1,8 @@
 """The shared fixation pipeline: which model (a ``ModelSpec``), one deploy net loaded with
-its weights, the image prepared as the net's input, class names, and one image's classes
-traced to points and heat maps. Used by tools/seg_fixations.py, the experiments and the demo.
+its weights, its score blob found from the net, the image prepared as the net's input,
+class names, one image's classes traced to points and heat maps, and the image's predicted
+segmentation from the score blob. Used by tools/seg_fixations.py, the experiments and the
+demo.
 """
 import collections
 import os
@@ -8,8 +10,9 @@ import os
 import cv2
 import numpy as np
 
-from pixelfeedback import heatmap
-from pixelfeedback.fixations import SHIFTS, BackTracker, KStrategy, NetGraph, run_forward
+from pixelfeedback import fixation_figures, heatmap
+from pixelfeedback.fixations import (PYTHON_RULES, SHIFTS, BackTracker, KStrategy, NetGraph,
+                                     check_finite_scores, run_forward)
 from pixelfeedback.nets import registry
 from pixelfeedback.nets.loading import load_net
 from python_layers import ToolkitError, voc_io
@@ -23,7 +26,7 @@ ModelSpec = collections.namedtuple("ModelSpec", [
     "name",          # registry name, "demo" or the prototxt path
     "prototxt",      # deploy prototxt path
     "weights",       # caffemodel path
-    "score_blob",    # blob the fixations start from
+    "score_blob",    # blob the fixations start from (None: found from the net)
     "mean",          # BGR mean subtracted from the image
     "kind",          # "segmentation" or "classification"
     "class_names",   # sequence of names, or None (VOC names for 21 classes, else class_<i>)
@@ -38,7 +41,16 @@ ClassResult = collections.namedtuple("ClassResult", [
     "counts",        # (M,) image channels fixated at each point (weights in the heat map)
     "heat",          # heatmap.HeatMap
     "files",         # {kind: path} once written
-])
+    "dead_seeds",    # seeds that stopped at once: none of their inputs contributes
+    "dead_units",    # {layer: units of the class that stopped there}, score side first
+                     # (None: not traced by run_fixations)
+    "seeds",         # (S, 2) int (y, x) of the seed units at the score blob
+    "layers",        # {blob: (U, 3) units} with keep_layers (the flow), else None
+], defaults=(0, None, None, None))
+
+# Layers that only present the scores (zoom them, normalise them, take the arg-max): the
+# score blob is the one that feeds them.
+PRESENTATION_TYPES = ("Interp", "Softmax", "ArgMax")
 
 
 def resolve_model(model, weights=None, score_blob=None, mean=None):
@@ -64,8 +76,37 @@ def resolve_model(model, weights=None, score_blob=None, mean=None):
         raise ToolkitError(f"deploy prototxt not found: {model}")
     if weights is None:
         raise ToolkitError(f"--weights is required with a prototxt ({model})")
-    return ModelSpec(model, model, weights, score_blob or DEFAULT_SCORE_BLOB,
+    return ModelSpec(model, model, weights, score_blob or find_score_blob(model),
                      tuple(mean or registry.DEEPLAB_MEAN), None, None, None)
+
+
+def find_score_blob(prototxt):
+    """The blob the fixations start from, found from the net: its single output, or the blob
+    that feeds the output's zoom / Softmax / arg-max layers (DeepLab's Interp or the Zoom
+    Python layer). Several candidates are an error listing them."""
+    graph = NetGraph.from_prototxt(prototxt)
+    producer = {}
+    consumed = set()
+    for layer in graph.layers:
+        consumed.update(b for b in layer.bottoms if b not in layer.tops)
+        for top in layer.tops:
+            producer[top] = layer
+    outputs = [blob for blob in producer if blob not in consumed and blob not in graph.inputs]
+    found = []
+    for blob in outputs:
+        layer = producer[blob]
+        while (layer is not None and len(layer.bottoms) == 1 and not layer.in_place
+               and (layer.type in PRESENTATION_TYPES
+                    or PYTHON_RULES.get(layer.python_key) == "interp")):
+            blob = layer.bottoms[0]
+            layer = producer.get(blob)
+        if blob not in found:
+            found.append(blob)
+    if len(found) != 1:
+        listed = ", ".join(found) or "none"
+        raise ToolkitError(f"cannot tell the score blob of {prototxt} (candidates: {listed}); "
+                           "pass --score-blob (the class scores before any zoom)")
+    return found[0]
 
 
 def load_model(spec, gpu=None):
@@ -76,7 +117,8 @@ def load_model(spec, gpu=None):
         raise ToolkitError(f"{spec.prototxt} has no input blob named 'data'")
     if spec.score_blob not in net.blobs:
         raise ToolkitError(f"score blob {spec.score_blob!r} is not in {spec.prototxt}; pass "
-                           "--score-blob (the scores before any zoom, e.g. fc8_voc12)")
+                           "--score-blob (the scores before any zoom), or leave it out to "
+                           f"use the net's own ({find_score_blob(spec.prototxt)})")
     return net
 
 
@@ -159,6 +201,15 @@ def image_region(score_shape, input_hw, image_hw):
     return axes[0][:, None] & axes[1][None, :]
 
 
+def seed_label(scores, kind, region=None):
+    """The class of every score unit of item 0 as the tracker seeds them: the argmax over
+    channels, units outside ``region`` counted as background (0). (1, 1) for a classifier."""
+    if kind == "classification":
+        return np.full((1, 1), int(np.argmax(scores[0])))
+    label = scores[0].argmax(axis=0)
+    return label if region is None else np.where(region, label, 0)
+
+
 def predicted_classes(scores, kind, region=None):
     """{class: number of seed units} of item 0 at the score blob (argmax over channels),
     counting only units inside ``region`` when given."""
@@ -181,26 +232,29 @@ def make_tracker(net, prototxt, shift=DEFAULT_SHIFT, k=DEFAULT_K, max_units=None
     return BackTracker(net, NetGraph.from_prototxt(prototxt), **options)
 
 
-def trace_inside(tracker, score_blob, classes, region=None):
+def trace_inside(tracker, score_blob, classes, region=None, keep_layers=False):
     """``tracker.trace`` seeded only by the score units over the image (``region``); the
     units over the padding count as background (so background, when traced, gets them)."""
     return tracker.trace(score_blob, item=0, classes=list(classes), skip_background=False,
-                         seed_region=region)
+                         seed_region=region, keep_layers=keep_layers)
 
 
 def run_fixations(net, tracker, data, image, score_blob, kind="segmentation", classes=None,
                   skip_background=True, names=None, sigma=None, remove_outliers=True,
-                  radius_fraction=heatmap.RADIUS_FRACTION, min_fraction=heatmap.MIN_FRACTION):
+                  radius_fraction=heatmap.RADIUS_FRACTION, min_fraction=heatmap.MIN_FRACTION,
+                  keep_layers=False):
     """Forward ``data``, back-track the chosen classes and build their heat maps.
 
     Returns a list of ``ClassResult`` (files empty), in class order. ``classes`` None: all
     classes predicted over the image (background skipped when ``skip_background``); a class
     not predicted there is an error naming the predicted ones. Seeds are the score units
     over the image (``image_region``), never those over the padding; points in the padding
-    are dropped.
+    are dropped. NaN or inf in the scores (or in what the tracker reads) is an error naming
+    the blob. ``keep_layers``: keep every traced blob's units (for the flow figures).
     """
+    heatmap.check_heatmap_options(sigma, radius_fraction, min_fraction)
     run_forward(net, data[None], "data")
-    scores = net.blobs[score_blob].data
+    scores = check_finite_scores(net, score_blob)
     names = class_names_for(scores.shape[1], names)
     region = None
     if kind == "segmentation":
@@ -216,7 +270,8 @@ def run_fixations(net, tracker, data, image, score_blob, kind="segmentation", cl
                            f"prediction over the image; predicted: {found}")
     if not classes:
         return []
-    traced = trace_inside(tracker, score_blob, classes, region)
+    traced = trace_inside(tracker, score_blob, classes, region, keep_layers)
+    label = seed_label(scores, kind, region)
     results = []
     for class_id in classes:
         points = np.asarray(traced[class_id].points).reshape(-1, 2)
@@ -227,9 +282,39 @@ def run_fixations(net, tracker, data, image, score_blob, kind="segmentation", cl
                                         remove_outliers=remove_outliers,
                                         radius_fraction=radius_fraction,
                                         min_fraction=min_fraction)
-        results.append(ClassResult(class_id, names[class_id], traced[class_id].n_seeds,
-                                   points, counts, heat, {}))
+        fixations = traced[class_id]
+        results.append(ClassResult(
+            class_id, names[class_id], fixations.n_seeds, points, counts, heat, {},
+            fixations.dead_seeds, dict(fixations.dead), np.argwhere(label == class_id),
+            fixations.layers))
     return results
+
+
+def zoom_scores(scores, input_hw):
+    """Class scores (C, h, w) zoomed to the input (C, H, W) on DeepLab's align-corners
+    bilinear grid: exactly the x8 ``Zoom`` of the test net when H = 8(h-1)+1."""
+    from python_layers import interp   # a Caffe layer module: it imports caffe
+
+    scores = np.asarray(scores, np.float32)
+    height, width = scores.shape[-2:]
+    size_h, size_w = (int(s) for s in input_hw)
+    if (height, width) == (size_h, size_w):
+        return scores.copy()
+    if height > 1 and (size_h - 1) % (height - 1) == 0:
+        factor = (size_h - 1) // (height - 1)
+        if factor >= 1 and interp.zoomed_size(width, factor) == size_w:
+            return interp.zoom_bilinear(scores, factor)
+    rows = interp.bilinear_matrix(height, size_h).astype(np.float32)
+    cols = interp.bilinear_matrix(width, size_w).astype(np.float32)
+    return rows @ scores @ cols.T
+
+
+def prediction_from_scores(scores, input_hw, image_hw):
+    """(prediction (H, W) uint8, zoomed scores (C, H, W) float32) of one image's score blob:
+    the scores zoomed to the input, cropped to the image, argmax over classes (the test
+    protocol, as ``evaluation.predict_image`` does with the test net)."""
+    zoomed = zoom_scores(scores, input_hw)[:, :image_hw[0], :image_hw[1]]
+    return zoomed.argmax(axis=0).astype(np.uint8), np.ascontiguousarray(zoomed)
 
 
 def safe_name(name):
@@ -258,6 +343,69 @@ def write_outputs(out_dir, stem, image, results, alpha=heatmap.OVERLAY_ALPHA):
     return written, figure
 
 
+def write_figure_2_4(out_dir, stem, image, results, net, score_blob, names, kind,
+                     alpha=heatmap.OVERLAY_ALPHA):
+    """Figure 2.4 of the image (``fixation_figures.save_figure_2_4``) from the net's last
+    forward pass: the prediction (scores zoomed to the input, cropped to the image), the
+    arg-max at the score blob as the tracker seeded it, and per class its seeds, fixations
+    and heat map. Returns the path. A classifier has no segmentation: nothing is written
+    (None)."""
+    if kind == "classification":
+        return None
+    scores = net.blobs[score_blob].data
+    data_hw = net.blobs["data"].data.shape[2:]
+    prediction, _ = prediction_from_scores(scores[0], data_hw, image.shape[:2])
+    label = seed_label(scores, kind, image_region(scores.shape, data_hw, image.shape[:2]))
+    rows = [fixation_figures.Figure24Row(f"{r.name} ({r.class_id})", r.seeds, r.points,
+                                         r.heat.inliers, r.heat.heat, dead_note(r))
+            for r in results]
+    return fixation_figures.save_figure_2_4(
+        os.path.join(out_dir, f"{safe_name(stem)}_figure_2_4.png"), image, prediction, label,
+        rows, names, score_blob, alpha)
+
+
+def write_flow(out_dir, stem, image, results, graph, net, gif=True):
+    """Per class the flow of its fixations from the score blob to the image
+    (``fixation_figures``): ``<stem>_<class>_flow.png`` and, with ``gif``,
+    ``<stem>_<class>_flow.gif``. ``results`` must come from ``run_fixations(...,
+    keep_layers=True)``. Returns the results with the files added."""
+    shapes = {name: blob.data.shape for name, blob in net.blobs.items()}
+    written = []
+    for result in results:
+        if result.layers is None:
+            raise ToolkitError("the flow needs the traced blobs: call run_fixations with "
+                               "keep_layers=True")
+        stages = fixation_figures.flow_stages(result.layers, graph, shapes)
+        base = os.path.join(out_dir, f"{safe_name(stem)}_{safe_name(result.name)}")
+        title = f"{result.name} ({result.class_id})"
+        files = dict(result.files)
+        files["flow"] = fixation_figures.save_flow_strip(base + "_flow.png", image, stages,
+                                                         f"flow of {title}: score blob to image")
+        if gif:
+            files["flow_gif"] = fixation_figures.save_flow_gif(base + "_flow.gif", image,
+                                                               stages, title)
+        written.append(result._replace(files=files))
+    return written
+
+
+def dead_note(result):
+    """A short line on the units of a class that stopped because no input contributed,
+    or "" when none did."""
+    if not result.dead_units:
+        return ""
+    total = sum(result.dead_units.values())
+    return (f"{total} dead units ({result.dead_seeds} of {result.score_units} seeds)")
+
+
+def dead_text(result):
+    """Where the class's dead units stopped, for the printed summary."""
+    if not result.dead_units:
+        return "no dead units"
+    where = ", ".join(f"{layer} {count}" for layer, count in result.dead_units.items())
+    return (f"dead units (no input contributes; the trace stops there): {where}; "
+            f"{result.dead_seeds} of {result.score_units} seeds dead")
+
+
 def kept_points(result):
     """Image points (distinct pixels) that survived outlier removal."""
     return int(np.count_nonzero(result.heat.inliers))
@@ -269,7 +417,8 @@ def summary_line(result):
             else f"(y={result.heat.peak[0]}, x={result.heat.peak[1]})")
     return (f"{result.name} ({result.class_id}): {result.score_units} score units -> "
             f"{len(result.points)} image points ({kept_points(result)} kept after outlier "
-            f"removal); heat peak {peak}; files: {', '.join(result.files.values())}")
+            f"removal); heat peak {peak}; {dead_text(result)}; files: "
+            f"{', '.join(result.files.values())}")
 
 
 def summary_record(result):
@@ -279,5 +428,8 @@ def summary_record(result):
         "score_units": int(result.score_units), "image_points": int(len(result.points)),
         "data_units": int(result.counts.sum()), "kept_points": kept_points(result),
         "heat_peak_yx": list(result.heat.peak) if result.heat.peak is not None else None,
+        "dead_seeds": int(result.dead_seeds),
+        "dead_units_by_layer": {layer: int(n) for layer, n in
+                                (result.dead_units or {}).items()},
         "files": {k: os.path.basename(v) for k, v in result.files.items()},
     }

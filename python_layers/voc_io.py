@@ -37,15 +37,43 @@ def voc_palette(n=256):
 
 
 def read_image(path):
-    """An image as an (H, W, 3) uint8 BGR array (Caffe's channel order)."""
+    """An image as an (H, W, 3) uint8 BGR array (Caffe's channel order).
+
+    A missing, unreadable or truncated file is a ``ToolkitError`` naming it. OpenCV decodes
+    a truncated JPEG without an error (the missing part grey), so a JPEG must hold an end
+    marker (FF D9) after its last start-of-scan marker (FF DA), as a complete one does;
+    other formats are decoded once more by Pillow, which refuses truncated data.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ToolkitError(f"image not found: {path} (check the data root and the list file)")
+    problem = _truncation(path)
+    if problem:
+        raise ToolkitError(f"cannot read image {path}: the file is truncated or corrupt "
+                           f"({problem}; a partial download or copy?); replace it or remove "
+                           "it from the list")
     image = cv2.imread(path, cv2.IMREAD_COLOR)
     if image is None:
         raise ToolkitError(f"cannot read image {path}: the file is corrupt or not an image; "
                            "replace it or remove it from the list")
     return image
+
+
+def _truncation(path):
+    """Why the image file at ``path`` is incomplete, or None when it is whole."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if data[:2] == b"\xff\xd8":   # JPEG: entropy-coded data never holds FF DA or FF D9
+        last_scan = data.rfind(b"\xff\xda")
+        if last_scan < 0 or data.find(b"\xff\xd9", last_scan) < 0:
+            return "its JPEG data stops before the end-of-image marker"
+        return None
+    try:
+        with Image.open(path) as img:
+            img.load()
+    except Exception as exc:  # PIL raises many kinds on a broken file
+        return f"Pillow: {exc}"
+    return None
 
 
 def read_label(path, num_classes=None, ignore_label=IGNORE_LABEL):

@@ -273,3 +273,59 @@ def test_prediction_pngs_show_the_absolute_voc_colours(tiny_model, voc, tmp_path
             assert np.all(rgb[indices == index] == VOC_COLOURS[int(index)]), (name, index)
             shown.add(int(index))
     assert len(shown) >= 2, shown  # more than the background's black is checked
+
+
+def truncated_copy(voc, tmp_path, index=2):
+    """A copy of the tiny VOC set whose image ``index`` keeps only the first half of its
+    bytes (a partial download: OpenCV would decode it, the missing part grey)."""
+    root, list_path = voc
+    copy = str(tmp_path / "voc_copy")
+    shutil.copytree(root, copy)
+    name = os.path.join(copy, "JPEGImages", f"img_{index:04d}.jpg")
+    with open(name, "rb") as f:
+        data = f.read()
+    with open(name, "wb") as f:
+        f.write(data[:len(data) // 2])
+    return copy, os.path.join(copy, os.path.basename(list_path)), name
+
+
+def test_truncated_image_is_an_error_naming_it_or_skipped_and_counted(tiny_model, voc,
+                                                                        tmp_path):
+    root, list_path, broken = truncated_copy(voc, tmp_path)
+    with pytest.raises(ToolkitError, match="img_0002.jpg.*truncated.*--skip-bad-images"):
+        evaluation.evaluate(tiny_model, list_path, root, str(tmp_path / "eval"),
+                            num_classes=NUM_CLASSES, size=SIZE, progress=False)
+    result = evaluation.evaluate(tiny_model, list_path, root, str(tmp_path / "skip"),
+                                 num_classes=NUM_CLASSES, size=SIZE, progress=False,
+                                 skip_bad_images=True)
+    assert result["images_skipped"] == 1 and result["skipped_images"] == [broken]
+    assert result["images_run"] == 4
+    assert not (tmp_path / "skip" / "predictions" / "img_0002.png").exists()
+    # The scores are those of the four readable images alone.
+    confusion = np.zeros((NUM_CLASSES, NUM_CLASSES), np.int64)
+    for image_path, label_path in voc_io.read_list(list_path, root=root):
+        if image_path == broken:
+            continue
+        stem = os.path.splitext(os.path.basename(image_path))[0]
+        pred = voc_io.read_label(str(tmp_path / "skip" / "predictions" / (stem + ".png")))
+        confusion += metrics.confusion_matrix(pred, voc_io.read_label(label_path), NUM_CLASSES)
+    assert result["mean_iou"] == pytest.approx(metrics.scores(confusion)["mean_iou"])
+
+
+def test_command_line_skips_bad_images(tiny_model, voc, tmp_path):
+    root, list_path, _ = truncated_copy(voc, tmp_path)
+    prototxt, weights = tiny_model
+    base = [sys.executable, os.path.join(REPO, "tools", "evaluate.py"), "--model", prototxt,
+            "--weights", weights, "--data-root", root, "--list", list_path,
+            "--num-classes", str(NUM_CLASSES), "--size", str(SIZE), "--no-progress"]
+    env = dict(os.environ, GLOG_minloglevel="2")
+    done = subprocess.run(base + ["--out", str(tmp_path / "a")], capture_output=True,
+                          text=True, env=env)
+    assert done.returncode == 2 and "img_0002.jpg" in done.stderr
+    assert "--skip-bad-images" in done.stderr
+    done = subprocess.run(base + ["--out", str(tmp_path / "b"), "--skip-bad-images"],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert "1 skipped as unreadable" in done.stdout
+    with open(tmp_path / "b" / "metrics.json") as f:
+        assert json.load(f)["images_skipped"] == 1

@@ -277,12 +277,53 @@ def test_shift_variants(model, data, tmp_path):
             value = number(row[variant])
             assert np.isnan(value) or 0 <= value <= 100
     assert any(not np.isnan(number(rows[-1][v])) for v in SHIFTS)
-    # The partial variant is experiment 1 with the default shift.
-    location = run("location", model, data, tmp_path / "location", limit=3)
-    for shift_row, location_row in zip(rows, location["rows"]):
-        assert number(shift_row["partial"]) == pytest.approx(
-            location_row["mean_pct_inside"], abs=1e-4, nan_ok=True)
+    # Each column is what the back-tracker gives under that shift, computed here with a
+    # tracker of our own per variant: the % of the class's weighted points on its mask,
+    # averaged over the images that detect the class.
+    expected = shift_percentages_by_hand(model, data, 3)
+    for row in rows[:-1]:
+        class_id = synthetic.CLASS_NAMES.index(row["class"])
+        for variant in SHIFTS:
+            assert number(row[variant]) == pytest.approx(
+                expected[variant].get(class_id, float("nan")), abs=1e-4, nan_ok=True), (
+                row["class"], variant)
+    # ... and the variants do differ here (a run that ignored the shift would not pass).
+    assert len({tuple(np.round(list(expected[v].values()), 6)) for v in SHIFTS}) > 1
     check_png(result["png"])
+
+
+def shift_percentages_by_hand(model, data, limit):
+    """{shift: {class: mean % inside}} of the first ``limit`` images, from a BackTracker per
+    shift variant on a caffe.Net of our own (not the experiment's session)."""
+    import caffe
+    from pixelfeedback.fixations import BackTracker, NetGraph, run_forward
+
+    deploy, weights, _ = model
+    root, list_file = data
+    net = caffe.Net(deploy, weights, caffe.TEST)
+    graph = NetGraph.from_prototxt(deploy)
+    sums = {v: {} for v in SHIFTS}
+    for image_path, label_path in voc_io.read_list(list_file, root=root)[:limit]:
+        image, label = voc_io.read_image(image_path), voc_io.read_label(label_path)
+        data_blob, _, _ = pipeline.prepare_input(image, SIZE, registry.DEEPLAB_MEAN)
+        run_forward(net, data_blob[None])
+        scores = net.blobs["fc8_voc12"].data
+        region = pipeline.image_region(scores.shape, (SIZE, SIZE), image.shape[:2])
+        label_map = np.where(region, scores[0].argmax(0), 0)
+        classes = [int(c) for c in np.unique(label_map) if c]
+        for variant in SHIFTS:
+            tracker = BackTracker(net, graph, shift=variant, k="resolution")
+            traced = tracker.trace("fc8_voc12", classes=classes, skip_background=False,
+                                   seed_region=region)
+            for class_id in classes:
+                points, counts = traced[class_id].points, traced[class_id].counts
+                inside = ((points[:, 0] < image.shape[0]) & (points[:, 1] < image.shape[1]))
+                pct, _, total = ex.percent_inside(points[inside], counts[inside], label,
+                                                  class_id)
+                if total:
+                    sums[variant].setdefault(class_id, []).append(pct)
+    return {v: {c: float(np.mean(p)) for c, p in by_class.items()}
+            for v, by_class in sums.items()}
 
 
 def test_k_needed(model, data, tmp_path, caffe):
@@ -314,11 +355,68 @@ def test_salient_default_mask(model, data, tmp_path):
                 assert 0 <= number(row[key]) <= 1
         assert int(row["mask_pixels"]) > 0
     check_png(result["png"])
+    # The mask is the densest fixation region of the traced class, worked out here on our
+    # own: the 8-connected region of the class's heat map >= 0.5 around its peak. Hiding it
+    # (the mean colour: 0 in the net input) and forwarding again gives the row's mask size
+    # and mean score after.
+    expected = salient_rows_by_hand(model, data)
+    assert len(expected) == len(rows) and len({r["class"] for r in rows}) > 1
+    for row in rows:
+        mask_pixels, mean_after = expected[row["image"], row["class"]]
+        assert int(row["mask_pixels"]) == mask_pixels, (row["image"], row["class"])
+        assert number(row["mean_after"]) == pytest.approx(mean_after, abs=2e-4, nan_ok=True)
     figures = sorted(os.listdir(tmp_path / "out" / "salient"))
     with_rows = sorted({r["image"] for r in rows})
     assert figures == [f"{i}.png" for i in with_rows if int(i.split("_")[1]) < 2]
     for name in figures:
         check_png(tmp_path / "out" / "salient" / name)
+
+
+def salient_rows_by_hand(model, data):
+    """{(image id, class name): (mask pixels, mean score after masking)} for every traced
+    class present in the ground truth, with a net and tracker of our own."""
+    import caffe
+    from scipy import ndimage
+
+    from pixelfeedback import heatmap
+    from pixelfeedback.fixations import BackTracker, NetGraph, run_forward
+
+    deploy, weights, _ = model
+    root, list_file = data
+    net = caffe.Net(deploy, weights, caffe.TEST)
+    tracker = BackTracker(net, NetGraph.from_prototxt(deploy), k="resolution")
+    mean = registry.DEEPLAB_MEAN
+    expected = {}
+    for image_path, label_path in voc_io.read_list(list_file, root=root):
+        image_id = os.path.splitext(os.path.basename(image_path))[0]
+        image, label = voc_io.read_image(image_path), voc_io.read_label(label_path)
+        height, width = image.shape[:2]
+        blob, _, _ = pipeline.prepare_input(image, SIZE, mean)
+        run_forward(net, blob[None])
+        scores = net.blobs["fc8_voc12"].data
+        region = pipeline.image_region(scores.shape, (SIZE, SIZE), (height, width))
+        label_map = np.where(region, scores[0].argmax(0), 0)
+        classes = [int(c) for c in np.unique(label_map) if c]
+        traced = tracker.trace("fc8_voc12", classes=classes, skip_background=False,
+                               seed_region=region)
+        for class_id in classes:
+            if not (label == class_id).any():
+                continue
+            points, counts = traced[class_id].points, traced[class_id].counts
+            inside = (points[:, 0] < height) & (points[:, 1] < width)
+            points, counts = heatmap.merge_points(points[inside], counts[inside])
+            heat = heatmap.fixation_heatmap(points, image.shape, counts).heat
+            parts, _ = ndimage.label(heat >= 0.5, structure=np.ones((3, 3), bool))
+            mask = parts == parts[np.unravel_index(np.argmax(heat), heat.shape)]
+            blob, _, _ = pipeline.prepare_input(image, SIZE, mean)
+            blob[:, :height, :width][:, mask] = 0      # the mean colour, after subtraction
+            run_forward(net, blob[None])
+            zoomed = interp.zoom_bilinear(net.blobs["fc8_voc12"].data[0], 8)
+            object_region = (label == class_id) & ~mask
+            after = zoomed[class_id, :height, :width][object_region]
+            expected[image_id, synthetic.CLASS_NAMES[class_id]] = (
+                int(mask.sum()), float(after.mean()) if after.size else float("nan"))
+    return expected
 
 
 def test_salient_figures_skip_temporaries_and_settings_are_guarded(model, data, tmp_path):

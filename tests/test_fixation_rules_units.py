@@ -104,25 +104,32 @@ def test_convolution_dilated_partial_shift_keeps_the_centre():
 
 def test_convolution_centre_in_padding_moves_inside_and_padding_only_windows_end():
     # 3x3 input of ones, 3x3 kernel, pad 2: output (y,x) covers input rows y-2..y and
-    # columns x-2..x. Only tap (2,2) has weight 1.
+    # columns x-2..x. Kernel of ones (every tap inside contributes 1).
     lay = layer("Convolution", "convolution_param { num_output: 1 kernel_size: 3 pad: 2 }")
     X = np.ones((1, 1, 3, 3), np.float32)
-    W = np.zeros((1, 1, 3, 3), np.float32)
-    W[0, 0, 2, 2] = 1
-    ctx = TraceContext(bottoms=[X], top_shapes=[(1, 1, 5, 5)], params=[W], shift="none")
+    ones = np.ones((1, 1, 3, 3), np.float32)
+    ctx = TraceContext(bottoms=[X], top_shapes=[(1, 1, 5, 5)], params=[ones], shift="none")
     # Output (0,0): taps 0, 1 are padding on both axes; the centre tap 1 moves to the
     # nearest tap inside, tap 2 = input row/column 0.
     assert down(run(convolution, ctx, lay, 0, 0, 0)) == {(0, 0, 0)}
     # Output (4,4): rows 2..4, only tap 0 (row 2) inside; centre tap 1 (row 3) -> tap 0.
     assert down(run(convolution, ctx, lay, 0, 4, 4)) == {(0, 2, 2)}
-    # Full shift at (0,0): tap (2,2) is the only tap inside -> input (0,0).
+    assert ctx.dead == []
+    # Only tap (2,2) has weight 1. Full shift at (0,0): that tap is the only one inside ->
+    # input (0,0). At (4,4) the one tap inside (0,0) has weight 0: the contribution is
+    # exactly 0, so the unit is dead (stopped, recorded in ctx.dead), not sent to a tap.
+    W = np.zeros((1, 1, 3, 3), np.float32)
+    W[0, 0, 2, 2] = 1
     full = TraceContext(bottoms=[X], top_shapes=[(1, 1, 5, 5)], params=[W], shift="full")
     assert down(run(convolution, full, lay, 0, 0, 0)) == {(0, 0, 0)}
+    assert down(run(convolution, full, lay, 0, 4, 4)) == set()
+    assert [u.as_set() for u in full.dead] == [{(0, 0, 4, 4)}]
     # pad 3 on a 3x3 input: output (0,0) covers rows -3..-1, wholly padding (only the bias):
-    # no fixations below.
+    # no input contributes, so it is dead too.
     wide = layer("Convolution", "convolution_param { num_output: 1 kernel_size: 3 pad: 3 }")
     ctx = TraceContext(bottoms=[X], top_shapes=[(1, 1, 7, 7)], params=[W])
     assert down(run(convolution, ctx, wide, 0, 0, 0)) == set()
+    assert [u.as_set() for u in ctx.dead] == [{(0, 0, 0, 0)}]
     # Output (3,3) covers rows/columns 0..2, all inside; partial shift (dilation 1) takes
     # the strongest tap, (2,2) -> input (2,2). Output (0,0) adds nothing.
     assert down(run(convolution, ctx, wide, [0, 0], [0, 3], [0, 3])) == {(0, 2, 2)}
@@ -156,10 +163,11 @@ def test_convolution_both_gather_layouts_leave_padding_out():
         ctx = TraceContext(bottoms=[X], top_shapes=[(1, 1, 6, 6)], params=[W],
                            float32_ranking=float32_ranking)
         assert down(run(convolution, ctx, lay, 0, 0, 0)) == {(0, 1, 1)}
-        # Outputs (0,0), (0,5), (5,0): (0,5) and (5,0) see only zeros; ties go to channel 0
-        # at its first tap inside: (0,4) and (4,0).
+        # Outputs (0,0), (0,5), (5,0): (0,5) and (5,0) see only zeros: every contribution
+        # is exactly 0, so both are dead (in both rankings) and only (0,0) goes down.
         assert down(run(convolution, ctx, lay, [0, 0, 0], [0, 0, 5], [0, 5, 0])) == {
-            (0, 1, 1), (0, 0, 4), (0, 4, 0)}
+            (0, 1, 1)}
+        assert set().union(*(u.as_set() for u in ctx.dead)) == {(0, 0, 0, 5), (0, 0, 5, 0)}
 
 
 def test_convolution_groups_read_only_their_channels():
@@ -246,9 +254,10 @@ POOL = 'pooling_param {{ pool: {} kernel_size: 3 stride: 2 pad: 1 }}'
 
 
 def pool_input():
-    # One channel, 4x4, value -(1 + 4y + x): all negative, so a padding cell (0) would win
-    # if it were a candidate.
-    return -(1 + np.arange(16, dtype=np.float32)).reshape(1, 1, 4, 4)
+    # One channel, 4x4, value 100 - (4y + x): positive, largest at the top-left, so a
+    # window's first cell inside wins; K larger than the cells inside would add padding
+    # cells if they were candidates.
+    return (100 - np.arange(16, dtype=np.float32)).reshape(1, 1, 4, 4)
 
 
 @pytest.mark.parametrize("method", ["MAX", "AVE"])
@@ -259,7 +268,7 @@ def test_pooling_window_top_k_without_padding(method):
         ctx = TraceContext(bottoms=[pool_input()], top_shapes=[(1, 1, 3, 3)], k=k)
         return down(run(pooling, ctx, lay, 0, y, x))
 
-    # Window (0,0) covers rows/columns -1..1; inside: (0,0) -1, (0,1) -2, (1,0) -5, (1,1) -6.
+    # Window (0,0) covers rows/columns -1..1; inside: (0,0) 100, (0,1) 99, (1,0) 96, (1,1) 95.
     assert units(1, 0, 0) == {(0, 0, 0)}
     assert units(2, 0, 0) == {(0, 0, 0), (0, 0, 1)}
     assert units(9, 0, 0) == {(0, 0, 0), (0, 0, 1), (0, 1, 0), (0, 1, 1)}   # 4 cells only
@@ -499,10 +508,11 @@ def test_rule_for_names_layers_without_a_rule():
 # ----------------------------------------------------------------------------- the context
 
 def test_collector_records_each_ranking_and_bad_options_are_named():
-    # Pooling window (0,0) of pool_input: values (-1, -2, -5, -6) plus 5 padding cells; no
-    # positive contribution, so the collector counts the unit as such and averages nothing.
+    # Pooling window (0,0) of -pool_input: values (-100, -99, -96, -95) plus 5 padding
+    # cells; no positive contribution, so the collector counts the unit as such and
+    # averages nothing (and the unit is dead).
     collector = KNeededCollector([0.5])
-    ctx = TraceContext(bottoms=[pool_input()], top_shapes=[(1, 1, 3, 3)], layer_name="pool",
+    ctx = TraceContext(bottoms=[-pool_input()], top_shapes=[(1, 1, 3, 3)], layer_name="pool",
                        collector=collector)
     run(pooling, ctx, layer("Pooling", POOL.format("MAX")), 0, 0, 0)
     assert collector.no_positive["pool"] == 1 and collector.counts["pool"] == 0
@@ -516,3 +526,83 @@ def test_collector_records_each_ranking_and_bad_options_are_named():
         TraceContext(bottoms=[], shift="some")
     with pytest.raises(ToolkitError, match="ip_rule"):
         TraceContext(bottoms=[], ip_rule="all")
+
+
+# ----------------------------------------------------------------------------- dead units
+
+def dead_set(ctx):
+    """The (tag, c, y, x) units a rule stopped as dead."""
+    return set().union(*(u.as_set() for u in ctx.dead))
+
+
+def test_pooling_window_with_no_positive_value_is_dead():
+    # Pooling ranks values: window (0,0) of -pool_input holds (-100, -99, -96, -95), none
+    # positive -> dead, even though -95 is the largest. On a map that is 0 (after a ReLU)
+    # but for 0.5 at (3,3), window (0,0) (rows/columns 0..1) is dead too, and window (2,2)
+    # (rows/columns 3) lives and goes to (3,3).
+    lay = layer("Pooling", POOL.format("MAX"))
+    ctx = TraceContext(bottoms=[-pool_input()], top_shapes=[(1, 1, 3, 3)], k=2)
+    assert down(run(pooling, ctx, lay, 0, 0, 0)) == set()
+    assert dead_set(ctx) == {(0, 0, 0, 0)}
+    X = np.zeros((1, 1, 4, 4), np.float32)
+    X[0, 0, 3, 3] = 0.5
+    ctx = TraceContext(bottoms=[X], top_shapes=[(1, 1, 3, 3)])
+    assert down(run(pooling, ctx, lay, [0, 0], [0, 2], [0, 2])) == {(0, 3, 3)}
+    assert dead_set(ctx) == {(0, 0, 0, 0)}
+
+
+def test_inner_product_with_all_zero_contributions_is_dead():
+    # x = (0, 2, 0, 0) and row W = (1, 0, -3, 5): every product is exactly 0 -> dead under
+    # both rules (no arbitrary first input). Row (1, -1, 0, 0): products (0, -2, 0, 0), all
+    # <= 0 but one non-zero: it lives; top-1 by value is the first 0 (index 0), and the
+    # positive rule keeps its single largest, also index 0.
+    X = f32([0, 2, 0, 0], (1, 4))
+    W = f32([[1, 0, -3, 5], [1, -1, 0, 0]])
+    ip = layer("InnerProduct", "inner_product_param { num_output: 2 }")
+    for rule in ("topk", "positive"):
+        ctx = TraceContext(bottoms=[X], top_shapes=[(1, 2)], params=[W], ip_rule=rule)
+        assert down(run(inner_product, ctx, ip, [0, 1], [0, 0], [0, 0])) == {(0, 0, 0)}
+        assert dead_set(ctx) == {(0, 0, 0, 0)}
+
+
+def test_eltwise_dead_rules_differ_by_operation():
+    # Bottoms a = (-1) and b = (-2) at the unit. SUM with coeffs (0, 0) gives contributions
+    # exactly 0 -> dead; SUM with (1, 1) ranks contributions (-1, -2): alive, bottom 0.
+    # MAX and PROD rank values: none positive -> dead.
+    a, b = f32([-1], (1, 1, 1, 1)), f32([-2], (1, 1, 1, 1))
+    cases = [("SUM", "coeff: 0 coeff: 0", True), ("SUM", "coeff: 1 coeff: 1", False),
+             ("MAX", "", True), ("PROD", "", True)]
+    for operation, coeffs, dead in cases:
+        lay = layer("Eltwise", f"eltwise_param {{ operation: {operation} {coeffs} }}",
+                    bottoms=("a", "b"))
+        ctx = TraceContext(bottoms=[a, b], top_shapes=[(1, 1, 1, 1)])
+        result = run(eltwise, ctx, lay, 0, 0, 0)
+        assert bool(ctx.dead) == dead, operation
+        assert down(result, 0) == (set() if dead else {(0, 0, 0)}), operation
+
+
+def test_interp_with_all_zero_sources_is_dead():
+    # Zoom x2 of a 2x2 map: output (1,1) reads all four cells with weight 1/4. Cells all 0
+    # -> every weight x value is 0 -> dead; with one cell 3 it goes to that cell.
+    lay = layer("Python", 'python_param { module: "python_layers.interp" layer: "Zoom" '
+                'param_str: "{\\"factor\\": 2}" }')
+    X = np.zeros((1, 1, 2, 2), np.float32)
+    ctx = TraceContext(bottoms=[X], top_shapes=[(1, 1, 3, 3)])
+    assert down(run(interp, ctx, lay, 0, 1, 1)) == set() and dead_set(ctx) == {(0, 0, 1, 1)}
+    X[0, 0, 1, 0] = 3
+    ctx = TraceContext(bottoms=[X], top_shapes=[(1, 1, 3, 3)])
+    assert down(run(interp, ctx, lay, 0, 1, 1)) == {(0, 1, 0)} and not ctx.dead
+
+
+def test_exact_ties_go_to_the_lowest_index():
+    # Two channels with equal contributions (2 and 2) -> K=1 takes channel 0; equal taps
+    # within a channel -> full shift takes the first in row-major order.
+    lay = layer("Convolution", "convolution_param { num_output: 1 kernel_size: 2 }")
+    X = np.ones((1, 2, 2, 2), np.float32)
+    W = np.zeros((1, 2, 2, 2), np.float32)
+    W[0, 0, 0, 1] = W[0, 0, 1, 0] = 1      # channel 0: taps (0,1) and (1,0), each 1
+    W[0, 1, 1, 1] = 2                      # channel 1: tap (1,1), 2
+    for float32_ranking in (True, False):
+        ctx = TraceContext(bottoms=[X], top_shapes=[(1, 1, 1, 1)], params=[W], shift="full",
+                           float32_ranking=float32_ranking)
+        assert down(run(convolution, ctx, lay, 0, 0, 0)) == {(0, 0, 1)}

@@ -193,10 +193,11 @@ POOL_TEXT = (input_layer("data", 1, 2, 4, 4) +
 
 
 def pool_data():
-    # Channel 0 (class 0) is -100 everywhere; channel 1 (class 1) is -(1 + 4y + x): all
-    # negative, so a padding cell (0) would win if it counted. Class 1 wins at every output.
-    data = np.full((1, 2, 4, 4), -100, np.float32)
-    data[0, 1] = -(1 + np.arange(16, dtype=np.float32).reshape(4, 4))
+    # Channel 0 (class 0) is 1 everywhere; channel 1 (class 1) is 100 - (4y + x): positive
+    # (pooling ranks values: a window with no positive cell would be dead), largest at the
+    # top-left. Class 1 wins at every output.
+    data = np.full((1, 2, 4, 4), 1, np.float32)
+    data[0, 1] = 100 - np.arange(16, dtype=np.float32).reshape(4, 4)
     return data
 
 
@@ -228,7 +229,7 @@ def test_pooled_size_rule_drops_window_starting_in_padding():
 def test_ave_pool_top_k_cells_without_padding(caffe, tmp_path):
     net, graph = build(caffe, tmp_path, POOL_TEXT % "AVE", inputs={"data": pool_data()})
     # AVE divides by the padded window size, but ranking is by cell value: top-2 valid cells
-    # of window (0,0) (cells (0,0),(0,1),(1,0),(1,1), values -1,-2,-5,-6) are (0,0),(0,1).
+    # of window (0,0) (cells (0,0),(0,1),(1,0),(1,1), values 100,99,96,95) are (0,0),(0,1).
     got = units_of(net, graph, k=2)
     window_00 = {(1, 0, 0), (1, 0, 1)}
     assert window_00 <= got
@@ -536,10 +537,11 @@ def test_batch_items_never_mix(caffe, tmp_path):
 def test_seed_region_makes_other_units_background(caffe, tmp_path):
     # score = data through an identity 1x1 conv; class 1 wins at all three cells. With the
     # last cell outside the seed region (say, over the padding) it counts as background:
-    # class 1 seeds (1,0,0), (1,0,1) and traces back to them; background gets (0,0,2).
+    # class 1 seeds (1,0,0), (1,0,1) and traces back to them; background gets (0,0,2)
+    # (channel 0 holds 0.5: a contribution, so the background unit is not dead).
     text = input_layer("data", 1, 2, 1, 3) + conv_layer("score", "data", num_output=2,
                                                          kernel_size=1)
-    data = np.zeros((1, 2, 1, 3), np.float32)
+    data = np.full((1, 2, 1, 3), 0.5, np.float32)
     data[0, 1] = 1
     weights = np.eye(2, dtype=np.float32).reshape(2, 2, 1, 1)
     net, graph = build(caffe, tmp_path, text, {"score": [weights, np.zeros(2)]}, {"data": data})

@@ -73,8 +73,12 @@ def test_default_run_needs_no_arguments(tmp_path):
     lines = done.stdout.strip().splitlines()
     class_lines = [line for line in lines if "score units" in line]
     assert len(class_lines) == len(classes)
-    assert lines[-1] == f"figure: {os.path.join('runs', 'fixations', 'demo', 'demo_fixations.png')}"
+    folder = os.path.join('runs', 'fixations', 'demo')
+    assert lines[-2:] == [f"figure: {os.path.join(folder, 'demo_fixations.png')}",
+                          f"Figure 2.4: {os.path.join(folder, 'demo_figure_2_4.png')}"]
     assert cv2.imread(str(out / "demo_fixations.png")) is not None
+    assert summary["figure_2_4"] == "demo_figure_2_4.png"
+    assert cv2.imread(str(out / "demo_figure_2_4.png")) is not None
     for record, line in zip(classes, class_lines):
         assert line.startswith(f"{record['class']} ({record['class_id']}): "
                                f"{record['score_units']} score units")
@@ -88,6 +92,11 @@ def test_default_run_needs_no_arguments(tmp_path):
         assert (points >= 0).all() and (points < summary["image_size_hw"]).all()
         y, x = record["heat_peak_yx"]
         assert heat[y, x] == 255
+        # the flow of every class, as a strip and an animation (on by default)
+        assert cv2.imread(str(out / record["files"]["flow"])) is not None
+        assert (out / record["files"]["flow_gif"]).read_bytes()[:6] == b"GIF89a"
+        assert record["dead_units_by_layer"] == {} or sum(
+            record["dead_units_by_layer"].values()) > 0
 
 
 def test_help_explains_every_option(tmp_path):
@@ -149,27 +158,83 @@ def test_options_are_checked(tmp_path, small_model):
     base = ["--model", small_model["prototxt"], "--weights", small_model["weights"],
             "--image", small_model["image"]]
     assert_user_error(run_cli(base + ["--k", "many"], cwd=str(tmp_path)), "K strategy")
-    assert_user_error(run_cli(base + ["--min-fraction", "1.5"], cwd=str(tmp_path)),
-                      "--min-fraction")
+    done = run_cli(base + ["--min-fraction", "1.5"], cwd=str(tmp_path))
+    assert done.returncode == 2 and "Traceback" not in done.stderr   # argparse's usage error
+    assert "--min-fraction: must be a finite number >= 0 and < 1, got '1.5'" in done.stderr
     assert_user_error(run_cli(base + ["--classes", "unicorn"], cwd=str(tmp_path)),
                       "unknown class 'unicorn'")
     assert_user_error(run_cli(["--model", small_model["prototxt"], "--image",
                                small_model["image"]], cwd=str(tmp_path)), "--weights")
 
 
+EXPLICIT = dict(shift="full", k="2", sigma=2.0, radius_fraction=0.2, min_fraction=0.2)
+DEFAULTS = dict(shift="partial", k="resolution", sigma=None, radius_fraction=0.1,
+                min_fraction=0.05)
+
+
+def expected_fixations(small_model, class_id, shift, k, sigma, radius_fraction, min_fraction):
+    """(points, counts, heat map) of one class worked out with a net, a BackTracker and a
+    heat map of our own (not the tool's pipeline)."""
+    import caffe
+    from pixelfeedback.fixations import BackTracker, NetGraph, run_forward
+    from python_layers import voc_io
+
+    net = caffe.Net(small_model["prototxt"], small_model["weights"], caffe.TEST)
+    image = voc_io.read_image(small_model["image"])
+    data, _, _ = sf.prepare_input(image, 65, registry.DEEPLAB_MEAN)
+    run_forward(net, data[None])
+    region = sf.image_region(net.blobs["fc8_voc12"].data.shape, (65, 65), image.shape[:2])
+    tracker = BackTracker(net, NetGraph.from_prototxt(small_model["prototxt"]), shift=shift,
+                          k=k)
+    traced = tracker.trace("fc8_voc12", classes=[class_id], skip_background=False,
+                           seed_region=region)[class_id]
+    inside = (traced.points[:, 0] < 50) & (traced.points[:, 1] < 60)
+    points, counts = traced.points[inside], traced.counts[inside]
+    heat = heatmap.fixation_heatmap(points, image.shape, counts, sigma=sigma,
+                                    radius_fraction=radius_fraction, min_fraction=min_fraction)
+    return points, counts, heat
+
+
 def test_explicit_model_run_in_process(tmp_path, small_model, capsys):
-    """A prototxt + weights run with chosen classes and heat-map options, in-process."""
+    """A prototxt + weights run with chosen classes and tracker and heat-map options,
+    in-process: the points and heat map are those of a tracker and heat map made here with
+    exactly these options, and each option changes them (so none can be dropped on the
+    way)."""
     chosen = [c for c in small_model["predicted"] if c][:1]
     out = tmp_path / "out"
-    code = load_script(os.path.join("tools", "seg_fixations.py")).main(["--model", small_model["prototxt"], "--weights", small_model["weights"],
-                    "--image", small_model["image"], "--classes", str(chosen[0]),
-                    "--shift", "full", "--k", "1", "--sigma", "2", "--out", str(out)])
+    code = load_script(os.path.join("tools", "seg_fixations.py")).main([
+        "--model", small_model["prototxt"], "--weights", small_model["weights"],
+        "--image", small_model["image"], "--classes", str(chosen[0]),
+        "--shift", EXPLICIT["shift"], "--k", EXPLICIT["k"], "--sigma", "2",
+        "--radius-fraction", "0.2", "--min-fraction", "0.2", "--out", str(out)])
     assert code == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len([line for line in lines if "score units" in line]) == 1
     summary = json.loads((out / "summary.json").read_text())
     assert [c["class_id"] for c in summary["classes"]] == chosen
     assert summary["image_size_hw"] == [50, 60] and summary["input_size"] == 65
+    assert (summary["shift"], summary["k"]) == ("full", "2")
+    assert summary["heatmap"] == dict(sigma=2.0, radius_fraction=0.2, min_fraction=0.2,
+                                      outlier_removal=True)
+    record = summary["classes"][0]
+    points, counts, heat = expected_fixations(small_model, chosen[0], **EXPLICIT)
+    got_points, got_counts = heatmap.read_points_csv(str(out / record["files"]["points"]))
+    np.testing.assert_array_equal(got_points, points)
+    np.testing.assert_array_equal(got_counts, counts)
+    got_heat = cv2.imread(str(out / record["files"]["heat"]), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(got_heat, np.rint(heat.heat * 255).astype(np.uint8))
+    assert record["kept_points"] == int(heat.inliers.sum()) > 0
+    assert not heat.inliers.all()      # the outlier removal removed some, kept some
+    # Each option on its own changes what it controls (the rest at these values).
+    for option, default in DEFAULTS.items():
+        other_points, _, other_heat = expected_fixations(
+            small_model, chosen[0], **dict(EXPLICIT, **{option: default}))
+        if option in ("shift", "k"):
+            assert not np.array_equal(other_points, points), option
+        elif option == "sigma":
+            assert not np.array_equal(other_heat.heat, heat.heat), option
+        else:
+            assert not np.array_equal(other_heat.inliers, heat.inliers), option
 
 
 def test_prepare_input_pads_resizes_and_reshapes():

@@ -50,7 +50,7 @@ def build_parser():
                  "deploy prototxt's; 0: the net takes each image's size)")
     cli.add_mean(data, "the model's; DeepLab's for a prototxt")
     data.add_argument("--score-blob", metavar="BLOB", help="scores the fixations start at "
-                      "(default: the model's, fc8_voc12 for a prototxt)")
+                      "(default: the model's; for a prototxt found from the net)")
     data.add_argument("--k", default=DEFAULT_K, help="K strategy of the back-tracker: '1', "
                       "'fraction:0.1', 'resolution' or 'conv5_1=2,default=1' "
                       f"(default {DEFAULT_K})")
@@ -87,6 +87,9 @@ def build_parser():
     run.add_argument("--restart", action="store_true", help="discard the experiment's "
                      "records (of any settings) and run every image again")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--skip-bad-images", action="store_true",
+                     help="leave out images that cannot be read (e.g. truncated JPEGs) "
+                     "instead of stopping; the summary counts them")
     return parser
 
 
@@ -98,7 +101,7 @@ def run(args):
         max_units=args.max_units, limit=args.limit, gpu=args.gpu, void=args.void,
         fractions=args.fractions, mask=args.mask, mask_threshold=args.mask_threshold,
         mask_radius=args.mask_radius, figures=args.figures, restart=args.restart,
-        progress=not args.no_progress)
+        progress=not args.no_progress, skip_bad_images=args.skip_bad_images)
 
 
 def main(argv=None):

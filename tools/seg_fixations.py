@@ -17,11 +17,21 @@ summary says so); --size 0 reshapes the net to the image instead (no padding, FC
 protocol). Classification nets (VGG-16) take the image warped to --size x --size, as
 CNN-Fixations did. Fixation points in the padding are dropped.
 
-Outputs in --out (default runs/fixations/<image stem>): <stem>_fixations.png (the figure:
-image, fixations, heat-map overlay; one row per class), and per class
-<stem>_<class>_overlay.png, <stem>_<class>_heat.png (grey, 0..255), <stem>_<class>_points.csv
-(y,x,count: every image point inside the image, before outlier removal; count = the image
-channels fixated there, which also weighs the point in the heat map), and summary.json.
+Dead units: a unit none of whose inputs contributes (every contribution exactly 0, or no
+positive value where the layer ranks values, as max pooling does) stops there; the summary
+says per class how many units (and seeds) died at which layer. Exact ties go to the lowest
+index (channel, then tap in row-major order).
+
+Outputs in --out (default runs/fixations/<image stem>): <stem>_fixations.png (image,
+fixations, heat-map overlay; one row per class), <stem>_figure_2_4.png (the thesis's
+Figure 2.4: input, predicted segmentation, arg-max at the score blob with the class's
+seeds, fixations, heat map; one row per class), and per class <stem>_<class>_flow.png and
+<stem>_<class>_flow.gif (the fixations of every traced blob at image scale, from the score
+blob down to the image; --no-flow skips them), <stem>_<class>_overlay.png,
+<stem>_<class>_heat.png (grey, 0..255), <stem>_<class>_points.csv (y,x,count: every image
+point inside the image, before outlier removal; count = the image channels fixated there,
+which also weighs the point in the heat map), and summary.json (settings, per class the
+counts, dead units per layer and the file names).
 """
 import argparse
 import sys
@@ -43,8 +53,9 @@ def build_parser():
                         "<its file>, fetched by `python weights/fetch.py <name>`)")
     parser.add_argument("--image", help="image file (JPEG, PNG, ...); required with --model")
     parser.add_argument("--score-blob", help="blob the fixations start from: class scores "
-                        "before any zoom (default: the model's from the registry, else "
-                        f"{pipeline.DEFAULT_SCORE_BLOB})")
+                        "before any zoom (default: the model's from the registry, else found "
+                        "from the net: its single output, or the blob feeding its zoom / "
+                        "Softmax / arg-max)")
     parser.add_argument("--shift", choices=SHIFTS, default=pipeline.DEFAULT_SHIFT,
                         help="spatial shift at convolutions: none (window centre), full "
                         "(strongest tap), partial (full where dilation is 1, centre where it "
@@ -54,7 +65,8 @@ def build_parser():
                         "that share of a unit's positive contribution), 'resolution' (K = "
                         "the layer's spatial up-sampling factor), or per layer "
                         f"'conv5_1=2,default=1' (default {pipeline.DEFAULT_K})")
-    parser.add_argument("--max-units", type=int, help="budget of fixation units per blob and "
+    parser.add_argument("--max-units", type=cli.positive_int, metavar="N",
+                        help="budget of fixation units per blob and "
                         "class; the trace stops with an error beyond it (default: "
                         f"{image_fixations.default_max_units()})")
     parser.add_argument("--classes", help="comma-separated class names or indices to trace "
@@ -63,24 +75,31 @@ def build_parser():
     parser.add_argument("--include-background", action="store_true",
                         help="also trace the background class (class 0) by default")
     parser.add_argument("--class-names", help="comma-separated names of the net's classes "
-                        "(default: VOC's 21 names for 21 classes, else class_<i>)")
+                        "(default: the demo's for the demo model's weights, VOC's 21 names for "
+                        "21 classes, else class_<i>)")
     cli.add_size(parser, None, "input side: images are padded bottom/right to it (larger ones "
                  "resized down to fit); 0 reshapes the net to the image (default: the deploy "
                  "prototxt's input size)")
     cli.add_mean(parser, "the model's; DeepLab's 104.008,116.669,122.675 for a prototxt")
-    parser.add_argument("--sigma", type=float, help="Gaussian blur of the heat map in pixels "
+    parser.add_argument("--sigma", type=cli.nonnegative_float, metavar="PIXELS",
+                        help="Gaussian blur of the heat map in pixels, >= 0 "
                         f"(default {heatmap.SIGMA_FRACTION} x the image diagonal)")
-    parser.add_argument("--radius-fraction", type=float, default=heatmap.RADIUS_FRACTION,
-                        help="outlier removal radius as a fraction of the image diagonal "
-                        f"(default {heatmap.RADIUS_FRACTION})")
-    parser.add_argument("--min-fraction", type=float, default=heatmap.MIN_FRACTION,
+    parser.add_argument("--radius-fraction", type=cli.positive_float,
+                        default=heatmap.RADIUS_FRACTION, metavar="F",
+                        help="outlier removal radius as a fraction of the image diagonal, "
+                        f"> 0 (default {heatmap.RADIUS_FRACTION})")
+    parser.add_argument("--min-fraction", type=cli.float_in(0, 1, high_inclusive=False),
+                        default=heatmap.MIN_FRACTION, metavar="F",
                         help="a point is kept when more than this fraction of all points lie "
-                        f"within the radius (default {heatmap.MIN_FRACTION})")
+                        f"within the radius, in [0, 1) (default {heatmap.MIN_FRACTION})")
     parser.add_argument("--no-outlier-removal", action="store_true",
                         help="build heat maps from all points")
-    parser.add_argument("--alpha", type=float, default=heatmap.OVERLAY_ALPHA,
-                        help=f"opacity of the heat map over the image (default "
-                        f"{heatmap.OVERLAY_ALPHA})")
+    parser.add_argument("--alpha", type=cli.fraction, default=heatmap.OVERLAY_ALPHA,
+                        metavar="A", help="opacity of the heat map over the image, in [0, 1] "
+                        f"(default {heatmap.OVERLAY_ALPHA})")
+    parser.add_argument("--flow", action=argparse.BooleanOptionalAction, default=True,
+                        help="write the flow of each class's fixations through the layers "
+                        "(PNG strip and animated GIF); --no-flow skips it (default: on)")
     cli.add_gpu(parser)
     cli.add_out(parser, None, "output folder (default runs/fixations/<image stem>)")
     return parser

@@ -1,12 +1,14 @@
 """The measures of the experiments, as pure NumPy functions of arrays (checked directly by
-the tests): % of fixations inside an object, DeepLab's score zoom and the prediction made
-from it, the densest fixation region and the masked input, and the changes masking makes.
+the tests): % of fixations inside an object, the densest fixation region and the masked
+input, and the changes masking makes. DeepLab's score zoom and the prediction made from it
+live in ``pipeline`` (Figure 2.4 draws the prediction too) and are re-exported here.
 """
 import numpy as np
 
 from pixelfeedback import heatmap
 from pixelfeedback.fixations import DEFAULT_FRACTIONS
 from pixelfeedback.pipeline import prepare_input
+from pixelfeedback.pipeline import prediction_from_scores, zoom_scores  # noqa: F401 (re-export)
 from python_layers import ToolkitError, voc_io
 
 VOID_RULES = ("skip", "outside")
@@ -48,33 +50,6 @@ def percent_inside(points, counts, label, class_id, void="skip",
     total = float(counts[counted].sum())
     inside = float(counts[counted & (values == class_id)].sum())
     return (100.0 * inside / total if total > 0 else float("nan")), inside, total
-
-
-def zoom_scores(scores, input_hw):
-    """Class scores (C, h, w) zoomed to the input (C, H, W) on DeepLab's align-corners
-    bilinear grid: exactly the x8 ``Zoom`` of the test net when H = 8(h-1)+1."""
-    from python_layers import interp   # a Caffe layer module: it imports caffe
-
-    scores = np.asarray(scores, np.float32)
-    height, width = scores.shape[-2:]
-    size_h, size_w = (int(s) for s in input_hw)
-    if (height, width) == (size_h, size_w):
-        return scores.copy()
-    if height > 1 and (size_h - 1) % (height - 1) == 0:
-        factor = (size_h - 1) // (height - 1)
-        if factor >= 1 and interp.zoomed_size(width, factor) == size_w:
-            return interp.zoom_bilinear(scores, factor)
-    rows = interp.bilinear_matrix(height, size_h).astype(np.float32)
-    cols = interp.bilinear_matrix(width, size_w).astype(np.float32)
-    return rows @ scores @ cols.T
-
-
-def prediction_from_scores(scores, input_hw, image_hw):
-    """(prediction (H, W) uint8, zoomed scores (C, H, W) float32) of one image's score blob:
-    the scores zoomed to the input, cropped to the image, argmax over classes (the test
-    protocol, as ``evaluation.predict_image`` does with the test net)."""
-    zoomed = zoom_scores(scores, input_hw)[:, :image_hw[0], :image_hw[1]]
-    return zoomed.argmax(axis=0).astype(np.uint8), np.ascontiguousarray(zoomed)
 
 
 def check_mask_options(mode, threshold, radius_fraction):

@@ -23,7 +23,7 @@ import typing
 import numpy as np
 
 from pixelfeedback import heatmap, reports
-from pixelfeedback.evaluation import check_inputs, parameters_digest
+from pixelfeedback.evaluation import check_inputs, parameters_digest, read_or_skip
 from pixelfeedback.experiments.measures import (DEFAULT_MASK_RADIUS, DEFAULT_MASK_THRESHOLD,
                                                 FRACTIONS, MASK_MODES, check_fractions,
                                                 check_mask_options, check_void,
@@ -58,7 +58,9 @@ class ExperimentOptions:
     k-needed's x values; mask_mode, mask_threshold, mask_radius: salient's densest region;
     mask_fn(image, image_id, class_id, heat) -> (masked image, mask): replaces it (give it
     a ``settings_key`` attribute to tell two hooks apart in the settings); figures:
-    salient's per-image figures for the first N images.
+    salient's per-image figures for the first N images; skip_bad_images: leave out images
+    (or labels) that cannot be read, e.g. truncated JPEGs, counting them in the results,
+    instead of stopping with an error naming the file.
     """
     num_classes: typing.Optional[int] = None
     class_names: typing.Optional[typing.Sequence[str]] = None
@@ -77,6 +79,7 @@ class ExperimentOptions:
     mask_radius: float = DEFAULT_MASK_RADIUS
     mask_fn: typing.Optional[typing.Callable] = None
     figures: int = DEFAULT_FIGURES
+    skip_bad_images: bool = False
 
     def __post_init__(self):
         if self.shift not in SHIFTS:
@@ -185,17 +188,22 @@ class Session:
         return settings
 
 
+def load_pair(session, image_path, label_path):
+    """(image, label) of one list line, checked (an unreadable file is an error naming it)."""
+    from python_layers import seg_data   # a Caffe layer module: it imports caffe
+
+    return seg_data.load_pair(image_path, label_path, session.num_classes)
+
+
 class ForwardedImage:
     """One image of the list after one forward pass: the input, label, fixations of the
     session's shift, scores, prediction and the score units over the image."""
 
-    def __init__(self, session, image_path, label_path):
-        from python_layers import seg_data   # a Caffe layer module: it imports caffe
-
+    def __init__(self, session, image_path, label_path, loaded=None):
         self.session = session
         self.id = image_id_of(image_path)
         model = session.model
-        image, self.label = seg_data.load_pair(image_path, label_path, session.num_classes)
+        image, self.label = loaded or load_pair(session, image_path, label_path)
         self.data, self.image, _ = prepare_input(image, session.size, model.mean)
         self.results = run_fixations(session.net, session.tracker(session.options.shift),
                                      self.data, self.image, model.score_blob,
@@ -289,23 +297,30 @@ def run_all(model, weights, data_root, list_file, out_dir, experiments=EXPERIMEN
             stores[spec.name] = folder.records(RECORDS)
             if spec.figures_dir:
                 _drop_stale_figures(out, spec, stores[spec.name])
-        ran = _run_images(session, specs, out, stores, progress, on_image)
-        return {spec.name: _finish(spec, session, out, stores[spec.name], ran[spec.name])
+        ran, skipped = _run_images(session, specs, out, stores, progress, on_image)
+        return {spec.name: _finish(spec, session, out, stores[spec.name], ran[spec.name],
+                                   skipped)
                 for spec in specs}
 
 
 def _run_images(session, specs, out, stores, progress, on_image):
-    """Build the missing records image by image; returns {experiment: images run}."""
+    """Build the missing records image by image; returns ({experiment: images run},
+    [paths of the images skipped as unreadable])."""
     from tqdm import tqdm
 
     ran = collections.Counter()
+    skipped = []
     with tqdm(session.pairs, desc="experiments: " + ",".join(s.name for s in specs),
               unit="img", disable=not progress) as bar:
         for index, (image_path, label_path) in enumerate(bar):
             image_id = image_id_of(image_path)
             needed = [spec for spec in specs if not stores[spec.name].has(image_id)]
             if needed:
-                image = ForwardedImage(session, image_path, label_path)
+                loaded = read_or_skip(lambda: load_pair(session, image_path, label_path),
+                                      image_path, skipped, session.options.skip_bad_images)
+                if loaded is None:
+                    continue
+                image = ForwardedImage(session, image_path, label_path, loaded)
                 for spec in needed:
                     figure_path = None
                     if spec.figures_dir and index < session.options.figures:
@@ -315,19 +330,24 @@ def _run_images(session, specs, out, stores, progress, on_image):
                     ran[spec.name] += 1
             if on_image is not None:
                 on_image(index, image_id, not needed)
-    return ran
+    return ran, skipped
 
 
-def _finish(spec, session, out, records, images_run):
-    """Rebuild the experiment's table and figure from the records of the list's images."""
-    recs = [records.read(image_id_of(image_path)) for image_path, _ in session.pairs]
+def _finish(spec, session, out, records, images_run, skipped=()):
+    """Rebuild the experiment's table and figure from the records of the list's images
+    (but those ``skipped`` as unreadable)."""
+    left_out = set(skipped)
+    recs = [records.read(image_id_of(image_path)) for image_path, _ in session.pairs
+            if image_path not in left_out]
     rows, extra = spec.table(recs, session)
     out.write_text(spec.stem + ".csv", reports.csv_text(rows, spec.columns(session)))
     png = out.file(spec.stem + ".png")
     spec.figure(png, rows, session)
     result = dict(experiment=spec.name, csv=out.file(spec.stem + ".csv"), png=png, rows=rows,
                   images=len(recs), images_run=images_run,
-                  images_cached=len(recs) - images_run, **extra)
+                  images_cached=len(recs) - images_run, images_skipped=len(left_out),
+                  skipped_images=[path for path, _ in session.pairs if path in left_out],
+                  **extra)
     if spec.figures_dir:
         result.update(figures_dir=out.file(spec.figures_dir),
                       figures=out.listing(spec.figures_dir, ".png"))
@@ -362,7 +382,11 @@ def summary_lines(result):
     first = (f"{result['experiment']}: {result['images']} images ({result['images_run']} run, "
              f"{result['images_cached']} from the cache); table {result['csv']}; "
              f"figure {result['png']}")
-    return [first] + list(SPECS[result["experiment"]].summary(result))
+    lines = [first] + list(SPECS[result["experiment"]].summary(result))
+    if result.get("images_skipped"):
+        lines.append(f"  {result['images_skipped']} image(s) skipped as unreadable "
+                     f"(--skip-bad-images), first: {result['skipped_images'][0]}")
+    return lines
 
 
 def run_and_report(model, weights, data_root, list_file, out_dir, experiment="all", *,

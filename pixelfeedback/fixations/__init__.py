@@ -22,6 +22,7 @@ Public API
   -> ``{class_id: ClassFixations}`` and ``tracker.trace_items(score_blob, items=None, ...,
   collector=None)`` -> ``{item: {class_id: ClassFixations}}``. The tracker reads the blobs of
   the last forward pass (``run_forward(net, data)`` runs one).
+- Dead units: ``ClassFixations.dead`` ({layer: units stopped there}) and ``dead_seeds``.
 - ``k_needed_per_layer(tracker, score_blob, items=(0,), classes=None, skip_background=True,
   fractions=(0.1, 0.2, ..., 0.9), return_counts=False)`` -> ``{layer: mean K per
   fraction}`` (Figure 2.8), plus ``{layer: units averaged}`` with ``return_counts``; it
@@ -70,8 +71,24 @@ to fixations of its bottoms (one rule per layer type, ``rules.RULES``):
 
 Top-K ranking and ties: candidates are ordered by descending value, ties by ascending index
 (channel, window cell in row-major order, bottom index, bilinear corner: top-left, top-right,
-bottom-left, bottom-right). When every contribution is <= 0 the top-K by value are still
-kept. Rankings are those of float64 contributions: products of the float32 blob and weight
+bottom-left, bottom-right): an exact tie always goes to the lowest index.
+
+Dead units (SPEC section 4): a unit none of whose inputs contributes carries no evidence; its
+trace stops there and is counted, never continued through an arbitrary (lowest-index)
+candidate. Rules that rank contributions (Convolution and Deconvolution, InnerProduct,
+Eltwise SUM, Interp/Zoom) stop a unit whose every contribution is exactly 0 (float64), or
+that has no candidate at all (a convolution window wholly in the padding); rules that rank
+values (Pooling, Eltwise PROD and MAX) stop a unit with no positive value. A live unit whose
+contributions are all <= 0 keeps its top K (the least negative). ``ClassFixations.dead``
+gives, per layer, how many units of the class stopped there and ``dead_seeds`` how many of
+them were seeds; a class whose every path died has no points.
+
+Inputs: NaN or inf in the score blob, or in any value a rule reads for the traced units (the
+cells of their windows, their weights), is a ``ToolkitError`` naming the blob (or the
+weights) and the layer (never a ranking of NaN); values no trace reads are not checked, so
+the check costs next to nothing (``TraceContext.check_finite``).
+
+Rankings are those of float64 contributions: products of the float32 blob and weight
 values are exact in float64 and a channel's taps are summed in row-major tap order. (For
 speed, Convolution with a fixed K first ranks float32 sums and redoes in float64 every unit
 whose K-th/(K+1)-th gap is within the float32 rounding bound, so the result is the same.)
@@ -83,7 +100,8 @@ rounded input/output size ratio per axis (at least 1) for Interp and Zoom, and 1
 other layer (the thesis's choice); ``per_layer``: any of these per layer name, with a default.
 
 The point budget: if the fixations of one tag (item, class) in one blob exceed ``max_units``
-the trace stops with a ``ToolkitError`` naming the blob and the layers that fed it.
+the trace stops with a ``ToolkitError`` naming the blob and the layers that fed it (or, at
+the score blob, saying the seeds alone exceed it).
 
 Output: per class a ``ClassFixations`` whose ``points`` are the distinct (y, x) at the data
 blob with ``counts`` = the number of distinct data channels fixated there (1..3 for an RGB
@@ -123,6 +141,7 @@ from pixelfeedback.fixations.rules import (
 from pixelfeedback.fixations.tracker import (
     BackTracker,
     ClassFixations,
+    check_finite_scores,
     k_needed_per_layer,
     run_forward,
 )
@@ -131,6 +150,6 @@ from pixelfeedback.fixations.units import Units
 __all__ = [
     "BackTracker", "ClassFixations", "DEFAULT_FRACTIONS", "IP_RULES", "KNeededCollector",
     "KStrategy", "LayerSpec", "NetGraph", "PYTHON_RULES", "RULES", "SHIFTS", "TraceContext",
-    "Units", "conv_geometry", "k_for_fraction", "k_needed_per_layer", "pool_geometry",
-    "pooled_size", "rule_for", "run_forward", "select_top",
+    "Units", "check_finite_scores", "conv_geometry", "k_for_fraction", "k_needed_per_layer",
+    "pool_geometry", "pooled_size", "rule_for", "run_forward", "select_top",
 ]

@@ -1,8 +1,10 @@
 """How many candidates each transition keeps (K strategies), and the top-K choice itself.
 
 ``select_top`` is the one ranking every rule uses: descending value, ties by ascending
-candidate index, ``-inf`` never chosen. ``KNeededCollector`` records, per layer, the K that
-fraction x of each unit's positive contribution needs (Figure 2.8).
+candidate index (the lowest index wins an exact tie), ``-inf`` never chosen. ``dead_rows``
+says which units carry no evidence (SPEC section 4: their trace stops there).
+``KNeededCollector`` records, per layer, the K that fraction x of each unit's positive
+contribution needs (Figure 2.8).
 """
 import re
 from collections import OrderedDict, defaultdict
@@ -12,6 +14,10 @@ import numpy as np
 from python_layers import ToolkitError
 
 DEFAULT_FRACTIONS = tuple(np.round(np.arange(0.1, 1.0, 0.1), 10))   # 0.1 ... 0.9
+
+# What a rule ranks, which decides when a unit is dead (``dead_rows``).
+CONTRIBUTIONS = "contributions"   # weight x input (Convolution, InnerProduct, Eltwise SUM, Interp)
+VALUES = "values"                 # the inputs' own values (Pooling, Eltwise PROD and MAX)
 
 
 class KStrategy:
@@ -152,6 +158,21 @@ def select_top(values, mode, param):
     chosen = greater | (equal & (np.cumsum(equal, axis=1) <= need_equal[:, None]))
     chosen &= values > -np.inf
     return np.nonzero(chosen)
+
+
+def dead_rows(values, ranks=CONTRIBUTIONS):
+    """bool (U,): the units of ``values`` (U, n) that carry no evidence and stop there.
+
+    ``ranks`` CONTRIBUTIONS: every valid candidate (not ``-inf``) is exactly 0 (a unit with
+    no valid candidate at all, e.g. a window wholly in the padding, is dead too); VALUES:
+    no valid candidate is positive. A live unit whose contributions are all <= 0 still
+    keeps its top K (the least negative), as the ranking says.
+    """
+    if ranks == VALUES:
+        return ~(values > 0).any(axis=1)
+    if ranks != CONTRIBUTIONS:
+        raise ValueError(ranks)
+    return ((values == 0) | (values == -np.inf)).all(axis=1)
 
 
 def k_for_fraction(values, fractions):

@@ -7,7 +7,7 @@ consumed in the last forward pass, its parameters, the tracker's options) and ha
 units of each top to the layer's rule (``rules.rule_for``).
 """
 from collections import OrderedDict, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Dict, Optional
 
 import numpy as np
@@ -16,6 +16,7 @@ from pixelfeedback.fixations.graph import NetGraph
 from pixelfeedback.fixations.kstrategy import DEFAULT_FRACTIONS, KNeededCollector, KStrategy
 from pixelfeedback.fixations.rules import (
     IP_RULES,
+    NON_FINITE_ADVICE,
     PYTHON_RULE_TYPES,
     PYTHON_RULES,
     SHIFTS,
@@ -33,7 +34,10 @@ class ClassFixations:
     ``points``: int64 (P, 2) distinct (y, x) at the data blob, row-major order; ``counts``:
     int64 (P,) distinct data channels fixated at each point; ``units``: int64 (U, 3)
     (c, y, x) at the data blob; ``n_seeds``: seed units at the score blob; ``layers``: with
-    ``keep_layers``, {blob name: int64 (U, 3) units}, else None.
+    ``keep_layers``, {blob name: int64 (U, 3) units}, else None; ``dead``: {layer name:
+    units that stopped there because no input carried evidence}, score side first;
+    ``dead_seeds``: how many of those were seed units (stopped at the layer that made the
+    score blob).
     """
     class_id: int
     item: int
@@ -42,6 +46,18 @@ class ClassFixations:
     units: np.ndarray
     n_seeds: int
     layers: Optional[Dict[str, np.ndarray]] = None
+    dead: Dict[str, int] = field(default_factory=dict)
+    dead_seeds: int = 0
+
+
+def check_finite_scores(net, score_blob):
+    """The data of ``score_blob`` after the forward pass; NaN or inf there is an error
+    naming the blob (no class can be read from such scores)."""
+    scores = net.blobs[score_blob].data
+    if not np.isfinite(scores).all():
+        raise ToolkitError(f"score blob '{score_blob}' holds NaN or inf after the forward "
+                           f"pass, so no class can be traced; {NON_FINITE_ADVICE}")
+    return scores
 
 
 def run_forward(net, data, blob=None):
@@ -138,7 +154,7 @@ class BackTracker:
         walk then runs on one thread, in float64)."""
         if score_blob not in self.net.blobs:
             raise ToolkitError(f"score blob '{score_blob}' is not in the net")
-        scores = self.net.blobs[score_blob].data
+        scores = check_finite_scores(self.net, score_blob)
         items = list(range(scores.shape[0])) if items is None else list(dict.fromkeys(items))
         if classes is not None:
             classes = list(dict.fromkeys(int(c) for c in classes))
@@ -199,7 +215,8 @@ class BackTracker:
         for tag_id, (c, y, x) in enumerate(seeds):
             units = Units(np.full(c.size, tag_id, np.int64), c, y, x)
             pending[score_node].append(encode(units, score_shape))
-        feeders[score_node].add("(seeds)")
+        dead = OrderedDict()              # layer name -> dead units per tag
+        dead_seeds = np.zeros(n_tags, np.int64)
 
         for layer in reversed(self.graph.layers):
             if not layer.bottoms:   # Input and data layers end the trace
@@ -218,7 +235,15 @@ class BackTracker:
             for t, units in enumerate(top_units):
                 if units is None:
                     continue
-                for b, out in rule(ctx, layer, t, units):
+                outputs = rule(ctx, layer, t, units)
+                if ctx.dead:
+                    per_tag = np.bincount(np.concatenate([u.tag for u in ctx.dead]),
+                                          minlength=n_tags)
+                    ctx.dead.clear()
+                    dead[layer.name] = dead.get(layer.name, 0) + per_tag
+                    if layer.tops[t] == score_blob:
+                        dead_seeds += per_tag
+                for b, out in outputs:
                     if len(out) == 0:
                         continue
                     node = layer.bottom_nodes[b]
@@ -237,9 +262,10 @@ class BackTracker:
                 kept[node[0]].append(keys)
             if node == data_node:
                 data_keys = keys
-        return self._results(tags, seeds, data_keys, kept if keep_layers else None)
+        return self._results(tags, seeds, data_keys, kept if keep_layers else None, dead,
+                             dead_seeds)
 
-    def _results(self, tags, seeds, data_keys, kept):
+    def _results(self, tags, seeds, data_keys, kept, dead, dead_seeds):
         """[ClassFixations] per tag from the data blob's keys (and ``kept`` blob keys)."""
         data_shape = self._blob_shape(self.data_blob)
         data_units = decode(data_keys, data_shape)
@@ -263,9 +289,12 @@ class BackTracker:
                 for name, u in layer_units.items():
                     sel = u.tag == tag_id
                     layers[name] = np.stack([u.c[sel], u.y[sel], u.x[sel]], axis=1)
+            dead_here = OrderedDict((name, int(per_tag[tag_id])) for name, per_tag in
+                                    dead.items() if per_tag[tag_id])
             results.append(ClassFixations(class_id, item, points.astype(np.int64),
                                           counts.astype(np.int64), units.astype(np.int64),
-                                          int(seeds[tag_id][0].size), layers))
+                                          int(seeds[tag_id][0].size), layers, dead_here,
+                                          int(dead_seeds[tag_id])))
         return results
 
     def _collect(self, pending, feeders, node, n_tags, keep=False):
@@ -281,13 +310,21 @@ class BackTracker:
             per_tag = np.bincount(keys // int(np.prod(shape)), minlength=n_tags)
             worst = int(np.argmax(per_tag))
             if per_tag[worst] > self.max_units:
-                sources = ", ".join(f"'{s}'" for s in sorted(feeders[node]))
-                raise ToolkitError(
-                    f"fixations of one class in blob '{node[0]}' reached {per_tag[worst]} "
-                    f"units (max_units {self.max_units}), fed by layer {sources}; use a lower "
-                    f"K for {sources} (e.g. k='{min(feeders[node])}=1,default=...') "
-                    "or raise max_units")
+                raise ToolkitError(self._budget_message(node[0], int(per_tag[worst]),
+                                                        sorted(feeders[node])))
         return keys
+
+    def _budget_message(self, blob, units, layers):
+        """What to do when one class's fixations in ``blob`` exceed the budget: a lower K
+        for the ``layers`` that fed it, or a larger budget (the seeds have no K)."""
+        raise_it = (f"raise max_units (--max-units on the command line) above {units}")
+        if not layers:
+            return (f"the seeds of one class at score blob '{blob}' are {units} units, more "
+                    f"than max_units {self.max_units}; {raise_it}")
+        sources = ", ".join(f"'{s}'" for s in layers)
+        return (f"fixations of one class in blob '{blob}' reached {units} units (max_units "
+                f"{self.max_units}), fed by layer {sources}; use a lower K there (k="
+                f"'{layers[0]}=1,default=...', --k on the command line) or {raise_it}")
 
     # -- the rules' view of the net ----------------------------------------------------
 
@@ -297,6 +334,7 @@ class BackTracker:
         blobs, params = self.net.blobs, self.net.params
         return TraceContext(
             bottoms=[blobs[name].data for name in self.net.bottom_names[layer.name]],
+            bottom_names=list(self.net.bottom_names[layer.name]),
             top_shapes=[blobs[name].data.shape for name in self.net.top_names[layer.name]],
             params=[p.data for p in params[layer.name]] if layer.name in params else [],
             layer_name=layer.name, item_of_tag=item_of_tag, shift=self.shift, k=self.k,

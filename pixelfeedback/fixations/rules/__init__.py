@@ -3,7 +3,8 @@
 Every rule is ``rule(ctx, layer, t, units) -> [(bottom index, Units)]`` on a
 ``TraceContext`` (see ``context``); ``rule_for(layer)`` picks the one a layer needs.
 """
-from pixelfeedback.fixations.rules.context import IP_RULES, SHIFTS, TraceContext
+from pixelfeedback.fixations.rules.context import (IP_RULES, NON_FINITE_ADVICE, SHIFTS,
+                                                  TraceContext)
 from pixelfeedback.fixations.rules.convolution import convolution
 from pixelfeedback.fixations.rules.eltwise import eltwise
 from pixelfeedback.fixations.rules.index_maps import concat, crop, flatten, identity
@@ -12,7 +13,7 @@ from pixelfeedback.fixations.rules.interp import interp
 from pixelfeedback.fixations.rules.pooling import pooling
 from python_layers import ToolkitError
 
-__all__ = ["IP_RULES", "SHIFTS", "TraceContext", "RULES", "PYTHON_RULES", "rule_for",
+__all__ = ["IP_RULES", "NON_FINITE_ADVICE", "SHIFTS", "TraceContext", "RULES", "PYTHON_RULES", "rule_for",
            "convolution", "pooling", "inner_product", "eltwise", "concat", "crop",
            "flatten", "interp", "identity"]
 

@@ -11,10 +11,13 @@ from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 
-from pixelfeedback.fixations.kstrategy import KNeededCollector, KStrategy, select_top
+from pixelfeedback.fixations.kstrategy import (CONTRIBUTIONS, KNeededCollector, KStrategy,
+                                              dead_rows, select_top)
 from python_layers import ToolkitError
 
 SHIFTS = ("none", "partial", "full")
+NON_FINITE_ADVICE = ("check the input image and the mean, and that the weights are not "
+                     "broken (a diverged training run gives NaN)")
 IP_RULES = ("topk", "positive")
 
 
@@ -31,6 +34,10 @@ class TraceContext:
     ``chunk_elements``: the size of the work arrays; ``pool_map``: ``map(function, chunks)``
     over worker threads (None: in order on this thread); ``float32_ranking``: let fixed-K
     Convolution rank float32 sums first (same result, faster).
+
+    ``dead``: the ``Units`` the rule stopped (no input carries evidence, ``kstrategy.
+    dead_rows``), appended by ``stop``; the tracker counts them per layer and class.
+    ``bottom_names``: the bottoms' blob names, for messages (``check_finite``).
     """
     bottoms: Sequence[np.ndarray]
     top_shapes: Sequence[Tuple[int, ...]] = ()
@@ -44,6 +51,8 @@ class TraceContext:
     chunk_elements: int = 2 ** 21
     pool_map: Optional[Callable] = None
     float32_ranking: bool = True
+    dead: list = field(default_factory=list)
+    bottom_names: Sequence[str] = ()
 
     def __post_init__(self):
         if self.shift not in SHIFTS:
@@ -67,10 +76,36 @@ class TraceContext:
         if self.collector is not None:
             self.collector.add(self.layer_name, values)
 
-    def choose(self, values, spec):
+    def check_finite(self, values, bottom=0, weights=None):
+        """NaN or inf among the ``values`` a rule read from ``bottom`` (or computed from them
+        and ``weights``) is an error naming the weights when they are not finite, else the
+        blob, and this layer (never a ranking of NaN). Only what the trace reads is
+        checked, so the check costs next to nothing."""
+        if np.isfinite(values).all():
+            return
+        if weights is not None and not np.isfinite(weights).all():
+            raise ToolkitError(f"layer '{self.layer_name}' has NaN or inf in its weights "
+                               f"(broken or diverged weights); use other weights")
+        name = (self.bottom_names[bottom] if bottom < len(self.bottom_names)
+                else f"bottom {bottom}")
+        raise ToolkitError(f"blob '{name}' read by layer '{self.layer_name}' holds NaN or "
+                           f"inf after the forward pass; {NON_FINITE_ADVICE}")
+
+    def stop(self, units):
+        """Record ``units`` as dead here: their trace ends at this layer."""
+        if len(units):
+            self.dead.append(units)
+
+    def choose(self, values, spec, units=None, ranks=CONTRIBUTIONS):
         """(rows, cols) of the chosen candidates of ``values`` (see ``select_top``); the
-        values also go to the collector."""
+        values also go to the collector. With ``units`` (the rows' units), the dead rows
+        (``dead_rows(values, ranks)``) are stopped and get no candidate."""
         self.record(values)
+        if units is not None:
+            dead = dead_rows(values, ranks)
+            if dead.any():
+                self.stop(units.take(dead))
+                values = np.where(dead[:, None], -np.inf, values)
         return select_top(values, *spec)
 
     def chunks(self, n, per_unit):

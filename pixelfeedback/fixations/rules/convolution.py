@@ -5,7 +5,10 @@ The contribution of input channel c' to unit (z, y, x) is the sum over the windo
 inside the input of ``W[z, c', i, j] * X[c', tap row, tap column]`` (float64, taps summed in
 row-major order). The chosen channels go down at: the channel's strongest single tap (full
 shift), or the window's centre tap moved, per axis, to the nearest tap inside the input (no
-shift); partial shift is full where the dilation is 1, else no shift.
+shift); partial shift is full where the dilation is 1, else no shift. A unit whose
+channel contributions are all exactly 0 (or whose window lies wholly in the padding) is
+dead: it is stopped (``ctx.stop``) and has no fixation below. Exact ties go to the lowest
+channel, then the first tap in row-major order.
 
 The work is split into named steps: ``window_taps`` (which taps each unit has),
 ``gather_patches`` / ``gather_weights`` (the input values and weights under them),
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pixelfeedback.fixations.graph import conv_geometry
-from pixelfeedback.fixations.kstrategy import select_top
+from pixelfeedback.fixations.kstrategy import dead_rows, select_top
 from pixelfeedback.fixations.units import Units, concat_units
 
 try:
@@ -41,7 +44,8 @@ def convolution(ctx, layer, t, units):
     taps_w = tap_major_weights(ctx.params[0], deconv, G)
 
     live, taps = window_taps(units.y, units.x, geo, (H, W), deconv)
-    if not live.all():   # a window wholly in the padding reaches only the bias
+    if not live.all():   # a window wholly in the padding reaches only the bias: dead
+        ctx.stop(units.take(~live))
         units, taps = units.take(live), taps.take(live)
     if len(units) == 0:
         return [(0, concat_units([]))]
@@ -70,7 +74,7 @@ def convolution(ctx, layer, t, units):
             valid = taps.valid(sub)
             patch, layout = gather_patches(maps, taps, sub, valid, pixels, cells)
             weights = gather_weights(taps_w, z[sub], taps, sub)
-            rows, cols = choose_channels(ctx, spec, patch, layout, weights,
+            rows, cols = choose_channels(ctx, spec, patch, layout, weights, units.take(sub),
                                          weight_bound[z[sub]] if fast else None, patch_max)
             if full:
                 tap = strongest_taps(patch, layout, weights, valid, rows, cols)
@@ -268,36 +272,49 @@ def channel_weight_bound(taps_w, taps):
     return taps * np.maximum(flat_w.max(axis=1), -flat_w.min(axis=1))
 
 
-def choose_channels(ctx, spec, patch, layout, weights, weight_bound=None, patch_max=None):
-    """(rows, cols) of the top channels from patches and per-unit weights (n, T, cg).
+def choose_channels(ctx, spec, patch, layout, weights, units, weight_bound=None,
+                    patch_max=None):
+    """(rows, cols) of the top channels from patches and per-unit weights (n, T, cg) of
+    the rows' ``units``; dead rows (all contributions exactly 0) are stopped.
 
     Without ``weight_bound`` the channel contributions are float64 (exact products,
     taps summed in order). With it (fixed K; per row a bound on ``sum_t |w_t|`` over
     any channel), they are first summed in float32 (``choose_channels_float32``), which
-    gives the float64 ranking either way.
+    gives the float64 ranking and the same dead units either way.
     """
-    if weight_bound is None:
-        return ctx.choose(channel_contributions(patch, layout, weights), spec)
     k, n = spec[1], weights.shape[2]
-    if k >= n:
-        return np.nonzero(np.ones((weights.shape[0], n), bool))
-    if k > 8:
-        return ctx.choose(channel_contributions(patch, layout, weights), spec)
-    return choose_channels_float32(k, patch, layout, weights, weight_bound, patch_max)
+    if weight_bound is None or k >= n or k > 8:
+        values = channel_contributions(patch, layout, weights)
+        if not np.isfinite(values).all():
+            _check_inputs_finite(ctx, values, patch, weights)
+        return ctx.choose(values, spec, units)
+    return choose_channels_float32(ctx, k, patch, layout, weights, units, weight_bound,
+                                   patch_max)
 
 
-def choose_channels_float32(k, patch, layout, weights, weight_bound, patch_max=None):
+def choose_channels_float32(ctx, k, patch, layout, weights, units, weight_bound,
+                            patch_max=None):
     """The float64 top-``k`` channels, ranked in float32 where that is safe.
 
     A row whose gap between its K-th and (K+1)-th float32 sums exceeds twice the rounding
     bound ``2 (T+2) 2^-24 max|patch| weight_bound`` keeps that choice; the others are redone
-    in float64. ``patch_max``: a bound on |patch| for all rows (else taken per row).
+    in float64. ``patch_max``: a bound on |patch| for all rows (else taken per row). A row
+    whose float32 sums all lie within the bound of 0 may be dead: its float64 contributions
+    decide, and dead rows are stopped (``ctx.stop``) with no channel. NaN or inf in the
+    patches or weights is an error (``ctx.check_finite``); float32 sums that overflow
+    finite inputs are ranked in float64.
     """
     approx = np.einsum(layout + ",utc->uc", patch, weights)
     if patch_max is None:
         axes = (1, 2) if layout == "utc" else (0, 2)
         patch_max = np.maximum(patch.max(axis=axes), -patch.min(axis=axes)).astype(np.float64)
     bound = 2.0 * (weights.shape[1] + 2) * 2.0 ** -24 * patch_max * weight_bound
+    scale = np.abs(approx).max(axis=1)
+    if not np.isfinite(scale).all():
+        _check_inputs_finite(ctx, approx, patch, weights)
+        return ctx.choose(channel_contributions(patch, layout, weights), spec=("fixed", k),
+                          units=units)
+    maybe_dead = np.flatnonzero(scale <= bound)
     # The K+1 largest per row by repeated argmax (np.partition is far slower per row).
     every = np.arange(len(approx))
     top_cols, top_values = [], []
@@ -314,7 +331,21 @@ def choose_channels_float32(k, patch, layout, weights, weight_bound, patch_max=N
     if len(unsure):
         r, c = select_top(channel_contributions(patch, layout, weights, unsure), "fixed", k)
         rows, cols = np.concatenate([rows, unsure[r]]), np.concatenate([cols, c])
+    if len(maybe_dead):
+        dead = maybe_dead[dead_rows(channel_contributions(patch, layout, weights, maybe_dead))]
+        if len(dead):
+            ctx.stop(units.take(dead))
+            keep = ~np.isin(rows, dead)
+            rows, cols = rows[keep], cols[keep]
     return rows, cols
+
+
+def _check_inputs_finite(ctx, sums, patch, weights):
+    """Non-finite channel ``sums``: an error when the patches or weights hold NaN or inf
+    (``ctx.check_finite`` names which); finite inputs mean the sums overflowed, which the
+    caller then ranks in float64."""
+    if not (np.isfinite(patch).all() and np.isfinite(weights).all()):
+        ctx.check_finite(sums, weights=weights)
 
 
 def strongest_taps(patch, layout, weights, valid, rows, cols):

@@ -2,13 +2,15 @@
 from."""
 import numpy as np
 
+from pixelfeedback.fixations.kstrategy import CONTRIBUTIONS, VALUES
 from pixelfeedback.fixations.units import shape3
 from python_layers import ToolkitError
 
 
 def eltwise(ctx, layer, t, units):
     """Eltwise: the top-K bottoms receive the unit, ranked by ``coeff * value`` at the unit
-    for SUM and by the value for PROD and MAX (ties: the lower bottom index)."""
+    for SUM and by the value for PROD and MAX (ties: the lower bottom index). Dead: SUM
+    with every ``coeff * value`` exactly 0, PROD and MAX with no positive value."""
     from caffe.proto import caffe_pb2
     param = layer.proto.eltwise_param
     operation = caffe_pb2.EltwiseParameter.EltwiseOp.Name(param.operation)
@@ -26,5 +28,7 @@ def eltwise(ctx, layer, t, units):
         X = ctx.bottoms[b]
         X = X.reshape((X.shape[0],) + shape3(X.shape))
         values[:, b] = coeffs[b] * X[item, units.c, units.y, units.x].astype(np.float64)
-    rows, cols = ctx.choose(values, spec)
+        ctx.check_finite(values[:, b], b)
+    rows, cols = ctx.choose(values, spec, units,
+                            CONTRIBUTIONS if operation == "SUM" else VALUES)
     return [(b, units.take(rows[cols == b])) for b in range(B)]

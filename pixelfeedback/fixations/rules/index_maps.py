@@ -38,11 +38,10 @@ def concat(ctx, layer, t, units):
     return out
 
 
-def crop(ctx, layer, t, units):
-    """Crop: the unit shifted by the crop offsets into bottom 0 (bottom 1 gives only the
-    shape)."""
+def crop_offsets(layer, ndim):
+    """The per-axis offsets of a Crop layer over ``ndim``-D blobs (Caffe's crop_param:
+    one offset for every axis from ``axis`` on, or one per axis)."""
     param = layer.proto.crop_param
-    ndim = len(ctx.bottoms[0].shape)
     start = param.axis + ndim if param.axis < 0 else param.axis
     offsets = [0] * ndim
     for axis in range(start, ndim):
@@ -50,6 +49,14 @@ def crop(ctx, layer, t, units):
             offsets[axis] = int(param.offset[0])
         elif len(param.offset) > 1:
             offsets[axis] = int(param.offset[axis - start])
+    return offsets
+
+
+def crop(ctx, layer, t, units):
+    """Crop: the unit shifted by the crop offsets into bottom 0 (bottom 1 gives only the
+    shape)."""
+    ndim = len(ctx.bottoms[0].shape)
+    offsets = crop_offsets(layer, ndim)
     if offsets[0]:
         raise ToolkitError(f"layer '{layer.name}': Crop with an offset on the batch axis "
                            "has no fixation rule")

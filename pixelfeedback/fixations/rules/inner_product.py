@@ -1,6 +1,7 @@
 """The InnerProduct rule: the strongest inputs of ``W[row] * x`` over the flattened input."""
 import numpy as np
 
+from pixelfeedback.fixations.kstrategy import dead_rows
 from pixelfeedback.fixations.units import Units, concat_units, shape3, unravel
 from python_layers import ToolkitError
 
@@ -8,7 +9,8 @@ from python_layers import ToolkitError
 def inner_product(ctx, layer, t, units):
     """InnerProduct: the top-K of ``W[row] * x`` over the flat (C*H*W) input, or with
     ``ip_rule="positive"`` all positive contributors (a unit with none keeps its single
-    largest). Inputs go down as (c, y, x) of the bottom."""
+    largest). A unit whose contributions are all exactly 0 is dead. Inputs go down as
+    (c, y, x) of the bottom."""
     param = layer.proto.inner_product_param
     X = ctx.bottoms[0]
     axis = param.axis if param.axis >= 0 else param.axis + X.ndim
@@ -31,11 +33,14 @@ def inner_product(ctx, layer, t, units):
     for part in ctx.chunks(len(units), D * 2):
         u = units.take(part)
         values = rows_of_w[u.c].astype(np.float64) * flat[ctx.items(u.tag)]
+        ctx.check_finite(values, weights=rows_of_w)
         if positive:
             ctx.record(values)
-            _merge_positive(hits, np.searchsorted(tags, u.tag), values)
+            dead = dead_rows(values)
+            ctx.stop(u.take(dead))
+            _merge_positive(hits, np.searchsorted(tags, u.tag[~dead]), values[~dead])
             continue
-        rows, cols = ctx.choose(values, spec)
+        rows, cols = ctx.choose(values, spec, u)
         out.append(Units(u.tag[rows], *unravel(cols, shape)))
     if positive:
         slot, cols = np.nonzero(hits)

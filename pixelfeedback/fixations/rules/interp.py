@@ -9,7 +9,8 @@ from pixelfeedback.fixations.units import Units
 def interp(ctx, layer, t, units):
     """Interp / Zoom: of each unit's align-corners bilinear source cells (up to 4, those of
     non-zero weight, in the order top-left, top-right, bottom-left, bottom-right), the top-K
-    by ``weight * value``. Resolution K: the rounded input/output size ratio per axis."""
+    by ``weight * value``. Resolution K: the rounded input/output size ratio per axis.
+    Dead: every ``weight * value`` exactly 0."""
     X = ctx.bottoms[0]
     H, W = X.shape[2:]
     top_h, top_w = ctx.top_shapes[t][2:]
@@ -26,8 +27,9 @@ def interp(ctx, layer, t, units):
     weight = np.stack([wy0 * wx0, wy0 * wx1, wy1 * wx0, wy1 * wx1], axis=1)
     item = ctx.items(units.tag)
     values = weight * X[item[:, None], units.c[:, None], cand_y, cand_x].astype(np.float64)
+    ctx.check_finite(values)
     values[weight == 0] = -np.inf
-    rows, cols = ctx.choose(values, spec)
+    rows, cols = ctx.choose(values, spec, units)
     return [(0, Units(units.tag[rows], units.c[rows], cand_y[rows, cols],
                       cand_x[rows, cols]))]
 

@@ -1,0 +1,147 @@
+"""pixelfeedback.fixation_figures: the receptive-field centres the flow draws (worked out by
+hand on small nets), the flow's stages, its PNG strip and GIF, and Figure 2.4; and the
+Python API (pipeline.run_fixations with keep_layers, write_flow, write_figure_2_4)."""
+import os
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixelfeedback import fixation_figures as ff
+from pixelfeedback import pipeline
+from pixelfeedback.fixations import NetGraph
+from pixelfeedback.nets import largefov, netspec, registry
+from pixelfeedback.nets.weights import fill_random_weights
+
+
+def graph_of(text):
+    return NetGraph.from_text(text)
+
+
+NET = """
+layer { name: "data" type: "Input" top: "data" input_param { shape { dim: 1 dim: 3 dim: 20 dim: 24 } } }
+layer { name: "conv1" type: "Convolution" bottom: "data" top: "conv1"
+        convolution_param { num_output: 4 kernel_size: 3 stride: 2 pad: 1 } }
+layer { name: "relu1" type: "ReLU" bottom: "conv1" top: "conv1" }
+layer { name: "pool1" type: "Pooling" bottom: "conv1" top: "pool1"
+        pooling_param { pool: MAX kernel_size: 2 stride: 2 } }
+layer { name: "fc6" type: "Convolution" bottom: "pool1" top: "fc6"
+        convolution_param { num_output: 4 kernel_size: 3 pad: 2 dilation: 2 } }
+layer { name: "up" type: "Deconvolution" bottom: "fc6" top: "up"
+        convolution_param { num_output: 4 kernel_size: 4 stride: 2 pad: 1 } }
+layer { name: "zoom" type: "Python" bottom: "up" top: "zoom"
+        python_param { module: "python_layers.interp" layer: "Zoom" param_str: "{\\"factor\\": 2}" } }
+layer { name: "gpool" type: "Pooling" bottom: "zoom" top: "gpool" pooling_param { pool: AVE global_pooling: true } }
+"""
+
+
+def test_receptive_field_centres_by_hand():
+    # conv1 (k3 s2 p1): y_in = 2y - 1 + 1 = 2y. pool1 (k2 s2): y_in = 2y + 0.5 -> image
+    # 2(2y + 0.5) = 4y + 1. fc6 (k3 d2 p2): y_in = y - 2 + 2 = y -> 4y + 1.
+    # up (deconv k4 s2 p1): centre (4 - 1)/2 = 1.5: y_in = (y + 1 - 1.5)/2 = y/2 - 0.25 ->
+    # image 4(y/2 - 0.25) + 1 = 2y. zoom x2 of an h-row map: y_in = y (h-1)/(2h-2) = y/2 ->
+    # image y. Global pooling has no spatial map: left out.
+    shapes = {"data": (1, 3, 20, 24), "conv1": (1, 4, 10, 12), "pool1": (1, 4, 5, 6),
+              "fc6": (1, 4, 5, 6), "up": (1, 4, 10, 12), "zoom": (1, 4, 19, 23),
+              "gpool": (1, 4, 1, 1)}
+    centres = ff.receptive_field_centres(graph_of(NET), shapes)
+    assert centres["conv1"] == ((2.0, 0.0), (2.0, 0.0))
+    assert centres["pool1"] == ((4.0, 1.0), (4.0, 1.0))
+    assert centres["fc6"] == ((4.0, 1.0), (4.0, 1.0))
+    assert centres["up"] == ((2.0, 0.0), (2.0, 0.0))
+    assert centres["zoom"] == ((1.0, 0.0), (1.0, 0.0))
+    assert "gpool" not in centres
+
+
+def test_flow_stages_go_from_the_score_side_to_the_image():
+    shapes = {"data": (1, 3, 20, 24), "conv1": (1, 4, 10, 12), "pool1": (1, 4, 5, 6),
+              "fc6": (1, 4, 5, 6), "up": (1, 4, 10, 12), "zoom": (1, 4, 19, 23),
+              "gpool": (1, 4, 1, 1)}
+    layers = {"fc6": np.array([[0, 1, 2], [3, 1, 2], [1, 0, 0]]),   # two units share (1, 2)
+              "pool1": np.array([[2, 1, 2]]), "conv1": np.array([[0, 3, 4]]),
+              "data": np.array([[0, 6, 8], [1, 6, 8]]), "gpool": np.array([[0, 0, 0]])}
+    stages = ff.flow_stages(layers, graph_of(NET), shapes)
+    assert [s.blob for s in stages] == ["fc6", "pool1", "conv1", "data"]
+    assert [s.units for s in stages] == [3, 1, 1, 2]
+    np.testing.assert_array_equal(stages[0].points, [[1, 1], [5, 9]])   # 4y+1, distinct
+    np.testing.assert_array_equal(stages[2].points, [[6, 8]])
+    np.testing.assert_array_equal(stages[3].points, [[6, 8]])
+    colours = ff.depth_colours(len(stages))
+    assert colours.shape == (4, 3) and len({tuple(c) for c in colours}) == 4
+
+
+def test_strip_and_gif_have_one_panel_and_frame_per_stage(tmp_path):
+    image = (np.random.RandomState(0).rand(30, 40, 3) * 255).astype(np.uint8)
+    stages = [ff.FlowStage("fc8", np.array([[3.0, 4.0]]), 1),
+              ff.FlowStage("conv1", np.array([[10.0, 12.0], [20.0, 30.0]]), 2),
+              ff.FlowStage("data", np.array([[10.0, 12.0]]), 3)]
+    strip = ff.save_flow_strip(str(tmp_path / "strip.png"), image, stages, "cat", columns=2)
+    picture = cv2.imread(strip)
+    single = cv2.imread(ff.save_flow_strip(str(tmp_path / "one.png"), image, stages[:1]))
+    assert picture.shape[1] > 1.9 * single.shape[1]           # two columns ...
+    assert picture.shape[0] > 2 * single.shape[0]             # ... of two rows and a title
+    gif = ff.save_flow_gif(str(tmp_path / "flow.gif"), image, stages, "cat")
+    with Image.open(gif) as animation:
+        assert animation.n_frames == 3 and animation.info["loop"] == 0
+    empty = ff.save_flow_gif(str(tmp_path / "empty.gif"), image, [], "cat")
+    with Image.open(empty) as animation:
+        assert animation.n_frames == 1
+
+
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory, caffe):
+    """A reduced LargeFOV (5 classes, input 65) with random weights, one image traced with
+    keep_layers through the pipeline."""
+    root = tmp_path_factory.mktemp("figures")
+    prototxt = str(root / "deploy.prototxt")
+    netspec.write_net(largefov.deploy_net(width_div=32, num_classes=5, size=65), prototxt)
+    net = caffe.Net(prototxt, caffe.TEST)
+    fill_random_weights(net, seed=1)
+    image = (np.random.RandomState(3).rand(50, 60, 3) * 255).astype(np.uint8)
+    data, image, _ = pipeline.prepare_input(image, 65, registry.DEEPLAB_MEAN)
+    tracker = pipeline.make_tracker(net, prototxt, "partial", "resolution")
+    results = pipeline.run_fixations(net, tracker, data, image, "fc8_voc12",
+                                     skip_background=False, keep_layers=True)
+    return dict(root=root, net=net, tracker=tracker, image=image, results=results)
+
+
+def test_python_api_writes_the_flow_and_figure_2_4(traced, tmp_path):
+    results, net = traced["results"], traced["net"]
+    assert results and all(r.layers is not None for r in results)
+    names = pipeline.class_names_for(5, ["bg", "a", "b", "c", "d"])
+    written = pipeline.write_flow(str(tmp_path), "img", traced["image"], results,
+                                  traced["tracker"].graph, net)
+    shapes = {name: blob.data.shape for name, blob in net.blobs.items()}
+    for result in written:
+        stages = ff.flow_stages(result.layers, traced["tracker"].graph, shapes)
+        assert stages[0].blob == "fc8_voc12" and stages[-1].blob == "data"
+        assert stages[0].units == result.score_units      # the seeds
+        with Image.open(result.files["flow_gif"]) as animation:
+            assert animation.n_frames == len(stages)
+        assert cv2.imread(result.files["flow"]) is not None
+    figure = pipeline.write_figure_2_4(str(tmp_path), "img", traced["image"], results, net,
+                                       "fc8_voc12", names, "segmentation")
+    assert os.path.basename(figure) == "img_figure_2_4.png"
+    picture = cv2.imread(figure)
+    assert picture is not None and picture.shape[0] > 100 * len(results)
+    assert os.path.getsize(figure) < 300_000
+
+
+def test_seeds_are_the_score_units_of_the_class(traced):
+    net, results = traced["net"], traced["results"]
+    scores = net.blobs["fc8_voc12"].data
+    region = pipeline.image_region(scores.shape, (65, 65), traced["image"].shape[:2])
+    label = np.where(region, scores[0].argmax(0), 0)
+    for result in results:
+        np.testing.assert_array_equal(result.seeds, np.argwhere(label == result.class_id))
+        assert len(result.seeds) == result.score_units
+
+
+def test_flow_needs_the_traced_blobs(traced, tmp_path):
+    from python_layers import ToolkitError
+
+    bare = [r._replace(layers=None) for r in traced["results"]]
+    with pytest.raises(ToolkitError, match="keep_layers=True"):
+        pipeline.write_flow(str(tmp_path), "img", traced["image"], bare,
+                            traced["tracker"].graph, traced["net"])
