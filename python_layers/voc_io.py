@@ -116,6 +116,9 @@ def write_label(path, label):
     label = np.asarray(label)
     if label.ndim != 2:
         raise ValueError(f"label must be 2-D, got shape {label.shape}")
+    if label.size and (label.min() < 0 or label.max() > 255):  # never wrap -1 into 255
+        raise ValueError(f"label values must be 0..255 (class indices, 255 = ignore), got "
+                         f"{label.min()}..{label.max()}")
     img = Image.fromarray(label.astype(np.uint8), mode="P")
     img.putpalette(voc_palette().ravel().tolist())
     with atomic_path(path) as tmp:

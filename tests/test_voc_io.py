@@ -187,3 +187,10 @@ def test_atomic_write_makes_the_folder(tmp_path):
     voc_io.write_text(tmp_path / "new" / "deeper" / "file.txt", "x")
     assert (tmp_path / "new" / "deeper" / "file.txt").read_text() == "x"
     assert leftover_temporaries(tmp_path / "new" / "deeper") == []
+
+
+def test_write_label_refuses_values_outside_0_to_255(tmp_path):
+    for bad in ([[256, 0]], [[-1, 0]]):  # would wrap to 0 and 255 (ignore) silently
+        with pytest.raises(ValueError, match=r"label values must be 0\.\.255"):
+            voc_io.write_label(str(tmp_path / "bad.png"), np.array(bad))
+    assert not os.path.exists(tmp_path / "bad.png")
