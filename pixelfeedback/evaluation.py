@@ -16,13 +16,13 @@ Evaluating weights on a split they were trained on (e.g. the released DeepLab-La
 train2_iter_8000, fine-tuned on train+val, on VOC 2012 val) prints a warning and records
 it in metrics.json: such a number is no test result.
 """
-import collections
 import os
 import sys
 import time
 
 import numpy as np
 
+from pixelfeedback.data_lists import ALL_OR_NONE, check_pairs
 from pixelfeedback import metrics, reports
 from pixelfeedback.nets import registry
 from pixelfeedback.nets.loading import load_net
@@ -67,39 +67,6 @@ def contamination_warning(model_name, split_name):
     return (f"the weights of '{model_name}' were trained on {', '.join(trained_on)}, which "
             f"contains the images of {split_name}: this mean IoU is not a test result "
             "(fine for looking at predictions or fixations, never for reporting)")
-
-
-def check_inputs(pairs, size):
-    """Fail early (before any forward pass) on missing files or images above ``size``."""
-    from PIL import Image
-
-    with_label = [label is not None for _, label in pairs]
-    if any(with_label) and not all(with_label):
-        raise ToolkitError("the list mixes lines with and without a label; give every image "
-                           "a label (or none, to only write predictions)")
-    ids = collections.Counter(os.path.splitext(os.path.basename(image))[0]
-                              for image, _ in pairs)
-    if len(ids) != len(pairs):
-        twice = sorted(i for i, count in ids.items() if count > 1)
-        raise ToolkitError(f"the list names image {twice[0]!r} more than once; predictions are "
-                           "saved by image name, so every name must be unique")
-    missing = [p for pair in pairs for p in pair if p is not None and not os.path.isfile(p)]
-    if missing:
-        raise ToolkitError(f"{len(missing)} file(s) of the list not found, first: {missing[0]} "
-                           "(check --data-root and --list)")
-    for image_path, _ in pairs:
-        try:
-            with Image.open(image_path) as img:
-                width, height = img.size
-        except Exception as exc:  # PIL raises many kinds on a broken file
-            raise ToolkitError(f"cannot read image {image_path} ({exc}); replace it or remove "
-                               "it from the list") from None
-        if height > size or width > size:
-            raise ToolkitError(
-                f"image {image_path} is {width}x{height}, larger than the net input "
-                f"{size}x{size}; pass a larger --size (VOC images are at most 500x500: 513 "
-                "fits them)")
-    return all(with_label)
 
 
 def prepare_net(net, size, output_blob):
@@ -211,7 +178,9 @@ def evaluate(net_or_paths, list_file, data_root, out_dir, num_classes=21, size=5
     class_names = list(class_names_for(num_classes, class_names))
 
     pairs = voc_io.read_list(list_file, root=data_root)
-    has_labels = check_inputs(pairs, size)
+    has_labels = check_pairs(pairs, list_file, "--list", labels=ALL_OR_NONE, max_size=size,
+                             unique_names=True, skip_bad_images=skip_bad_images,
+                             skip_flag="--skip-bad-images")
     input_name, output_blob = prepare_net(net, size, output_blob)
     scores_blob, num_outputs = score_channels(net, output_blob)
     if num_outputs != num_classes:

@@ -37,6 +37,7 @@ import time
 import numpy as np
 
 from pixelfeedback import cli, evaluation, metrics, reports
+from pixelfeedback.data_lists import check_list
 from pixelfeedback.nets import largefov, registry
 from pixelfeedback.nets.loading import check_gpu
 from pixelfeedback.nets.netspec import write_net
@@ -188,8 +189,6 @@ class SweepConfig(object):
 
 
 # ----------------------------------------------------------------------------- checks first
-
-LONG_LIST = 200  # list files longer than this get a progress bar while they are checked
 
 
 def comma_list(item_type, what):
@@ -347,72 +346,14 @@ def check_files(cfg):
         raise ToolkitError(f"initial weights not found: {cfg.init_weights} "
                            "(python weights/fetch.py largefov, or pass --init-weights)")
     sizes = {}  # (image, label) -> image size, so a list given twice is read once
-    check_list(cfg.train_list, cfg.data_root, "--train-list", sizes, progress=cfg.progress)
-    check_list(cfg.val_list, cfg.data_root, "--val-list", sizes, max_size=cfg.test_size,
-               unique_names=True, progress=cfg.progress)
+    check_list(cfg.train_list, cfg.data_root, "--train-list", sizes=sizes,
+               progress=cfg.progress)
+    check_list(cfg.val_list, cfg.data_root, "--val-list", sizes=sizes, max_size=cfg.test_size,
+               max_size_name="the test size", size_flag="--test-size", unique_names=True,
+               progress=cfg.progress)
     if cfg.baseline_from:
-        check_list(cfg.baseline_list, cfg.data_root, "--baseline-list", sizes,
+        check_list(cfg.baseline_list, cfg.data_root, "--baseline-list", sizes=sizes,
                    progress=cfg.progress)
-
-
-def check_list(list_file, data_root, flag, sizes=None, max_size=None, unique_names=False,
-               progress=True):
-    """One list file of the sweep: it exists, every line names an image and its label, both
-    files exist and open, and the label has the image's size (PIL reads the headers only,
-    no pixels). ``max_size``: no image may be larger (the test input); ``unique_names``:
-    no image name twice (the evaluation saves predictions by name). A progress bar shows
-    on lists longer than LONG_LIST lines."""
-    from PIL import Image
-    from tqdm import tqdm
-
-    if not os.path.isfile(list_file):
-        raise ToolkitError(f"list file ({flag}) not found: {list_file}; make it with "
-                           f"tools/fetch_voc.py or pass {flag}")
-    pairs = voc_io.read_list(list_file, root=data_root)
-    no_label = [image for image, label in pairs if label is None]
-    if no_label:
-        raise ToolkitError(f"{len(no_label)} line(s) of {list_file} ({flag}) name no label, "
-                           f"first: {no_label[0]}; every image of the sweep needs its label "
-                           "('/JPEGImages/x.jpg /SegmentationClassAug/x.png')")
-    missing = [path for pair in pairs for path in pair if not os.path.isfile(path)]
-    if missing:
-        raise ToolkitError(f"{len(missing)} file(s) named by {list_file} ({flag}) not found, "
-                           f"first: {missing[0]} (check --data-root and {flag})")
-    if unique_names:
-        names = collections.Counter(os.path.splitext(os.path.basename(image))[0]
-                                    for image, _ in pairs)
-        twice = sorted(name for name, count in names.items() if count > 1)
-        if twice:
-            raise ToolkitError(f"{list_file} ({flag}) names image {twice[0]!r} more than once; "
-                               "predictions are saved by image name, so give each once")
-    sizes = {} if sizes is None else sizes
-    bar = tqdm(pairs, desc=f"check {os.path.basename(list_file)}", unit="img", leave=False,
-               disable=not progress or len(pairs) <= LONG_LIST)
-    for image, label in bar:
-        if (image, label) not in sizes:
-            image_size = _header_size(Image, image, "image", flag)
-            label_size = _header_size(Image, label, "label", flag)
-            if image_size != label_size:
-                raise ToolkitError(
-                    f"image {image} is {image_size[0]}x{image_size[1]} but its label {label} is "
-                    f"{label_size[0]}x{label_size[1]}; fix the label or remove the line from "
-                    f"{list_file} ({flag})")
-            sizes[(image, label)] = image_size
-        width, height = sizes[(image, label)]
-        if max_size is not None and max(width, height) > max_size:
-            raise ToolkitError(
-                f"image {image} of {flag} is {width}x{height}, larger than the test size "
-                f"{max_size}x{max_size}; pass a larger --test-size (8k+1, e.g. 513 for VOC)")
-    return len(pairs)
-
-
-def _header_size(image_module, path, what, flag):
-    try:
-        with image_module.open(path) as img:
-            return img.size
-    except Exception as exc:  # PIL raises many kinds on a broken file
-        raise ToolkitError(f"cannot read {what} {path} ({exc}); replace it or remove its line "
-                           f"from {flag}") from None
 
 
 def baseline_snapshot_every(cfg):

@@ -59,15 +59,26 @@ def read_image(path):
     return image
 
 
+def jpeg_truncation(path, data=None):
+    """Why the JPEG file at ``path`` is cut short (its data stop before the end-of-image
+    marker), or None when it is whole or no JPEG. Reads the bytes, decodes nothing."""
+    if data is None:
+        with open(path, "rb") as f:
+            data = f.read()
+    if data[:2] != b"\xff\xd8":
+        return None
+    last_scan = data.rfind(b"\xff\xda")  # entropy-coded data never holds FF DA or FF D9
+    if last_scan < 0 or data.find(b"\xff\xd9", last_scan) < 0:
+        return "its JPEG data stops before the end-of-image marker"
+    return None
+
+
 def _truncation(path):
     """Why the image file at ``path`` is incomplete, or None when it is whole."""
     with open(path, "rb") as f:
         data = f.read()
-    if data[:2] == b"\xff\xd8":   # JPEG: entropy-coded data never holds FF DA or FF D9
-        last_scan = data.rfind(b"\xff\xda")
-        if last_scan < 0 or data.find(b"\xff\xd9", last_scan) < 0:
-            return "its JPEG data stops before the end-of-image marker"
-        return None
+    if data[:2] == b"\xff\xd8":
+        return jpeg_truncation(path, data)
     try:
         with Image.open(path) as img:
             img.load()

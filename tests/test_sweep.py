@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, random_largefov_weights
-from pixelfeedback import sweep
+from pixelfeedback import data_lists, sweep
 from pixelfeedback import training
 
 LOG = """I1125 solver.cpp:239] Iteration 0 (0 iter/s, 0.5s/10 iters), loss = 1.5
@@ -326,6 +326,22 @@ def test_a_list_naming_a_missing_image_is_refused_before_any_training(cli_setup,
             train, os.path.join(root, "JPEGImages", "gone.jpg")))
 
 
+def test_a_truncated_jpeg_is_refused_before_any_training(cli_setup, capsys, tiny_voc,
+                                                        tmp_path):
+    argv, out = cli_setup
+    root, list_path = tiny_voc
+    whole = open(os.path.join(root, "JPEGImages", "img_0001.jpg"), "rb").read()
+    with open(os.path.join(root, "JPEGImages", "cut.jpg"), "wb") as f:
+        f.write(whole[:len(whole) * 2 // 3])  # a partial download: headers intact
+    shutil.copy(os.path.join(root, "SegmentationClassAug", "img_0001.png"),
+                os.path.join(root, "SegmentationClassAug", "cut.png"))
+    train = tmp_path / "train.txt"
+    train.write_text(open(list_path).read() + "/JPEGImages/cut.jpg /SegmentationClassAug/cut.png\n")
+    status, err = run_script(argv(**{"--train-list": str(train)}), capsys)
+    assert_refused_before_training(status, err, out, "cut.jpg: the file is truncated or corrupt")
+    assert f"remove its line from {train} (--train-list)" in err
+
+
 def test_an_image_and_label_of_different_sizes_are_refused_before_any_training(
         cli_setup, capsys, tiny_voc, tmp_path):
     from PIL import Image
@@ -363,9 +379,9 @@ def test_a_long_list_is_checked_with_a_progress_bar(tiny_voc, tmp_path, capsys):
     root, list_path = tiny_voc
     long_list = tmp_path / "long.txt"
     long_list.write_text(open(list_path).read() * 60)  # 240 lines
-    assert sweep.check_list(str(long_list), root, "--train-list", progress=True) == 240
+    assert len(data_lists.check_list(str(long_list), root, "--train-list", progress=True)) == 240
     assert "check long.txt" in capsys.readouterr().err
-    assert sweep.check_list(list_path, root, "--train-list", progress=True) == 4
+    assert len(data_lists.check_list(list_path, root, "--train-list", progress=True)) == 4
     assert "check" not in capsys.readouterr().err  # short lists: no bar
 
 

@@ -17,13 +17,13 @@ import contextlib
 import dataclasses
 import json
 import os
-import sys
 import typing
 
 import numpy as np
 
 from pixelfeedback import heatmap, reports
-from pixelfeedback.evaluation import check_inputs, parameters_digest, read_or_skip
+from pixelfeedback.data_lists import ALL_OR_NONE, check_pairs
+from pixelfeedback.evaluation import parameters_digest, read_or_skip
 from pixelfeedback.experiments.measures import (DEFAULT_MASK_RADIUS, DEFAULT_MASK_THRESHOLD,
                                                 FRACTIONS, MASK_MODES, check_fractions,
                                                 check_mask_options, check_void,
@@ -146,7 +146,10 @@ class Session:
         self.names = class_names_for(self.num_classes, names)
         self.size = (self.net.blobs["data"].data.shape[2] if options.size is None
                      else int(options.size))
-        if not check_inputs(self.pairs, self.size or sys.maxsize):
+        if not check_pairs(self.pairs, list_file, "--list", labels=ALL_OR_NONE,
+                           max_size=self.size or None,
+                           skip_bad_images=options.skip_bad_images,
+                           skip_flag="--skip-bad-images"):
             raise ToolkitError(f"the list {list_file} has no labels: the experiments compare "
                                "fixations with the ground truth ('image label' lines)")
         self._trackers = {}

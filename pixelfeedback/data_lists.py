@@ -1,0 +1,119 @@
+"""A data list (DeepLab's list file: ``/JPEGImages/x.jpg /SegmentationClassAug/x.png`` per
+line, the label optional where only predictions are wanted) checked in one quick pass
+before a long run reads it: the evaluation, the experiments and every list of the Table 3.1
+sweep. A bad line then costs seconds, not the hours of the runs before it.
+
+Each check names the list, the flag that gave it and what to do. Sizes come from the file
+headers (Pillow reads no pixels), so the pass is fast; a JPEG cut short is found too (its
+end marker is missing), which OpenCV would decode grey without a word.
+"""
+import collections
+import os
+
+from python_layers import ToolkitError, voc_io
+
+LONG_LIST = 200  # lists longer than this get a progress bar while they are checked
+
+REQUIRED, ALL_OR_NONE = "required", "all or none"  # what ``labels`` may ask
+
+
+def check_list(list_file, data_root, flag, **options):
+    """Read ``list_file`` (given by the command-line option ``flag``) and check it with
+    ``check_pairs(..., **options)``; returns its (image, label) pairs."""
+    if not os.path.isfile(list_file):
+        raise ToolkitError(f"list file ({flag}) not found: {list_file}; make it with "
+                           f"tools/fetch_voc.py or pass {flag}")
+    pairs = voc_io.read_list(list_file, root=data_root)
+    check_pairs(pairs, list_file, flag, **options)
+    return pairs
+
+
+def check_pairs(pairs, list_file, flag, labels=REQUIRED, max_size=None,
+                max_size_name="the net input", size_flag="--size", unique_names=False,
+                sizes=None, progress=False, skip_bad_images=False, skip_flag=None):
+    """Check the (image, label) pairs of a list; returns whether they have labels.
+
+    labels: ``REQUIRED`` (every line names its label: training, the sweep's val) or
+    ``ALL_OR_NONE`` (evaluation: all, or none to only predict). Every file must exist and
+    open, a label must have its image's size, a JPEG must be whole. ``max_size``: no image
+    may be larger (the net's input, set by ``size_flag``). ``unique_names``: no image name
+    twice (predictions are saved by name). ``sizes``: a dict shared between lists, so a
+    pair named by two lists is read once. A bar shows on lists longer than LONG_LIST.
+    """
+    from PIL import Image
+    from tqdm import tqdm
+
+    where = f"{list_file} ({flag})"
+    with_label = [label is not None for _, label in pairs]
+    if labels == REQUIRED and not all(with_label):
+        first = pairs[with_label.index(False)][0]
+        raise ToolkitError(f"{with_label.count(False)} line(s) of {where} name no label, "
+                           f"first: {first}; every image needs its label "
+                           "('/JPEGImages/x.jpg /SegmentationClassAug/x.png')")
+    if labels == ALL_OR_NONE and any(with_label) and not all(with_label):
+        raise ToolkitError(f"{where} mixes lines with and without a label; give every image "
+                           "a label (or none, to only write predictions)")
+    if unique_names:
+        names = collections.Counter(os.path.splitext(os.path.basename(image))[0]
+                                    for image, _ in pairs)
+        twice = sorted(name for name, count in names.items() if count > 1)
+        if twice:
+            raise ToolkitError(f"{where} names image {twice[0]!r} more than once; predictions "
+                               "are saved by image name, so give each once")
+    missing = [path for pair in pairs for path in pair if path is not None
+               and not os.path.isfile(path)]
+    if missing:
+        raise ToolkitError(f"{len(missing)} file(s) named by {where} not found, first: "
+                           f"{missing[0]} (check --data-root and {flag})")
+    sizes = {} if sizes is None else sizes
+    bar = tqdm(pairs, desc=f"check {os.path.basename(list_file)}", unit="img", leave=False,
+               disable=not progress or len(pairs) <= LONG_LIST)
+    for image, label in bar:
+        if (image, label) not in sizes:
+            try:
+                sizes[(image, label)] = _pair_size(Image, image, label, where)
+            except _BadImage as exc:
+                if skip_bad_images:
+                    continue
+                if skip_flag:
+                    raise ToolkitError(f"{exc}, or pass {skip_flag} to leave such images "
+                                       "out (they are counted)") from None
+                raise
+        width, height = sizes[(image, label)]
+        if max_size is not None and max(width, height) > max_size:
+            raise ToolkitError(
+                f"image {image} is {width}x{height}, larger than {max_size_name} "
+                f"{max_size}x{max_size}; pass a larger {size_flag} (8k+1: VOC's images are at "
+                f"most 500x500, 513 fits them) or remove its line from {where}")
+    return all(with_label) and bool(pairs)
+
+
+class _BadImage(ToolkitError):
+    """An image that does not open (what --skip-bad-images skips)."""
+
+
+def _pair_size(image_module, image, label, where):
+    """(width, height) of an image whose label (if any) has the same size."""
+    image_size = _header_size(image_module, image, "image", where, _BadImage)
+    problem = voc_io.jpeg_truncation(image)
+    if problem:
+        raise _BadImage(f"cannot read image {image}: the file is truncated or corrupt "
+                        f"({problem}; a partial download or copy?); replace it or remove its "
+                        f"line from {where}")
+    if label is not None:
+        label_size = _header_size(image_module, label, "label", where)
+        if image_size != label_size:
+            raise ToolkitError(
+                f"image {image} is {image_size[0]}x{image_size[1]} but its label {label} is "
+                f"{label_size[0]}x{label_size[1]}; fix the label or remove the line from "
+                f"{where}")
+    return image_size
+
+
+def _header_size(image_module, path, what, where, error=ToolkitError):
+    try:
+        with image_module.open(path) as img:
+            return img.size
+    except Exception as exc:  # PIL raises many kinds on a broken file
+        raise error(f"cannot read {what} {path} ({exc}); replace it or remove its line "
+                           f"from {where}") from None
