@@ -5,13 +5,28 @@ PY          := $(VENV)/bin/python
 CAFFE_FLAGS ?=
 PYTEST_ARGS ?=
 DEMO_ARGS   ?=
+# The CUDA compile check of `make test` and the GPU bundle: Caffe for compute capability
+# 9.0 (H100/H200) with CUDA 13.0 from PyPI, with Caffe's own test binary, built into
+# $(CACHE_DIR) under the recipe's hash (docker/build_caffe.sh --cached): a machine that
+# built this recipe once finds it there and pays nothing.
+CACHE_DIR   ?= $(or $(XDG_CACHE_HOME),$(HOME)/.cache)/pixelfeedback
+CUDA_ARCH   ?= 90
+CUDA_JOBS   ?= $(shell nproc)
+CUDA_BUILD  = PIXELFEEDBACK_CACHE="$(CACHE_DIR)" bash docker/build_caffe.sh
+CUDA_OPTS   = --cuda --cuda-arch "$(CUDA_ARCH)" --with-tests --cached --python $(abspath $(PY)) --venv none
+GPU_BUNDLE  ?= build/pixelfeedback-gpu.tar.xz
+# What the bundle is made of (besides the CUDA Caffe): repacked only when one changes.
+GPU_BUNDLE_INPUTS := docker/make_gpu_bundle.sh docker/gpu_check.sh requirements.txt \
+    $(shell find docker/gpu_bundle pixelfeedback python_layers -name '*.py' 2>/dev/null)
 
-.PHONY: help setup test demo prototxt bench clean
+.PHONY: help setup test cuda-build cuda-prefix gpu-bundle demo prototxt bench clean
 
 help:
 	@echo "make demo      run the main job (synthetic benchmark: train, fixations, Table 3.1 in small)"
 	@echo "make test      run the test suite (real Caffe; builds it on first use)"
 	@echo "make setup     install Debian packages, build Caffe, create $(VENV)"
+	@echo "make cuda-build  compile (or find in $(CACHE_DIR)) the CUDA 13 Caffe for sm_$(CUDA_ARCH); make test runs it"
+	@echo "make gpu-bundle  pack it, its libraries, Python and the GPU check into $(GPU_BUNDLE) (<= 45 MiB)"
 	@echo "make prototxt  regenerate prototxt/ from tools/netdef.py and tools/zoo_nets.py"
 	@echo "make bench     run the benchmark scripts (speed ratios measured in one run)"
 	@echo "make clean     remove the venv and the Caffe build"
@@ -19,8 +34,24 @@ help:
 setup:
 	bash docker/build_caffe.sh --venv $(VENV) $(CAFFE_FLAGS)
 
-test: setup
+test: setup cuda-build gpu-bundle
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Fails unless CMake found CUDA and libcaffe.so links libcudart (build_caffe.sh checks).
+cuda-build: setup
+	$(CUDA_BUILD) build $(CUDA_OPTS) --jobs $(CUDA_JOBS)
+	$(CUDA_BUILD) check $(CUDA_OPTS)
+
+cuda-prefix:
+	@$(CUDA_BUILD) prefix $(CUDA_OPTS)
+
+gpu-bundle: cuda-build
+	@$(MAKE) --no-print-directory $(GPU_BUNDLE) CUDA_PREFIX="$$($(CUDA_BUILD) prefix $(CUDA_OPTS))"
+
+ifdef CUDA_PREFIX
+$(GPU_BUNDLE): $(CUDA_PREFIX)/.build-stamp $(GPU_BUNDLE_INPUTS)
+	bash docker/make_gpu_bundle.sh --prefix "$(CUDA_PREFIX)" --python $(PY) --out $@
+endif
 
 demo: setup
 	$(PY) tools/demo.py $(DEMO_ARGS)

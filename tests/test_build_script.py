@@ -1,5 +1,6 @@
-"""docker/build_caffe.sh: the one Caffe recipe. Its clear errors, its caching, and the
-Dockerfiles that must call it with the same pinned source."""
+"""docker/build_caffe.sh: the one Caffe recipe. Its clear errors, its caching, its CUDA
+options (toolkit pins, architectures per CUDA version, the loud failure when CMake finds
+no CUDA), and the Dockerfiles that must call it with the same pinned source."""
 import os
 import re
 import subprocess
@@ -93,10 +94,105 @@ def test_dockerfiles_call_the_tested_recipe():
         assert "sha256" not in text.lower(), name  # the pins live in the script only
         assert "docker/entrypoint.sh" in text
     cuda = open(os.path.join(REPO, "docker", "Dockerfile")).read()
-    assert re.search(r"^FROM nvidia/cuda:[\w.]+-devel", cuda, re.M)
-    assert "--cuda" in cuda and "fetch /caffe-source" in cuda and "--source-dir" in cuda
-    arch = re.search(r'--cuda-arch "([\d ]+)"', cuda).group(1).split()
-    assert arch[0] == "70" and arch[-1] == "90"  # compute capability 7.0 to 9.0
+    # The same path as `make test`'s compile check: CUDA 13 from the pinned wheels (no
+    # --cuda-home, no CUDA base image), with the CUDA patches copied in.
+    assert re.search(r"^FROM debian:bookworm", cuda, re.M)
+    assert "COPY docker/patches docker/patches" in cuda
+    builds = [line for line in cuda.replace("\\\n", " ").splitlines()
+              if line.startswith("RUN bash docker/build_caffe.sh")]
+    assert len(builds) == 2
+    for line in builds:
+        assert " --cuda " in line and "--cuda-home" not in line
+        arch = re.search(r'--cuda-arch "([\d ]+)"', line).group(1).split()
+        assert arch[0] == "75" and arch[-1] == "90"  # CUDA 13: compute capability 7.5 to 9.0
+    assert "H100" in cuda and "driver 580" in cuda  # says which GPUs it serves
+
+
+# --- CUDA options (no toolkit needed: the wheels' version is known from their pins) -----
+
+def cuda_hash(*args):
+    return run_script("recipe-hash", "--cuda", "--python", PYTHON, *args)
+
+
+PYTHON = os.path.join(REPO, ".venv", "bin", "python")
+
+
+def test_cuda_wheels_are_the_pinned_cuda_13_0_toolkit():
+    text = open(SCRIPT).read()
+    pins = dict(re.findall(r'^    "(nvidia-[\w-]+==[\d.]+) ([0-9a-f]{64})"$', text, re.M))
+    assert sorted(pins) == sorted([
+        "nvidia-cuda-nvcc==13.0.88", "nvidia-nvvm==13.0.88", "nvidia-cuda-crt==13.0.88",
+        "nvidia-cuda-runtime==13.0.96", "nvidia-cuda-cccl==13.0.85",
+        "nvidia-curand==10.4.0.35", "nvidia-cublas==13.0.2.14"])
+    assert "--require-hashes" in text and "--no-deps" in text
+
+
+@pytest.mark.parametrize("arch, ok", [("70", False), ("75 90", True), ("90", True),
+                                      ("121", True), ("130", False), ("9.0", False)])
+def test_cuda_13_takes_compute_capability_7_5_to_12_1(arch, ok):
+    result = cuda_hash("--cuda-arch", arch)
+    assert (result.returncode == 0) == ok, result.stderr
+    if not ok:
+        assert "--cuda-arch" in result.stderr and arch.split()[0] in result.stderr
+
+
+def fake_toolkit(tmp_path, release):
+    """A folder whose bin/nvcc reports CUDA ``release`` (and holds nothing else)."""
+    (tmp_path / "bin").mkdir(parents=True)
+    nvcc = tmp_path / "bin" / "nvcc"
+    nvcc.write_text("#!/bin/sh\necho 'Cuda compilation tools, release %s, V%s.0'\n"
+                    % (release, release))
+    nvcc.chmod(0o755)
+    return str(tmp_path)
+
+
+@pytest.mark.parametrize("release, arch, ok", [("12.4", "70", True), ("12.4", "100", False),
+                                               ("11.8", "90", True), ("11.4", "89", False),
+                                               ("13.0", "70", False)])
+def test_architectures_follow_the_cuda_version(tmp_path, release, arch, ok):
+    result = cuda_hash("--cuda-home", fake_toolkit(tmp_path, release), "--cuda-arch", arch)
+    assert (result.returncode == 0) == ok, result.stderr
+    if not ok:
+        assert f"not supported by CUDA {release}" in result.stderr
+
+
+def test_unsupported_or_missing_cuda_toolkit_is_named(tmp_path):
+    result = cuda_hash("--cuda-home", fake_toolkit(tmp_path / "old", "10.2"))
+    assert result.returncode != 0 and "CUDA 10.2 is not supported" in result.stderr
+    result = cuda_hash("--cuda-home", str(tmp_path / "nowhere"))
+    assert result.returncode != 0 and "no nvcc at" in result.stderr
+
+
+def test_recipe_hash_names_the_cached_prefix_and_follows_the_options():
+    sm90 = cuda_hash("--cuda-arch", "90", "--with-tests")
+    assert sm90.returncode == 0 and re.fullmatch(r"[0-9a-f]{16}\n", sm90.stdout)
+    assert cuda_hash("--cuda-arch", "90", "--with-tests").stdout == sm90.stdout  # stable
+    assert cuda_hash("--cuda-arch", "89", "--with-tests").stdout != sm90.stdout
+    prefix = run_script("prefix", "--cuda", "--cuda-arch", "90", "--with-tests", "--cached",
+                        "--python", PYTHON, env={"PIXELFEEDBACK_CACHE": "/cache/here"})
+    assert prefix.stdout.strip() == "/cache/here/caffe-cuda-sm90-" + sm90.stdout.strip()
+
+
+def test_a_cpu_prefix_does_not_pass_as_a_cuda_build():
+    """`check --cuda` of the CPU prefix: libcaffe.so links no libcudart, so it is refused."""
+    result = run_script("check", "--cuda", "--prefix", os.path.join(REPO, "build", "caffe"),
+                        "--python", PYTHON, "--venv", "none")
+    assert result.returncode != 0
+    assert "does not link libcudart: this is not a CUDA build" in result.stderr
+
+
+def test_cmake_without_cuda_fails_loudly(tmp_path):
+    """A toolkit CMake cannot use (here: an nvcc and nothing else) must not end in a CPU
+    build recorded as a CUDA one."""
+    sources = os.path.join(REPO, "build", "caffe-source")
+    prefix = tmp_path / "prefix"
+    result = run_script("build", "--cuda", "--cuda-home", fake_toolkit(tmp_path / "tk", "13.0"),
+                        "--cuda-arch", "90", "--source-dir", sources, "--workdir",
+                        str(tmp_path / "work"), "--prefix", str(prefix), "--python", PYTHON,
+                        "--venv", "none")
+    assert result.returncode != 0
+    assert "CMake did not detect CUDA" in result.stderr
+    assert not prefix.exists()  # nothing installed, no stamp
 
 
 def test_ci_runs_the_readme_test_command():
@@ -106,3 +202,23 @@ def test_ci_runs_the_readme_test_command():
     assert commands == ["make test"]
     head = readme.split("\n## ", 1)[0]
     assert "make test" in head and "make demo" in head
+
+
+def test_the_slurm_example_splits_the_sweep_with_the_tools_flags():
+    """docker/slurm_table31.sh: a 4-task array, each task one shard on GPU 0, flags the
+    sweep tool accepts."""
+    import shlex
+
+    from tests.conftest import load_script
+    text = open(os.path.join(REPO, "docker", "slurm_table31.sh")).read()
+    assert re.search(r"^#SBATCH --array=1-4$", text, re.M)
+    command = text[text.index("\npython tools/reproduce_table.py") + 1:].replace("\\\n", " ")
+    command = command.split("\n", 1)[0]
+    assert '--shard "${SLURM_ARRAY_TASK_ID}/${SLURM_ARRAY_TASK_COUNT}"' in command
+    argv = shlex.split(command.replace("${SLURM_ARRAY_TASK_ID}", "3")
+                       .replace("${SLURM_ARRAY_TASK_COUNT}", "4").replace('"$@"', ""))[2:]
+    argv = [arg.replace("$SHARED", "/shared/t31").replace("$VOC", "/data/VOC2012") for arg in argv]
+    args = load_script("tools/reproduce_table.py").build_parser().parse_args(argv)
+    assert tuple(args.shard) == (3, 4) and list(args.gpus) == [0]
+    assert args.out == "/shared/t31"
+    assert subprocess.run(["bash", "-n", os.path.join(REPO, "docker", "slurm_table31.sh")]).returncode == 0

@@ -1,0 +1,1 @@
+"""GPU bundle stand-in for Pillow (see README.md in the shims folder)."""

@@ -1,0 +1,1 @@
+"""GPU bundle stand-in: pycaffe's caffe/io.py imports scikit-image at `import caffe`."""
