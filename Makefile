@@ -16,7 +16,7 @@ CUDA_BUILD  = PIXELFEEDBACK_CACHE="$(CACHE_DIR)" bash docker/build_caffe.sh
 CUDA_OPTS   = --cuda --cuda-arch "$(CUDA_ARCH)" --with-tests --cached --python $(abspath $(PY)) --venv none
 GPU_BUNDLE  ?= build/pixelfeedback-gpu.tar.xz
 # What the bundle is made of (besides the CUDA Caffe): repacked only when one changes.
-GPU_BUNDLE_INPUTS := docker/make_gpu_bundle.sh docker/gpu_check.sh requirements.txt \
+GPU_BUNDLE_INPUTS := docker/make_gpu_bundle.sh docker/gpu_check.sh tools/gpu_check.py requirements.txt \
     $(shell find docker/gpu_bundle pixelfeedback python_layers -name '*.py' 2>/dev/null)
 
 .PHONY: help setup test cuda-build cuda-prefix gpu-bundle demo prototxt bench clean

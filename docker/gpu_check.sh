@@ -5,7 +5,7 @@
 #   bash pixelfeedback-gpu/gpu_check.sh --out DIR       # from an unpacked bundle
 #   bash docker/gpu_check.sh --bundle FILE.tar.xz --out DIR [--gpu ID] [--cpu]
 # It finds CUDA's libraries on the machine, fails at once when a library is missing, then
-# runs pixelfeedback.gpu_check from the bundle: caffe device_query, CPU vs GPU forward and
+# runs tools/gpu_check.py (pixelfeedback.gpu_check) from the bundle: caffe device_query, CPU vs GPU forward and
 # backward passes of the full-width LargeFOV train nets, Caffe's own GPU layer tests and
 # the timings, and writes DIR/gpu_check.json and DIR/gpu_check.md (with the extrapolated
 # wall time of the whole Table 3.1 sweep). Exit status 0 when no step failed.
@@ -100,4 +100,4 @@ if ! "$PY" -c 'import numpy' >/dev/null 2>&1; then
     die "the bundle's Python does not start here (see its libraries above); the bundle needs glibc 2.35 or newer"
 fi
 cd "$BUNDLE/toolkit"
-exec "$PY" -m pixelfeedback.gpu_check --bundle "$BUNDLE" --out "$OUT" "${CHECK_ARGS[@]}"
+exec "$PY" tools/gpu_check.py --bundle "$BUNDLE" --out "$OUT" "${CHECK_ARGS[@]}"

@@ -97,7 +97,8 @@ tar -C "$SITE" --exclude=__pycache__ --exclude=tests --exclude='*.pyi' --exclude
     | tar -C "$STDLIB/site-packages" -xf -
 
 # --- The toolkit and the stand-ins ---------------------------------------------------------
-tar -C "$REPO" --exclude=__pycache__ -cf - pixelfeedback python_layers | tar -C "$STAGE/toolkit" -xf -
+tar -C "$REPO" --exclude=__pycache__ -cf - pixelfeedback python_layers tools/gpu_check.py \
+    | tar -C "$STAGE/toolkit" -xf -
 cp -r "$REPO/docker/gpu_bundle/shims" "$STAGE/shims"
 cp "$REPO/docker/gpu_check.sh" "$STAGE/gpu_check.sh"
 

@@ -26,7 +26,6 @@ imported (never pixelfeedback.sweep, whose imports reach SciPy): the bundle carr
 else (its stand-ins for pycaffe's scikit-image/SciPy imports and for cv2/PIL are in
 docker/gpu_bundle/shims/).
 """
-import argparse
 import json
 import math
 import os
@@ -37,7 +36,7 @@ import time
 
 import numpy as np
 
-from pixelfeedback import cli, reports
+from pixelfeedback import reports
 from python_layers import ToolkitError, voc_io
 
 PASS, FAIL, SKIP = "pass", "fail", "skipped"
@@ -594,31 +593,3 @@ def _finish(report, out, start):
     json_path, md_path = write_reports(report, out)
     print(f"gpu_check: {report['status'].upper()}; reports {json_path} and {md_path}")
     return 0 if report["status"] == PASS else 1
-
-
-def build_parser():
-    parser = argparse.ArgumentParser(
-        description="The GPU self-check of the GPU bundle (docker/gpu_check.sh runs it): "
-                    "libraries, device query, CPU vs GPU passes, Caffe's GPU tests, timings "
-                    "and the extrapolated Table 3.1 sweep, reported as JSON and Markdown.")
-    parser.add_argument("--bundle", required=True, help="the unpacked GPU bundle")
-    parser.add_argument("--out", required=True, help="folder for gpu_check.json/.md")
-    parser.add_argument("--gpu", type=cli.nonnegative_int, default=0, metavar="ID",
-                        help="the GPU to check (default 0)")
-    parser.add_argument("--cpu", action="store_true",
-                        help="no GPU: run the CPU parts only (GPU steps skipped)")
-    parser.add_argument("--iterations", type=cli.int_at_least(2), default=20,
-                        help="caffe train iterations timed per loss (default 20)")
-    parser.add_argument("--width-div", type=cli.int_at_least(1), default=1,
-                        help="channel divisor of the nets (1: full width; tests use more)")
-    parser.add_argument("--tests-timeout", type=cli.int_at_least(1), default=240,
-                        help="seconds Caffe's GPU tests may take (default 240)")
-    return parser
-
-
-def main(argv=None):
-    return cli.main(build_parser(), run_check, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

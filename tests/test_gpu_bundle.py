@@ -63,7 +63,7 @@ def test_the_archive_holds_what_the_check_needs_and_nothing_of_the_machine(membe
                  "python/lib/python3.11/site-packages/google/protobuf/__init__.py",
                  "python/lib/python3.11/site-packages/six.py", "shims/cv2.py", "shims/PIL/Image.py",
                  "shims/skimage/io.py", "shims/scipy/ndimage.py",
-                 "toolkit/pixelfeedback/gpu_check.py", "toolkit/python_layers/seg_data.py",
+                 "toolkit/pixelfeedback/gpu_check.py", "toolkit/tools/gpu_check.py", "toolkit/python_layers/seg_data.py",
                  "toolkit/python_layers/template_loss.py"):
         assert top + path in members, path
     libraries = [os.path.basename(name) for name in members if name.startswith(top + "lib/")]
