@@ -19,10 +19,11 @@ GPU_BUNDLE  ?= build/pixelfeedback-gpu.tar.xz
 GPU_BUNDLE_INPUTS := docker/make_gpu_bundle.sh docker/gpu_check.sh tools/gpu_check.py requirements.txt \
     $(shell find docker/gpu_bundle pixelfeedback python_layers -name '*.py' 2>/dev/null)
 
-.PHONY: help setup test cuda-build cuda-prefix gpu-bundle demo prototxt bench clean
+.PHONY: help setup test cuda-build cuda-prefix gpu-bundle demo table31-small prototxt bench clean
 
 help:
 	@echo "make demo      run the main job (synthetic benchmark: train, fixations, Table 3.1 in small)"
+	@echo "make table31-small  the powered Table 3.1 in small (about 40 min on 2 cores; resumes): runs/table31-small/report.md"
 	@echo "make test      run the test suite (real Caffe; builds it on first use)"
 	@echo "make setup     install Debian packages, build Caffe, create $(VENV)"
 	@echo "make cuda-build  compile (or find in $(CACHE_DIR)) the CUDA 13 Caffe for sm_$(CUDA_ARCH); make test runs it"
@@ -55,6 +56,9 @@ endif
 
 demo: setup
 	$(PY) tools/demo.py $(DEMO_ARGS)
+
+table31-small: setup
+	$(PY) tools/demo.py --table31-small $(DEMO_ARGS)
 
 prototxt: setup
 	$(PY) tools/make_prototxt.py

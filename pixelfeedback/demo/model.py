@@ -16,7 +16,7 @@ from pixelfeedback.nets import largefov, registry
 from pixelfeedback.nets.netspec import write_net
 from pixelfeedback.paths import REPO_ROOT
 from pixelfeedback.pipeline import DEFAULT_SCORE_BLOB, ModelSpec
-from python_layers import voc_io
+from python_layers import ToolkitError, voc_io
 
 
 DEMO_WEIGHTS_DIR = os.path.join(REPO_ROOT, "weights", "demo")
@@ -28,63 +28,120 @@ DEMO_WEIGHTS = os.path.join(DEMO_WEIGHTS_DIR, "largefov_synthetic.caffemodel")
 DEMO_RECIPE_FILE = os.path.join(DEMO_WEIGHTS_DIR, "recipe.json")
 
 
-# The baseline's recipe: the committed model is the product of exactly this.
+# The baseline's recipe: the committed model is the product of exactly this. Chapter 3 needs
+# a baseline that still errs: 10000 training images (the net sees each about twice, so it
+# cannot memorise them; the export records its mIoU on training images beside val's), and
+# DeepLab's stage 1: SGD, step schedule (x0.1 every third of the run) from initial weights,
+# so the fine-tunes switch to poly as the thesis's did. Its initial weights (DeepLab's are
+# ImageNet VGG-16's) are the earlier demo model, kept beside it: trained from scratch on the
+# first 300 training images, which it fitted (training loss 0.003).
 RECIPE = {
-    "data": {"size": 129, "n_train": 300, "n_val": 60, "seed": 0},
+    "data": {"size": 129, "n_train": 10000, "n_val": 500, "seed": 0},
     "net": {"width_div": 8, "num_classes": 5},
-    # From scratch, so not DeepLab's step SGD from an ImageNet init: Adam, poly decay.
-    "baseline": {"iterations": 5000, "batch_size": 10, "crop": 129, "base_lr": 1e-3,
-                 "solver": {"type": "Adam", "lr_policy": "poly", "power": 0.9,
-                            "momentum2": 0.999},
-                 "seed": 0, "snapshot": 1000},
+    "init": {"weights": "stage0_synthetic300.caffemodel",
+             "sha256": "6ade9016eb57dc9deec76f494a696bdbb4eccea705210d17293491a38f654327",
+             "made_by": "the demo recipe of commit d915815: from scratch, Adam, poly from "
+                        "1e-3, 5000 iterations on the first 300 training images"},
+    "baseline": {"iterations": 1800, "batch_size": 10, "crop": 129, "base_lr": 1e-3,
+                 "solver": {"type": "SGD", "lr_policy": "step", "gamma": 0.1,
+                            "stepsize": 600},
+                 "seed": 0, "snapshot": 600},
 }
 
 
-# The run: full, and --quick for the tests (same model, fewer images and runs).
+# Table 3.1 in small, powered: every cell's paired 95 % interval of (loss - control) at most
+# +-POWER_TARGET (a third of the thesis's +1.5-point gain). Chosen before any loss was run
+# against its control. The fine-tune: fc6-fc8 learning, SGD, poly from 1e-3 for 300
+# iterations (the thesis's 1e-4 for the spec's 2000 moves the weights as far: the same
+# lr x iterations). The lambdas: three of the thesis's, its smallest, its best (0.05, +1.5
+# points for the selective cosine) and one where it lost (0.5). Seeds and val images: the
+# poly controls of 5 seeds on the 500 val images spread with sd 0.0017 mIoU, so even
+# unpaired (sd x sqrt 2) a loss - control difference over 5 seeds has a 95 % interval of
+# +-0.0030 (4 seeds: +-0.0039, 3: +-0.0061).
+POWER_TARGET = 0.005
+TABLE31_SMALL = {"train_images": RECIPE["data"]["n_train"], "val_images": 500,
+                 "fixation_images": 12, "experiment_images": 30,
+                 "losses": ("correlation", "cosine", "selective_correlation", "selective_cosine"),
+                 "lambdas": (0.01, 0.05, 0.5), "seeds": (0, 1, 2, 3, 4),
+                 "finetune_iterations": 300, "finetune_lr": 1e-3}
+
+# The runs: "table31" (make table31-small), "full" (make demo: the same fine-tunes, seeds
+# and val images, fewer cells) and "quick" for the tests (fewer images, one short run each).
 SETTINGS = {
-    "full": {"val_images": 60, "fixation_images": 12, "experiment_images": 30,
-             "losses": ("correlation", "cosine", "selective_correlation", "selective_cosine"),
-             "lambdas": (0.01, 0.1, 1.0), "seeds": (0, 1), "finetune_iterations": 100,
-             "finetune_lr": 1e-3},
-    "quick": {"val_images": 12, "fixation_images": 4, "experiment_images": 6,
-              "losses": ("cosine", "selective_cosine"), "lambdas": (0.1,), "seeds": (0,),
-              "finetune_iterations": 10, "finetune_lr": 1e-3},
+    "table31": TABLE31_SMALL,
+    "full": dict(TABLE31_SMALL, losses=("cosine", "selective_cosine"), lambdas=(0.05,)),
+    "quick": {"train_images": 100, "val_images": 12, "fixation_images": 4,
+              "experiment_images": 6, "losses": ("cosine", "selective_cosine"),
+              "lambdas": (0.1,), "seeds": (0,), "finetune_iterations": 10,
+              "finetune_lr": 1e-3},
 }
+
+
+def step_control(recipe=RECIPE):
+    """The sweep's step-schedule control: the baseline's own step schedule continued after
+    its last iteration (what the fine-tune would do without the switch to poly)."""
+    baseline = recipe["baseline"]
+    return {"base_lr": baseline["base_lr"], "gamma": baseline["solver"]["gamma"],
+            "stepsize": baseline["solver"]["stepsize"], "done": baseline["iterations"]}
 
 
 def recipe_id(recipe=RECIPE):
     return hashlib.sha256(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def committed_baseline():
-    """The committed model when it was made by this recipe, else None."""
-    if not (os.path.isfile(DEMO_WEIGHTS) and os.path.isfile(DEMO_RECIPE_FILE)):
+def init_weights(recipe=RECIPE):
+    """The baseline's initial weights (weights/demo/), checked against the recipe's sha256."""
+    path = os.path.join(DEMO_WEIGHTS_DIR, recipe["init"]["weights"])
+    if not os.path.isfile(path) or file_digest(path) != recipe["init"]["sha256"]:
+        raise ToolkitError(f"the demo baseline's initial weights {path} are missing or not "
+                           f"the recipe's (sha256 {recipe['init']['sha256'][:12]}...); restore "
+                           "them with git checkout weights/demo")
+    return path
+
+
+def weights_files(weights_dir=DEMO_WEIGHTS_DIR):
+    """(caffemodel, recipe.json) of the baseline kept in ``weights_dir``."""
+    return (os.path.join(weights_dir, os.path.basename(DEMO_WEIGHTS)),
+            os.path.join(weights_dir, os.path.basename(DEMO_RECIPE_FILE)))
+
+
+def committed_baseline(recipe=RECIPE, weights_dir=DEMO_WEIGHTS_DIR):
+    """The metadata of the model in ``weights_dir`` when ``recipe`` made it, else None."""
+    weights, recipe_file = weights_files(weights_dir)
+    if not (os.path.isfile(weights) and os.path.isfile(recipe_file)):
         return None
-    with open(DEMO_RECIPE_FILE) as f:
+    with open(recipe_file) as f:
         meta = json.load(f)
-    if meta.get("recipe_id") != recipe_id() or meta.get("sha256") != file_digest(DEMO_WEIGHTS):
+    if meta.get("recipe_id") != recipe_id(recipe) or meta.get("sha256") != file_digest(weights):
         return None
     return meta
 
 
-def export_baseline(weights, losses, metrics, seconds):
-    """Commit-ready copy of a freshly trained baseline with its recipe (weights/demo/)."""
-    os.makedirs(DEMO_WEIGHTS_DIR, exist_ok=True)
-    with voc_io.atomic_path(DEMO_WEIGHTS) as tmp:
+def export_baseline(weights, losses, metrics, seconds, train_metrics=None, recipe=RECIPE,
+                    weights_dir=DEMO_WEIGHTS_DIR):
+    """Commit-ready copy of a freshly trained baseline with its recipe (into ``weights_dir``,
+    weights/demo/ by default). ``train_metrics``: its evaluation on training images, which
+    lies close to val's when the net did not memorise them."""
+    target, recipe_file = weights_files(weights_dir)
+    os.makedirs(weights_dir, exist_ok=True)
+    with voc_io.atomic_path(target) as tmp:
         shutil.copyfile(weights, tmp)
-    meta = {"recipe": RECIPE, "recipe_id": recipe_id(), "sha256": file_digest(DEMO_WEIGHTS),
+    meta = {"recipe": recipe, "recipe_id": recipe_id(recipe), "sha256": file_digest(target),
             "val_mean_iou": metrics["mean_iou"], "val_class_iou": metrics["class_iou"],
             "val_images": metrics.get("num_images"), "train_seconds": round(seconds),
             "first_loss": losses[0][1] if losses else None,
             "last_loss": losses[-1][1] if losses else None,
             "made_by": "python tools/demo.py --retrain --export"}
-    voc_io.write_json(DEMO_RECIPE_FILE, meta)
+    if train_metrics:
+        meta.update(train_mean_iou=train_metrics["mean_iou"],
+                    train_images=train_metrics.get("num_images"))
+    voc_io.write_json(recipe_file, meta)
     return meta
 
 
-def demo_model_files(work_dir):
+def demo_model_files(work_dir, recipe=RECIPE):
     """(deploy prototxt, test prototxt) of the demo net, written into work_dir."""
-    size, net = RECIPE["data"]["size"], RECIPE["net"]
+    size, net = recipe["data"]["size"], recipe["net"]
     deploy = os.path.join(work_dir, "deploy.prototxt")
     test = os.path.join(work_dir, "test.prototxt")
     write_net(largefov.deploy_net(size=size, **net), deploy)

@@ -1,6 +1,7 @@
 """The demo's steps, in order: data, baseline, fixations on the part, experiments 1 and 4,
 Table 3.1 in small, the report (tools/demo.py runs them; each caches its results).
 """
+import json
 import os
 import time
 
@@ -8,14 +9,14 @@ import numpy as np
 
 from pixelfeedback import evaluation, experiments, heatmap, pipeline, reports, sweep, synthetic
 from pixelfeedback.demo.model import (
-    DEMO_WEIGHTS, RECIPE, SETTINGS, committed_baseline, demo_model_files, export_baseline,
-    model_spec, recipe_id)
-from pixelfeedback.demo.report import write_report
+    DEMO_WEIGHTS_DIR, RECIPE, SETTINGS, committed_baseline, demo_model_files,
+    export_baseline, init_weights, model_spec, recipe_id, step_control, weights_files)
+from pixelfeedback.demo.report import table_findings, write_report
 from pixelfeedback.nets import largefov, registry
 from pixelfeedback.paths import REPO_ROOT
 from pixelfeedback.runfolder import RunFolder
 from pixelfeedback.training import parse_losses, train
-from python_layers import voc_io
+from python_layers import ToolkitError, voc_io
 
 
 class Step(object):
@@ -35,16 +36,20 @@ class Step(object):
         print(f"   ({seconds:.0f} s)", flush=True)
 
 
-def make_data(data_dir, val_images, progress=True):
-    info = synthetic.generate(data_dir, progress=progress, **{
-        k: RECIPE["data"][k] for k in ("n_train", "n_val", "size", "seed")})
-    val_pairs = open(info["val_list"]).read().splitlines()[:val_images]
-    subset = os.path.join(data_dir, "lists", f"val_first{val_images}.txt")
-    voc_io.write_text(subset, "\n".join(val_pairs) + "\n")
-    info["val_subset"] = subset
-    print(f"   {data_dir}: {RECIPE['data']['n_train']} train, {RECIPE['data']['n_val']} val "
-          f"images ({'generated' if info['generated'] else 'already there'}); "
-          f"evaluating on {len(val_pairs)}")
+def make_data(data_dir, settings, recipe=RECIPE, progress=True):
+    """The recipe's data set with the run's counts (train and val images depend only on the
+    seed and their index, so a smaller set is a prefix of the recipe's), and the list of its
+    last training images that the export evaluates (as many as the val images; the first
+    300 are those the initial weights fitted)."""
+    data = recipe["data"]
+    info = synthetic.generate(data_dir, n_train=settings["train_images"],
+                              n_val=settings["val_images"], size=data["size"], seed=data["seed"],
+                              progress=progress)
+    train_pairs = open(info["train_list"]).read().splitlines()[-settings["val_images"]:]
+    info["train_subset"] = os.path.join(data_dir, "lists", f"train_last{len(train_pairs)}.txt")
+    voc_io.write_text(info["train_subset"], "\n".join(train_pairs) + "\n")
+    print(f"   {data_dir}: {settings['train_images']} train, {settings['val_images']} val "
+          f"images ({'generated' if info['generated'] else 'already there'})")
     return info
 
 
@@ -62,33 +67,42 @@ def data_figure(data_dir, path, count=4):
     return heatmap.write_png(path, strip)
 
 
-def train_baseline(data, out_dir, progress=True):
-    """`caffe train` of the reduced-width LargeFOV from scratch; resumes from snapshots and
-    skips when the final snapshot exists. Returns (caffemodel, losses)."""
-    recipe = RECIPE["baseline"]
+def train_baseline(data, out_dir, recipe=RECIPE, progress=True):
+    """`caffe train` of the reduced-width LargeFOV from the recipe's initial weights (from
+    scratch when it names none); resumes from snapshots and skips when the final snapshot
+    exists. Returns (caffemodel, losses, training seconds)."""
+    init = init_weights(recipe) if recipe.get("init") else None
+    net, recipe = recipe["net"], recipe["baseline"]
     os.makedirs(out_dir, exist_ok=True)
     solver = largefov.write_experiment(
         out_dir, loss="softmax", stage="baseline", data_root=data["root"],
         list_file=data["train_list"], batch_size=recipe["batch_size"], crop=recipe["crop"],
-        width_div=RECIPE["net"]["width_div"], num_classes=RECIPE["net"]["num_classes"],
-        seed=recipe["seed"], iterations=recipe["iterations"], snapshot=recipe["snapshot"],
-        base_lr=recipe["base_lr"], solver_overrides=recipe["solver"])
+        width_div=net["width_div"], num_classes=net["num_classes"], seed=recipe["seed"],
+        iterations=recipe["iterations"], snapshot=recipe["snapshot"], base_lr=recipe["base_lr"],
+        solver_overrides=recipe["solver"])
     final = os.path.join(out_dir, f"baseline_iter_{recipe['iterations']}.caffemodel")
     log = os.path.join(out_dir, "train.log")
+    timing = os.path.join(out_dir, "train_seconds.json")
+    spent = json.load(open(timing))["seconds"] if os.path.isfile(timing) else 0.0
     if os.path.isfile(final):
-        return final, parse_losses(open(log).read())
+        return final, parse_losses(open(log).read()), spent
     if progress:
         print(f"   training {recipe['iterations']} iterations with caffe train (log: {log}); "
-              "about 20 minutes on 2 cores", flush=True)
-    losses = train(solver, out_dir)
-    return final, losses
+              "about 10 minutes on 2 cores", flush=True)
+    started = time.time()
+    try:
+        losses = train(solver, out_dir, init)
+    finally:  # an interrupted training resumes: its time so far counts
+        spent += time.time() - started
+        voc_io.write_json(timing, {"seconds": round(spent, 1)})
+    return final, losses, spent
 
 
 PART_SHARE_COLUMNS = ("image", "class", "detected", "part_area_share", "points_in_body",
                       "points_on_part", "points_total", "share_on_part")
 
 
-def part_shares(deploy, weights, data, image_count, out_dir):
+def part_shares(deploy, weights, data, image_count, out_dir, size):
     """Per object of the val images: the share of its class's fixation points (weighted by
     multiplicity) inside its body that fall on the part, and the part's share of the area.
 
@@ -97,7 +111,6 @@ def part_shares(deploy, weights, data, image_count, out_dir):
     spec = model_spec(deploy, weights)
     net = pipeline.load_model(spec)
     tracker = pipeline.make_tracker(net, deploy)
-    size = RECIPE["data"]["size"]
     records, figures = [], []
     pairs = voc_io.read_list(data["val_list"], data["root"])[:image_count]
     for image_path, _ in pairs:
@@ -147,66 +160,94 @@ def summarize_part_shares(rows):
 
 
 def run_demo(out="runs/demo", data_dir="data/synthetic", quick=False, retrain=False,
-             export=False, restart=False, progress=True):
+             export=False, restart=False, progress=True, table31=False, recipe=RECIPE,
+             weights_dir=DEMO_WEIGHTS_DIR):
     """Run every step; returns the summary dict (also written to <out>/summary.json).
 
-    ``out`` is a run folder (pixelfeedback.runfolder): a rerun of the same mode and recipe
-    reuses every cached step; another mode (--quick against the full run) or recipe is
-    refused, naming what differs, unless ``restart`` discards the folder's contents.
+    The mode is "quick" (the tests), "table31" (the powered Table 3.1 in small: make
+    table31-small) or "full" (make demo: the same fine-tunes, fewer cells). ``out`` is a run
+    folder (pixelfeedback.runfolder): a rerun of the same mode and recipe reuses every cached
+    step; another mode or recipe is refused, naming what differs, unless ``restart``
+    discards the folder's contents. The baseline is the one in ``weights_dir`` when
+    ``recipe`` made it, else (or with ``retrain``) trained; ``export`` copies a trained one
+    into ``weights_dir`` with its recipe.json.
     """
-    mode = "quick" if quick else "full"
-    run_settings = {"mode": mode, "steps": SETTINGS[mode], "recipe_id": recipe_id(),
+    if quick and table31:
+        raise ToolkitError("--quick and --table31-small are two different runs; pass one")
+    mode = "quick" if quick else "table31" if table31 else "full"
+    run_settings = {"mode": mode, "steps": SETTINGS[mode], "recipe_id": recipe_id(recipe),
                     "retrain": bool(retrain)}
     with RunFolder(out, run_settings, what="demo run", restart=restart) as folder:
-        return _run_steps(folder.root, data_dir, mode, retrain, export, progress)
+        return _run_steps(folder.root, data_dir, mode, retrain, export, progress, recipe,
+                          weights_dir)
 
 
-def _run_steps(out, data_dir, mode, retrain, export, progress):
+def baseline_step(data, out, test, recipe, weights_dir, retrain, export, progress):
+    """Step 2: the baseline in ``weights_dir`` made by ``recipe`` (or a new one trained, and
+    with ``export`` copied there), evaluated on the run's val images. Returns (weights,
+    the summary's "baseline" entry)."""
+    meta = None if retrain else committed_baseline(recipe, weights_dir)
+    if meta:
+        weights = weights_files(weights_dir)[0]
+        print(f"   using the committed baseline {shown_path(weights)} (made by this recipe; "
+              f"trained {meta['train_seconds']} s; --retrain to train it again)")
+        losses, train_seconds = None, meta["train_seconds"]
+    else:
+        weights, losses, train_seconds = train_baseline(
+            data, os.path.join(out, "baseline"), recipe, progress)
+    num_classes, size = recipe["net"]["num_classes"], recipe["data"]["size"]
+
+    def evaluate(list_name, folder):
+        return evaluation.evaluate((test, weights), data[list_name], data["root"],
+                                   os.path.join(out, "baseline", folder),
+                                   num_classes=num_classes, size=size, progress=progress,
+                                   class_names=synthetic.CLASS_NAMES)
+
+    metrics = evaluate("val_list", "eval")
+    chance = all_background_miou(metrics)
+    summary = {"weights": shown_path(weights), "mean_iou": metrics["mean_iou"],
+               "class_iou": metrics["class_iou"], "pixel_accuracy": metrics["pixel_accuracy"],
+               "val_images": metrics["num_images"], "all_background_mean_iou": chance,
+               "train_seconds": round(train_seconds)}
+    if meta and "train_mean_iou" in meta:
+        summary.update(train_mean_iou=meta["train_mean_iou"], train_images=meta["train_images"])
+    print(f"   val mean IoU {metrics['mean_iou']:.3f} on {metrics['num_images']} images "
+          f"(all-background prediction: {chance:.3f})")
+    if export and not meta:
+        train_metrics = evaluate("train_subset", "eval_train")
+        export_baseline(weights, losses, metrics, train_seconds, train_metrics, recipe,
+                        weights_dir)
+        summary.update(train_mean_iou=train_metrics["mean_iou"],
+                       train_images=train_metrics["num_images"])
+        print(f"   mean IoU {train_metrics['mean_iou']:.3f} on {train_metrics['num_images']} "
+              f"training images; exported to {shown_path(weights_dir)}")
+    return weights, summary
+
+
+def shown_path(path):
+    """A path as the report shows it: relative to the repository when inside it."""
+    relative = os.path.relpath(path, REPO_ROOT)
+    return path if relative.startswith(os.pardir) else relative
+
+
+def _run_steps(out, data_dir, mode, retrain, export, progress, recipe, weights_dir):
     settings = SETTINGS[mode]
+    size = recipe["data"]["size"]
     timings, summary = [], {"mode": mode, "settings": settings}
     started = time.time()
 
     with Step(timings, "1. data: synthetic discriminative-parts set"):
-        data = make_data(os.path.abspath(data_dir), settings["val_images"], progress)
+        data = make_data(os.path.abspath(data_dir), settings, recipe, progress)
         data_figure(data["root"], os.path.join(out, "data.png"))
 
-    deploy, test = demo_model_files(out)
+    deploy, test = demo_model_files(out, recipe)
     with Step(timings, "2. baseline: reduced-width DeepLab-LargeFOV"):
-        meta = None if retrain else committed_baseline()
-        if meta:
-            weights = DEMO_WEIGHTS
-            print(f"   using the committed baseline {os.path.relpath(weights, REPO_ROOT)} "
-                  f"(made by this recipe; trained {meta['train_seconds']} s; --retrain to "
-                  "train it again)")
-            losses, train_seconds = None, meta["train_seconds"]
-        else:
-            t0 = time.time()
-            weights, losses = train_baseline(data, os.path.join(out, "baseline"), progress)
-            train_seconds = time.time() - t0
-        metrics = evaluation.evaluate((test, weights), data["val_subset"], data["root"],
-                                      os.path.join(out, "baseline", "eval"),
-                                      num_classes=RECIPE["net"]["num_classes"],
-                                      size=RECIPE["data"]["size"], progress=progress,
-                                      class_names=synthetic.CLASS_NAMES)
-        chance = all_background_miou(metrics)
-        summary["baseline"] = {"weights": os.path.relpath(weights, REPO_ROOT),
-                               "mean_iou": metrics["mean_iou"], "class_iou": metrics["class_iou"],
-                               "pixel_accuracy": metrics["pixel_accuracy"],
-                               "all_background_mean_iou": chance,
-                               "train_seconds": round(train_seconds)}
-        print(f"   val mean IoU {metrics['mean_iou']:.3f} (all-background prediction: "
-              f"{chance:.3f})")
-        if export and not meta:
-            full_eval = evaluation.evaluate(
-                (test, weights), data["val_list"], data["root"],
-                os.path.join(out, "baseline", "eval_full"), num_classes=5,
-                size=RECIPE["data"]["size"], progress=progress,
-                class_names=synthetic.CLASS_NAMES)
-            export_baseline(weights, losses, full_eval, train_seconds)
-            print(f"   exported to {os.path.relpath(DEMO_WEIGHTS, REPO_ROOT)}")
+        weights, summary["baseline"] = baseline_step(data, out, test, recipe, weights_dir,
+                                                     retrain, export, progress)
 
     with Step(timings, "3. segmentation fixations: on the part or on the body?"):
-        rows, figures = part_shares(deploy, weights, data, settings["fixation_images"], out)
+        rows, figures = part_shares(deploy, weights, data, settings["fixation_images"], out,
+                                    size)
         summary["part_shares"] = summarize_part_shares(rows)
         summary["fixation_figures"] = [os.path.relpath(f, out) for f in figures]
         s = summary["part_shares"]
@@ -217,9 +258,9 @@ def _run_steps(out, data_dir, mode, retrain, export, progress):
 
     with Step(timings, "4. experiments 1 and 4: fixation location, masked parts"):
         exp = experiments.run_all(
-            deploy, weights, data["root"], data["val_subset"], os.path.join(out, "experiments"),
-            experiments=("location", "salient"), num_classes=5,
-            class_names=synthetic.CLASS_NAMES, size=RECIPE["data"]["size"],
+            deploy, weights, data["root"], data["val_list"], os.path.join(out, "experiments"),
+            experiments=("location", "salient"), num_classes=recipe["net"]["num_classes"],
+            class_names=synthetic.CLASS_NAMES, size=size,
             limit=settings["experiment_images"], mask_fn=experiments.synthetic_part_mask_fn(
                 data["root"]), figures=4, progress=progress)
         salient = exp["salient"]["rows"]
@@ -238,24 +279,27 @@ def _run_steps(out, data_dir, mode, retrain, export, progress):
                   f"by {np.mean(drops):.0f} % on average ({summary['salient']['objects_with_drop']}"
                   f" of {len(drops)} objects)")
 
-    with Step(timings, "5. Table 3.1 in small: control and the four losses"):
+    with Step(timings, "5. Table 3.1 in small: two controls and the four losses"):
         cfg = sweep.SweepConfig(
             out=os.path.join(out, "table"), data_root=data["root"],
-            train_list=data["train_list"], val_list=data["val_subset"], init_weights=weights,
+            train_list=data["train_list"], val_list=data["val_list"], init_weights=weights,
             losses=settings["losses"], lambdas=settings["lambdas"], seeds=settings["seeds"],
-            iterations=settings["finetune_iterations"], batch_size=10,
-            crop=RECIPE["data"]["size"], test_size=RECIPE["data"]["size"],
-            width_div=RECIPE["net"]["width_div"], num_classes=5, progress=progress,
-            base_lr=settings["finetune_lr"], class_names=synthetic.CLASS_NAMES)
+            iterations=settings["finetune_iterations"], batch_size=10, crop=size,
+            test_size=size, width_div=recipe["net"]["width_div"],
+            num_classes=recipe["net"]["num_classes"], progress=progress,
+            base_lr=settings["finetune_lr"], class_names=synthetic.CLASS_NAMES,
+            step_control=step_control(recipe))
         results = sweep.run_sweep(cfg)
-        table_rows, table_md = sweep.write_table(cfg, results,
-                                                           title="Table 3.1 on synthetic data")
-        summary["table"] = {"rows": table_rows, "markdown": table_md}
+        table_rows, table_md = sweep.write_table(cfg, results, title="Table 3.1 on synthetic data")
+        summary["table"] = {"rows": table_rows, "markdown": table_md,
+                            "findings": table_findings(table_rows)}
+        for line in summary["table"]["findings"]:
+            print("   " + line)
 
     summary["timings"] = [(title, round(seconds, 1)) for title, seconds in timings]
     summary["total_seconds"] = round(time.time() - started, 1)
     voc_io.write_json(os.path.join(out, "summary.json"), summary)
-    report = write_report(out, summary)
+    report = write_report(out, summary, recipe)
     print(f"\nreport: {report}  (total {summary['total_seconds']:.0f} s)")
     return summary
 
