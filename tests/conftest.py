@@ -87,8 +87,9 @@ def load_script(relative):
 
 
 def random_largefov_weights(folder, caffe, width_div=32, num_classes=4, size=65, seed=0):
-    """A reduced-width LargeFOV caffemodel with seeded random weights written into
-    ``folder`` (initial weights for sweeps and fine-tunes in tests); returns its path."""
+    """A reduced-width LargeFOV deploy net (``folder/deploy.prototxt``) and a caffemodel of
+    seeded random weights for it (``folder/init.caffemodel``, whose path is returned):
+    initial weights for sweeps and fine-tunes, a model for the fixation tools."""
     from pixelfeedback.nets import largefov
     from pixelfeedback.nets.weights import fill_random_weights
 

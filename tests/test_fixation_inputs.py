@@ -16,6 +16,7 @@ from pixelfeedback.fixations import BackTracker, NetGraph
 from pixelfeedback.nets import architectures, largefov, netspec
 from pixelfeedback.nets.weights import fill_random_weights
 from python_layers import ToolkitError, voc_io
+from tests.conftest import random_largefov_weights
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(REPO, "tools", "seg_fixations.py")
@@ -70,13 +71,8 @@ def test_truncated_jpeg_is_an_error_naming_the_file(tmp_path):
 def small_model(tmp_path_factory, caffe):
     """A reduced LargeFOV deploy net (21 classes, input 65) with random weights."""
     root = tmp_path_factory.mktemp("model")
-    prototxt = str(root / "deploy.prototxt")
-    netspec.write_net(largefov.deploy_net(width_div=16, num_classes=21, size=65), prototxt)
-    net = caffe.Net(prototxt, caffe.TEST)
-    fill_random_weights(net, seed=0)
-    weights = str(root / "random.caffemodel")
-    net.save(weights)
-    return dict(prototxt=prototxt, weights=weights, root=root)
+    weights = random_largefov_weights(str(root), caffe, width_div=16, num_classes=21, size=65)
+    return dict(prototxt=str(root / "deploy.prototxt"), weights=weights, root=root)
 
 
 def test_seg_fixations_refuses_a_truncated_image(tmp_path, small_model):
@@ -104,12 +100,9 @@ def experiment_data(tmp_path_factory):
 def test_experiments_refuse_or_skip_and_count_a_truncated_image(caffe, tmp_path,
                                                                 experiment_data):
     root, list_file, broken = experiment_data
+    weights = random_largefov_weights(str(tmp_path), caffe, width_div=32, num_classes=5,
+                                      size=65, seed=1)
     deploy = str(tmp_path / "deploy.prototxt")
-    netspec.write_net(largefov.deploy_net(width_div=32, num_classes=5, size=65), deploy)
-    net = caffe.Net(deploy, caffe.TEST)
-    fill_random_weights(net, seed=1)
-    weights = str(tmp_path / "w.caffemodel")
-    net.save(weights)
     with pytest.raises(ToolkitError, match=f"{os.path.basename(broken)}.*--skip-bad-images"):
         ex.fixation_location(deploy, weights, root, list_file, str(tmp_path / "a"),
                              progress=False)
