@@ -437,14 +437,14 @@ def write_test_net(cfg, path):
     return path
 
 
-def evaluate_weights(cfg, weights, out_dir, test_net, model_name=None):
+def evaluate_weights(cfg, weights, out_dir, test_net):
     """Evaluate ``weights`` on the val list into the run folder ``out_dir`` with the test
     net written at ``test_net``."""
     write_test_net(cfg, test_net)
     return evaluation.evaluate(
         (test_net, weights), cfg.val_list, cfg.data_root, out_dir,
         num_classes=cfg.num_classes, size=cfg.test_size,
-        progress=cfg.progress, gpu=cfg.gpu, model_name=model_name, class_names=cfg.class_names)
+        progress=cfg.progress, gpu=cfg.gpu, class_names=cfg.class_names)
 
 
 def write_solver(cfg, run, run_dir, init):
@@ -598,10 +598,10 @@ class _SweepProgress:
         self.bar.close()
 
 
-def _run_planned(cfg, folder, on_result=None, progress=None):
+def _run_planned(cfg, folder, on_result=None):
     """This process's runs in order; returns those other processes held."""
     runs = cfg.shard_runs()
-    bar = progress or _SweepProgress(cfg, folder, runs)
+    bar = _SweepProgress(cfg, folder, runs)
     busy = []
     try:
         for run in runs:
@@ -618,8 +618,7 @@ def _run_planned(cfg, folder, on_result=None, progress=None):
             if on_result:
                 on_result(record)
     finally:
-        if progress is None:
-            bar.close()
+        bar.close()
     return busy
 
 
@@ -635,16 +634,12 @@ def _wait_for_baseline(cfg, folder, poll_s=5.0):
         time.sleep(poll_s)
 
 
-def set_parent_death_signal(parent):
-    """Die (SIGKILL) when process ``parent`` dies (Linux); exit at once if it is gone."""
-    preexec = die_with_parent(parent)
-    if preexec:
-        preexec()
-
-
 def _device_worker(cfg, device, parent, errors):
-    """One worker process of ``--gpus``: the runs no other worker holds, on ``device``."""
-    set_parent_death_signal(parent)
+    """One worker process of ``--gpus``: the runs no other worker holds, on ``device``.
+    It dies with the sweep process (as each of its trainers dies with it)."""
+    dies_with_parent = die_with_parent(parent)
+    if dies_with_parent:
+        dies_with_parent()
     cfg.gpu, cfg.devices, cfg.progress = device, None, False
     try:
         with open_sweep_folder(cfg) as folder:

@@ -182,18 +182,6 @@ def usable_snapshot(run_dir, warn=None):
     return None, 0
 
 
-def latest_snapshot(run_dir):
-    """The newest .solverstate in run_dir and its iteration, or (None, 0) (unchecked;
-    ``usable_snapshot`` checks)."""
-    by_iteration = {i: [p for p in paths if p.endswith(".solverstate")]
-                    for i, paths in snapshots(run_dir).items()}
-    found = [(i, paths[0]) for i, paths in by_iteration.items() if paths]
-    if not found:
-        return None, 0
-    iteration, path = max(found)
-    return path, iteration
-
-
 def final_weights(run_dir, iterations):
     matches = glob.glob(os.path.join(run_dir, f"*_iter_{iterations}.caffemodel"))
     if not matches:

@@ -102,3 +102,12 @@ def random_largefov_weights(folder, caffe, width_div=32, num_classes=4, size=65,
     path = os.path.join(folder, "init.caffemodel")
     net.save(path)
     return path
+
+
+def newest_solverstate_iteration(folder):
+    """The iteration of the newest .solverstate in ``folder`` (0 when none): where a killed
+    training resumes from."""
+    from pixelfeedback.training import snapshots
+
+    return max([i for i, paths in snapshots(str(folder)).items()
+                if any(p.endswith(".solverstate") for p in paths)], default=0)

@@ -16,7 +16,8 @@ import pytest
 
 from pixelfeedback import sweep, training
 from pixelfeedback.nets import weights as netweights
-from tests.conftest import REPO, random_largefov_weights, write_tiny_voc
+from tests.conftest import (REPO, newest_solverstate_iteration, random_largefov_weights,
+                             write_tiny_voc)
 
 SCRIPT = os.path.join(REPO, "tools", "reproduce_table.py")
 ITERATIONS, SNAPSHOT = 60, 25
@@ -89,7 +90,7 @@ def test_kill_9_of_the_sweep_then_rerun_is_bit_identical_and_recorded(setting, t
     while trainers_below(out) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert trainers_below(out) == [], "caffe train outlived the sweep"
-    _, resume_point = training.latest_snapshot(str(log.parent))
+    resume_point = newest_solverstate_iteration(log.parent)
     assert 0 < resume_point < ITERATIONS
 
     done = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)

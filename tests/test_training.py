@@ -15,7 +15,7 @@ from pixelfeedback import training
 from pixelfeedback.nets import largefov
 from pixelfeedback.nets.weights import read_caffemodel
 from python_layers import ToolkitError
-from tests.conftest import REPO, write_tiny_voc
+from tests.conftest import REPO, newest_solverstate_iteration, write_tiny_voc
 
 ITERATIONS, SNAPSHOT = 60, 25   # snapshots at 25, 50 and 60
 KILL_AFTER = "Iteration 30,"    # a line Caffe logs after the first snapshot
@@ -88,7 +88,7 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_weights_bit_for_bit(tmp_path,
     solver = experiment(tmp_path, data)
     interrupt(solver, tmp_path)
     assert_no_trainer_left(solver)
-    _, resume_point = training.latest_snapshot(str(tmp_path))
+    resume_point = newest_solverstate_iteration(tmp_path)
     assert 0 < resume_point < ITERATIONS
 
     training.train(solver, str(tmp_path))
