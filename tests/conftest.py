@@ -111,3 +111,36 @@ def newest_solverstate_iteration(folder):
 
     return max([i for i, paths in snapshots(str(folder)).items()
                 if any(p.endswith(".solverstate") for p in paths)], default=0)
+
+
+def kill_once_logged(process, log_path, line, whole_group=True, timeout=120):
+    """kill -9 ``process`` (its whole process group, or only it) as soon as ``line`` is in
+    the log at ``log_path``: what a user's kill or a lost session does mid-training. The
+    tests that use it leave hundreds of iterations after ``line``, so that a slow poll on a
+    loaded machine still interrupts the training before it ends."""
+    import signal
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not (os.path.exists(log_path) and line in open(log_path, errors="replace").read()):
+        assert process.poll() is None, f"the process ended before {line!r} was logged"
+        assert time.monotonic() < deadline, f"{line!r} not logged in {timeout} s"
+        time.sleep(0.02)
+    (os.killpg if whole_group else os.kill)(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+def assert_no_trainer_left(solver_prefix, timeout=10):
+    """No `caffe train -solver <solver_prefix>...` process is alive (after waiting up to
+    ``timeout`` s for the kernel to deliver the parent-death signal)."""
+    import subprocess
+    import time
+
+    def trainers():
+        return subprocess.run(["pgrep", "-f", f"train -solver {solver_prefix}"],
+                              capture_output=True, text=True).stdout.split()
+
+    deadline = time.monotonic() + timeout
+    while trainers() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert trainers() == [], "caffe train outlived the process that started it"

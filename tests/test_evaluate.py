@@ -13,7 +13,6 @@ from python_layers import ToolkitError, voc_io
 from tests.conftest import REPO, write_tiny_voc
 from pixelfeedback import evaluation, metrics
 from pixelfeedback.nets import largefov
-from pixelfeedback.nets import weights as netweights
 
 NUM_CLASSES = 4
 SIZE = 65  # 8k+1; the tiny images are 53x45

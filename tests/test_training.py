@@ -3,10 +3,8 @@ the uninterrupted run's weights bit for bit, the trainer dies with its parent, a
 newest snapshot is set aside for the one before, a failure quotes the log's error line,
 and the terminal gets a progress bar instead of glog."""
 import os
-import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -15,10 +13,13 @@ from pixelfeedback import training
 from pixelfeedback.nets import largefov
 from pixelfeedback.nets.weights import read_caffemodel
 from python_layers import ToolkitError
-from tests.conftest import REPO, newest_solverstate_iteration, write_tiny_voc
+from tests.conftest import (REPO, assert_no_trainer_left, kill_once_logged,
+                            newest_solverstate_iteration, write_tiny_voc)
 
-ITERATIONS, SNAPSHOT = 60, 25   # snapshots at 25, 50 and 60
-KILL_AFTER = "Iteration 30,"    # a line Caffe logs after the first snapshot
+# Snapshots every 25 iterations; the kill comes after the one at 50, with 540 iterations
+# (about a second) left, so that a slow poll on a loaded machine still interrupts the run.
+ITERATIONS, SNAPSHOT = 600, 25
+KILL_AFTER = "Iteration 60,"  # logged every 10 iterations
 
 
 @pytest.fixture(scope="module")
@@ -44,13 +45,6 @@ def weight_bytes(path):
             for layer in model.layer for blob in layer.blobs]
 
 
-def trainers_of(solver):
-    """PIDs of live `caffe train` processes of this solver."""
-    found = subprocess.run(["pgrep", "-f", f"train -solver {solver}"], capture_output=True,
-                           text=True).stdout.split()
-    return [int(pid) for pid in found]
-
-
 @pytest.fixture(scope="module")
 def uninterrupted(tmp_path_factory, data):
     folder = tmp_path_factory.mktemp("uninterrupted")
@@ -66,21 +60,7 @@ def interrupt(solver, folder, whole_group=True):
     parent-death signal can stop it."""
     code = f"from pixelfeedback.training import train; train({solver!r}, {str(folder)!r})"
     parent = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, start_new_session=True)
-    log = os.path.join(folder, "train.log")
-    deadline = time.monotonic() + 120
-    while not (os.path.exists(log) and KILL_AFTER in open(log).read()):
-        assert parent.poll() is None, "the training ended before it could be interrupted"
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
-    (os.killpg if whole_group else os.kill)(parent.pid, signal.SIGKILL)
-    parent.wait()
-
-
-def assert_no_trainer_left(solver):
-    deadline = time.monotonic() + 10
-    while trainers_of(solver) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert trainers_of(solver) == [], "caffe train outlived the process that started it"
+    kill_once_logged(parent, os.path.join(folder, "train.log"), KILL_AFTER, whole_group)
 
 
 def test_kill_9_then_rerun_gives_the_uninterrupted_weights_bit_for_bit(tmp_path, data,
@@ -105,19 +85,17 @@ def test_the_trainer_dies_with_the_process_that_started_it(tmp_path, data):
 
 def test_a_truncated_newest_snapshot_is_set_aside_and_the_one_before_used(
         tmp_path, data, uninterrupted, capfd):
-    interrupt(experiment(tmp_path, data), tmp_path)
-    # Write a snapshot at 50 (a solver of 50 iterations; its weights differ, which does not
-    # matter: it is the corrupt one), then cut that newest solverstate short.
-    training.train(experiment(tmp_path, data, iterations=50), str(tmp_path))
     solver = experiment(tmp_path, data)
-    newest = tmp_path / "cosine_iter_50.solverstate"
+    interrupt(solver, tmp_path)
+    cut = newest_solverstate_iteration(tmp_path)  # 50 or later: there is one before it
+    newest = tmp_path / f"cosine_iter_{cut}.solverstate"
     newest.write_bytes(newest.read_bytes()[:len(newest.read_bytes()) // 2])
     capfd.readouterr()
 
     training.train(solver, str(tmp_path))
     warning = capfd.readouterr().err
-    assert f"snapshot {newest}" in warning and "cosine_iter_50.solverstate.corrupt" in warning
-    assert training.resumed_from(open(tmp_path / "train.log").read())[-1] == SNAPSHOT
+    assert f"snapshot {newest}" in warning and f"cosine_iter_{cut}.solverstate.corrupt" in warning
+    assert training.resumed_from(open(tmp_path / "train.log").read()) == [cut - SNAPSHOT]
     assert weight_bytes(training.final_weights(str(tmp_path), ITERATIONS)) == uninterrupted
 
 

@@ -42,8 +42,7 @@ from pixelfeedback.experiments.measures import (DEFAULT_MASK_RADIUS, DEFAULT_MAS
                                                 activation_change, check_fractions,
                                                 check_mask_options, class_accuracy,
                                                 densest_region, mask_with_mean, masked_input,
-                                                nan_mean, parse_fractions, percent_inside,
-                                                prediction_from_scores, zoom_scores)
+                                                nan_mean, parse_fractions, percent_inside)
 from pixelfeedback.experiments.records import synthetic_part_mask_fn
 from pixelfeedback.experiments.runner import (DEFAULT_FIGURES, MASK_CHOICES, ExperimentOptions,
                                               fixation_location, k_needed, run_all,
@@ -63,8 +62,7 @@ __all__ = [
     "densest_region", "fixation_location", "fraction_column", "k_needed", "k_needed_columns",
     "k_needed_figure", "k_needed_table", "location_figure", "location_table",
     "mask_with_mean", "masked_input", "nan_mean", "parse_fractions", "percent_inside",
-    "prediction_from_scores", "run_all", "run_and_report", "salient_image_figure",
+    "run_all", "run_and_report", "salient_image_figure",
     "salient_parts", "salient_summary_figure", "salient_table", "shift_figure",
     "shift_table", "shift_variants", "summary_lines", "synthetic_part_mask_fn",
-    "zoom_scores",
 ]

@@ -8,7 +8,6 @@ import numpy as np
 from pixelfeedback import heatmap
 from pixelfeedback.fixations import DEFAULT_FRACTIONS
 from pixelfeedback.pipeline import prepare_input
-from pixelfeedback.pipeline import prediction_from_scores, zoom_scores  # noqa: F401 (re-export)
 from python_layers import ToolkitError, voc_io
 
 VOID_RULES = ("skip", "outside")

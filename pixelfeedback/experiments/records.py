@@ -12,10 +12,9 @@ import numpy as np
 from pixelfeedback import metrics, synthetic
 from pixelfeedback.experiments import figures
 from pixelfeedback.experiments.measures import (activation_change, class_accuracy,
-                                                densest_region, masked_input, percent_inside,
-                                                prediction_from_scores)
+                                                densest_region, masked_input, percent_inside)
 from pixelfeedback.fixations import SHIFTS, k_needed_per_layer, run_forward
-from pixelfeedback.pipeline import prepare_input
+from pixelfeedback.pipeline import prediction_from_scores, prepare_input
 from python_layers import ToolkitError
 
 

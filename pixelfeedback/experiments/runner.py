@@ -27,13 +27,13 @@ from pixelfeedback.evaluation import parameters_digest, read_or_skip
 from pixelfeedback.experiments.measures import (DEFAULT_MASK_RADIUS, DEFAULT_MASK_THRESHOLD,
                                                 FRACTIONS, MASK_MODES, check_fractions,
                                                 check_mask_options, check_void,
-                                                parse_fractions, prediction_from_scores)
+                                                parse_fractions)
 from pixelfeedback.experiments.records import synthetic_part_mask_fn
 from pixelfeedback.experiments.specs import EXPERIMENTS, SPECS
 from pixelfeedback.fixations import SHIFTS
 from pixelfeedback.pipeline import (DEFAULT_K, DEFAULT_SHIFT, class_names_for, image_region,
-                                    load_model, make_tracker, prepare_input, resolve_model,
-                                    run_fixations, trace_inside)
+                                    load_model, make_tracker, prediction_from_scores,
+                                    prepare_input, resolve_model, run_fixations, trace_inside)
 from pixelfeedback.runfolder import RunFolder
 from python_layers import ToolkitError, voc_io
 
