@@ -104,13 +104,13 @@ def test_percent_inside_by_hand():
 
 def test_zoom_is_deeplab_zoom_and_predict_crops():
     scores = np.random.RandomState(0).randn(3, 9, 9).astype(np.float32)
-    np.testing.assert_array_equal(ex.zoom_scores(scores, (65, 65)),
+    np.testing.assert_array_equal(pipeline.zoom_scores(scores, (65, 65)),
                                   interp.zoom_bilinear(scores, 8))
-    other = ex.zoom_scores(scores, (21, 30))          # not a whole factor: same grid
+    other = pipeline.zoom_scores(scores, (21, 30))          # not a whole factor: same grid
     assert other.shape == (3, 21, 30)
     np.testing.assert_allclose(other[:, [0, -1]][:, :, [0, -1]],
                                scores[:, [0, -1]][:, :, [0, -1]], rtol=1e-5)
-    prediction, zoomed = ex.prediction_from_scores(scores, (65, 65), (50, 40))
+    prediction, zoomed = pipeline.prediction_from_scores(scores, (65, 65), (50, 40))
     assert prediction.shape == (50, 40) and zoomed.shape == (3, 50, 40)
     np.testing.assert_array_equal(prediction, zoomed.argmax(0))
 
@@ -202,7 +202,7 @@ def test_location_end_to_end_by_hand(model, data, tmp_path, caffe):
     net.blobs["data"].data[0] = pipeline.prepare_input(image, SIZE, registry.DEEPLAB_MEAN)[0]
     net.forward()
     scores = net.blobs["fc8_voc12"].data[0]
-    prediction, _ = ex.prediction_from_scores(scores, (SIZE, SIZE), image.shape[:2])
+    prediction, _ = pipeline.prediction_from_scores(scores, (SIZE, SIZE), image.shape[:2])
     detected = [int(c) for c in np.unique(scores.argmax(0)) if c != 0]
     assert detected
     hand = tmp_path / "hand"
