@@ -43,7 +43,7 @@ from pixelfeedback.nets.loading import check_gpu
 from pixelfeedback.nets.netspec import write_net
 from pixelfeedback.runfolder import RunFolder
 from pixelfeedback.training import (die_with_parent, final_weights, parse_losses,
-                                    prune_snapshots, resumed_from, train)
+                                    prune_snapshots, resumed_from, train, training_seconds)
 from python_layers import ToolkitError, voc_io
 from python_layers.template_similarity import LOSS_NAMES as LOSSES
 
@@ -514,7 +514,8 @@ def _train_and_evaluate(cfg, folder, run, run_dir):
         "resumed": bool(resumes), "resumed_from": resumes,
         "device": "cpu" if cfg.gpu is None else f"gpu {cfg.gpu}",
         "weights": os.path.relpath(weights, folder.root),
-        "seconds": round(time.time() - started, 1),
+        "seconds": round(time.time() - started, 1),  # of the invocation that finished it
+        "train_seconds": round(training_seconds(log_text), 1),  # all sessions, from the log
     }
     folder.write_json(result_file(run), record)
     return record

@@ -14,6 +14,7 @@ resumes from; the solverstate holds the rest (weights, momentum, iteration). A s
 that cannot be read back (truncated, inconsistent) is set aside as ``*.corrupt`` with a
 warning naming it, and training resumes from the previous one.
 """
+import datetime
 import glob
 import math
 import os
@@ -44,7 +45,10 @@ def caffe_binary():
 LOSS_LINE = re.compile(r"Iteration (\d+).*?, loss = ([-+0-9.eEnaif]+)")
 COMMAND_PREFIX = "$ "  # how train() records each caffe command line in the log
 _RESUME_ARG = re.compile(r" -snapshot \S*_iter_(\d+)\.solverstate")
-_GLOG_ERROR = re.compile(r"^[EF]\d{4} [\d:.]+\s+\d+ [^\]]+\] (.*)$")
+# A glog line: severity, date (yyyymmdd from glog 0.6 on, as this Caffe writes; mmdd
+# before), time, thread, file:line] message.
+GLOG_LINE = re.compile(r"^(?P<severity>[IWEF])(?P<date>\d{8}|\d{4}) "
+                       r"(?P<time>\d\d:\d\d:\d\d(?:\.\d+)?)\s+\d+ [^\]]+\] ?(?P<message>.*)$")
 _PYTHON_ERROR = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception)): (.+)$")
 
 
@@ -60,15 +64,42 @@ def resumed_from(log_text):
             if line.startswith(COMMAND_PREFIX) for m in _RESUME_ARG.finditer(line)]
 
 
+def _glog_time(match, year_of_short_dates=2000):
+    """The datetime of a glog line; a mmdd date (older glog) gets a fixed leap year."""
+    date = match.group("date")
+    if len(date) == 4:
+        date = f"{year_of_short_dates}{date}"
+    return datetime.datetime.strptime(f"{date} {match.group('time')}", "%Y%m%d %H:%M:%S.%f")
+
+
+def training_seconds(log_text):
+    """Seconds `caffe train` ran for this log, summed over its sessions (each starts at a
+    command line ``train`` wrote): first to last glog time stamp of each. Read from the log,
+    so it also counts a session that was killed and resumed."""
+    total, first, last = 0.0, None, None
+    for line in log_text.splitlines() + [COMMAND_PREFIX]:
+        if line.startswith(COMMAND_PREFIX):
+            if first is not None:
+                seconds = (last - first).total_seconds()
+                total += seconds if seconds >= 0 else seconds + 365 * 86400  # new year
+            first = last = None
+            continue
+        match = GLOG_LINE.match(line)
+        if match:
+            last = _glog_time(match)
+            first = first or last
+    return round(total, 3)
+
+
 def last_error(log_text):
     """The line of a training log that says why `caffe train` stopped: the last glog error
     (``E``/``F``, without its prefix) or Python exception, else the last line that is no
     stack frame; None for an empty log."""
     found = None
     for line in log_text.splitlines():
-        glog = _GLOG_ERROR.match(line)
-        if glog:
-            found = glog.group(1).strip()
+        glog = GLOG_LINE.match(line)
+        if glog and glog.group("severity") in "EF":
+            found = glog.group("message").strip()
             continue
         python = _PYTHON_ERROR.match(line.strip())
         if python:

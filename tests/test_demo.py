@@ -108,6 +108,9 @@ def test_quick_demo_end_to_end(tmp_path):
     assert again["baseline"]["mean_iou"] == pytest.approx(baseline["mean_iou"])
     assert again["table"]["markdown"] == summary["table"]["markdown"]
     assert again["salient"]["figures"] == summary["salient"]["figures"]
+    # training time is read from the logs, so a rerun (or a resume) still reports all of it
+    assert again["table"]["train_seconds"] == summary["table"]["train_seconds"] > 0
+    assert f"the {summary['table']['runs']} Table 3.1 runs" in (out / "report.md").read_text()
     assert ".tmp-" not in (out / "report.md").read_text() and not leftover.exists()
 
 

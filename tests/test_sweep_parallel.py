@@ -175,5 +175,5 @@ def test_progress_bars_and_no_glog_on_the_terminal(setting, tmp_path):
     pieces = re.split(r"[\r\n]", done.stderr)
     assert any("Table 3.1 sweep" in p and "2/2" in p for p in pieces)
     assert any(p.startswith("control_seed0:") and "20/20" in p and "loss=" in p for p in pieces)
-    assert not [p for p in pieces if re.match(r"[IWEF]\d{4} ", p)], "glog reached the terminal"
+    assert not [p for p in pieces if training.GLOG_LINE.match(p)], "glog reached the terminal"
     assert "| control (softmax only) |" in done.stdout

@@ -3,6 +3,7 @@ the uninterrupted run's weights bit for bit, the trainer dies with its parent, a
 newest snapshot is set aside for the one before, a failure quotes the log's error line,
 and the terminal gets a progress bar instead of glog."""
 import os
+import re
 import subprocess
 import sys
 
@@ -74,6 +75,10 @@ def test_kill_9_then_rerun_gives_the_uninterrupted_weights_bit_for_bit(tmp_path,
     training.train(solver, str(tmp_path))
     log = open(tmp_path / "train.log").read()
     assert training.resumed_from(log) == [resume_point]
+    sessions = log.split(training.COMMAND_PREFIX)[1:]
+    assert training.training_seconds(log) == pytest.approx(
+        sum(training.training_seconds(training.COMMAND_PREFIX + s) for s in sessions))
+    assert 0 < training.training_seconds(sessions[0]) < training.training_seconds(log)
     assert weight_bytes(training.final_weights(str(tmp_path), ITERATIONS)) == uninterrupted
 
 
@@ -124,6 +129,39 @@ def test_failure_quotes_the_error_line_not_the_stack(tmp_path, data):
     assert "caffe train failed" in message and "gone.jpg" in message
     assert "@ 0x" not in message and "Traceback" not in message
     assert str(tmp_path / "train.log") in message
+
+
+def test_a_caffe_check_failure_is_quoted_without_glog_prefix_or_stack(tmp_path):
+    """A real glog F line of this Caffe (whose glog writes the year: F20261130 ...)."""
+    solver = tmp_path / "solver.prototxt"
+    solver.write_text(f'net: "{tmp_path}/missing.prototxt"\nbase_lr: 0.01\nmax_iter: 1\n'
+                      'lr_policy: "fixed"\n')
+    with pytest.raises(ToolkitError) as error:
+        training.train(str(solver), str(tmp_path))
+    message = str(error.value)
+    assert f"Check failed: fd != -1 (-1 vs. -1) File not found: {tmp_path}/missing" in message
+    assert not re.search(r"[IWEF]\d{4,8} \d\d:\d\d", message), message
+    assert "@ 0x" not in message and "***" not in message
+
+
+def test_glog_line_reads_both_date_formats():
+    for line in ("F20261130 04:59:47.389648 30258 io.cpp:39] Check failed: x",
+                 "F1130 04:59:47.389648 30258 io.cpp:39] Check failed: x"):
+        assert training.GLOG_LINE.match(line).group("message") == "Check failed: x"
+    assert training.GLOG_LINE.match("control_seed0: 20/20 loss=0.1") is None
+
+
+def test_training_seconds_sums_the_sessions_of_a_log():
+    log = ("$ caffe train -solver s.prototxt\n"
+           "I20261130 23:59:58.500000 1 solver.cpp:1] Solving\n"
+           "Iteration 0, loss = 1 (not glog: ignored)\n"
+           "I20261201 00:00:01.000000 1 solver.cpp:1] Iteration 10, loss = 0.5\n"
+           "$ caffe train -solver s.prototxt -snapshot s_iter_10.solverstate\n"
+           "I1201 00:00:05.000000 1 solver.cpp:1] Restoring\n"
+           "I1201 00:00:05.250000 1 solver.cpp:1] Iteration 20, loss = 0.4\n"
+           "$ caffe train -solver s.prototxt -snapshot s_iter_20.solverstate\n")
+    assert training.training_seconds(log) == 2.75  # 2.5 across midnight, 0.25, nothing
+    assert training.training_seconds("") == 0
 
 
 def test_last_error_reads_glog_and_python_errors():

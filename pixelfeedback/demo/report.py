@@ -127,8 +127,17 @@ def write_report(out, summary, recipe=RECIPE):
               f"±{points(POWER_TARGET, False)}):", ""]
     for line in table.get("findings", []):  # sentences are paragraphs, cells a list
         lines += [line] if line.startswith("- ") else [line, ""]
-    lines += ["", table["markdown"], "## Timings", "", "| step | seconds |", "|---|---|"]
+    lines += ["", table["markdown"], "## Timings", "",
+              "Wall-clock seconds of each step in this invocation (a step whose results were "
+              "already there takes seconds).", "", "| step | seconds |", "|---|---|"]
     lines += [f"| {title} | {seconds:.0f} |" for title, seconds in summary["timings"]]
+    lines += ["", "`caffe train` time read from the training logs, all sessions (also those "
+              "of an interrupted and resumed run): "
+              f"baseline {summary['baseline']['train_seconds']:.0f} s"
+              + (" (the committed model's recipe)" if summary["baseline"].get("committed")
+                 else "")
+              + f"; the {table.get('runs', 0)} Table 3.1 runs "
+              f"{table.get('train_seconds', 0):.0f} s."]
     path = os.path.join(out, "report.md")
     voc_io.write_text(path, "\n".join(lines) + "\n")
     return path

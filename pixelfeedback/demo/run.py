@@ -1,7 +1,6 @@
 """The demo's steps, in order: data, baseline, fixations on the part, experiments 1 and 4,
 Table 3.1 in small, the report (tools/demo.py runs them; each caches its results).
 """
-import json
 import os
 import time
 
@@ -15,7 +14,7 @@ from pixelfeedback.demo.report import table_findings, write_report
 from pixelfeedback.nets import largefov, registry
 from pixelfeedback.paths import REPO_ROOT
 from pixelfeedback.runfolder import RunFolder
-from pixelfeedback.training import parse_losses, train
+from pixelfeedback.training import parse_losses, train, training_seconds
 from python_layers import ToolkitError, voc_io
 
 
@@ -70,7 +69,7 @@ def data_figure(data_dir, path, count=4):
 def train_baseline(data, out_dir, recipe=RECIPE, progress=True):
     """`caffe train` of the reduced-width LargeFOV from the recipe's initial weights (from
     scratch when it names none); resumes from snapshots and skips when the final snapshot
-    exists. Returns (caffemodel, losses, training seconds)."""
+    exists. Returns (caffemodel, losses, training seconds of all sessions)."""
     init = init_weights(recipe) if recipe.get("init") else None
     net, recipe = recipe["net"], recipe["baseline"]
     os.makedirs(out_dir, exist_ok=True)
@@ -82,20 +81,13 @@ def train_baseline(data, out_dir, recipe=RECIPE, progress=True):
         solver_overrides=recipe["solver"])
     final = os.path.join(out_dir, f"baseline_iter_{recipe['iterations']}.caffemodel")
     log = os.path.join(out_dir, "train.log")
-    timing = os.path.join(out_dir, "train_seconds.json")
-    spent = json.load(open(timing))["seconds"] if os.path.isfile(timing) else 0.0
-    if os.path.isfile(final):
-        return final, parse_losses(open(log).read()), spent
-    if progress:
-        print(f"   training {recipe['iterations']} iterations with caffe train (log: {log}); "
-              "about 10 minutes on 2 cores", flush=True)
-    started = time.time()
-    try:
-        losses = train(solver, out_dir, init)
-    finally:  # an interrupted training resumes: its time so far counts
-        spent += time.time() - started
-        voc_io.write_json(timing, {"seconds": round(spent, 1)})
-    return final, losses, spent
+    if not os.path.isfile(final):
+        if progress:
+            print(f"   training {recipe['iterations']} iterations with caffe train (log: {log});"
+                  " about 10 minutes on 2 cores", flush=True)
+        train(solver, out_dir, init)
+    log_text = open(log).read()  # all sessions: an interrupted training resumes
+    return final, parse_losses(log_text), training_seconds(log_text)
 
 
 PART_SHARE_COLUMNS = ("image", "class", "detected", "part_area_share", "points_in_body",
@@ -208,7 +200,7 @@ def baseline_step(data, out, test, recipe, weights_dir, retrain, export, progres
     summary = {"weights": shown_path(weights), "mean_iou": metrics["mean_iou"],
                "class_iou": metrics["class_iou"], "pixel_accuracy": metrics["pixel_accuracy"],
                "val_images": metrics["num_images"], "all_background_mean_iou": chance,
-               "train_seconds": round(train_seconds)}
+               "train_seconds": round(train_seconds), "committed": bool(meta)}
     if meta and "train_mean_iou" in meta:
         summary.update(train_mean_iou=meta["train_mean_iou"], train_images=meta["train_images"])
     print(f"   val mean IoU {metrics['mean_iou']:.3f} on {metrics['num_images']} images "
@@ -292,7 +284,10 @@ def _run_steps(out, data_dir, mode, retrain, export, progress, recipe, weights_d
         results = sweep.run_sweep(cfg)
         table_rows, table_md = sweep.write_table(cfg, results, title="Table 3.1 on synthetic data")
         summary["table"] = {"rows": table_rows, "markdown": table_md,
-                            "findings": table_findings(table_rows)}
+                            "findings": table_findings(table_rows),
+                            "runs": len(results),
+                            "train_seconds": round(sum(r.get("train_seconds", 0)
+                                                       for r in results), 1)}
         for line in summary["table"]["findings"]:
             print("   " + line)
 
