@@ -9,7 +9,7 @@ run (each figure the best of --repeats):
     the image with K = 1 and with the thesis's choice, partial shift + resolution K, as
     ratios to the forward pass (goals: <= 0.1 and <= 1);
   * the speed-up per fixation unit over a per-point implementation: a plain NumPy loop
-    that back-tracks one unit at a time (same rules, float64), timed on a sample of the
+    that back-tracks one unit at a time (same rules, dead units included, float64), timed on a sample of the
     units the engine visited in every Convolution and Pooling layer; its total is
     estimated as sum over layers of (units in the layer x mean time per unit there) and
     compared with the engine's whole trace time (goal >= 50x). The loop's outputs are
@@ -91,7 +91,8 @@ def best_time(function, repeats):
 # ----------------------------------------------------------------------------- per point
 
 def point_conv(X, weights, geo, og, unit, k, full):
-    """One Convolution unit back-tracked on its own (NumPy on its window, float64)."""
+    """One Convolution unit back-tracked on its own (NumPy on its window, float64); a unit
+    whose channel contributions are all 0 is dead and stops (no candidates)."""
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = geo.kernel, geo.stride, geo.pad, geo.dilation
     cg = weights.shape[1]
     z, y, x = unit
@@ -104,6 +105,8 @@ def point_conv(X, weights, geo, og, unit, k, full):
     patch = X[g * cg:(g + 1) * cg][:, rows][:, :, cols]
     products = weights[z][:, keep_r][:, :, keep_c].astype(np.float64) * patch
     contributions = products.sum(axis=(1, 2))
+    if not contributions.any():
+        return []
     out = []
     for c in np.argsort(-contributions, kind="stable")[:k]:
         if full:
@@ -117,7 +120,8 @@ def point_conv(X, weights, geo, og, unit, k, full):
 
 
 def point_pool(X, geo, unit, k):
-    """One Pooling unit: the top-K cells of its window inside the image."""
+    """One Pooling unit: the top-K cells of its window inside the image; a window with no
+    positive cell is dead and stops (no candidates)."""
     (kh, kw), (sh, sw), (ph, pw) = geo.kernel, geo.stride, geo.pad
     c, y, x = unit
     r0, c0 = y * sh - ph, x * sw - pw
@@ -125,6 +129,8 @@ def point_pool(X, geo, unit, k):
     r0, c0 = max(r0, 0), max(c0, 0)
     window = X[c, r0:r1, c0:c1]
     width = c1 - c0
+    if not (window > 0).any():
+        return []
     return [(c, r0 + int(f) // width, c0 + int(f) % width)
             for f in np.argsort(-window.ravel(), kind="stable")[:k]]
 
