@@ -134,8 +134,8 @@ def write_report(out, summary, recipe=RECIPE):
     lines += ["", "`caffe train` time read from the training logs, all sessions (also those "
               "of an interrupted and resumed run): "
               f"baseline {summary['baseline']['train_seconds']:.0f} s"
-              + (" (the committed model's recipe)" if summary["baseline"].get("committed")
-                 else "")
+              + (" (when the committed model was trained; not trained in this run)"
+                 if summary["baseline"].get("committed") else "")
               + f"; the {table.get('runs', 0)} Table 3.1 runs "
               f"{table.get('train_seconds', 0):.0f} s."]
     path = os.path.join(out, "report.md")
