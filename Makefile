@@ -23,7 +23,7 @@ GPU_BUNDLE_INPUTS := docker/make_gpu_bundle.sh docker/gpu_check.sh tools/gpu_che
 
 help:
 	@echo "make demo      run the main job (synthetic benchmark: train, fixations, Table 3.1 in small)"
-	@echo "make table31-small  the powered Table 3.1 in small (about 40 min on 2 cores; resumes): runs/table31-small/report.md"
+	@echo "make table31-small  the powered Table 3.1 in small (about 33 min on 2 cores; resumes): runs/table31-small/report.md"
 	@echo "make test      run the test suite (real Caffe; builds it on first use)"
 	@echo "make setup     install Debian packages, build Caffe, create $(VENV)"
 	@echo "make cuda-build  compile (or find in $(CACHE_DIR)) the CUDA 13 Caffe for sm_$(CUDA_ARCH); make test runs it"

@@ -40,7 +40,7 @@ def build_parser():
                         help="fewer images and fine-tunes (a few minutes; what the tests run)")
     parser.add_argument("--table31-small", action="store_true",
                         help="the powered Table 3.1 in small: all four losses at three "
-                        "lambdas, five seeds (about an hour on 2 cores; resumes)")
+                        "lambdas, five seeds (about 33 min on 2 cores; resumes)")
     parser.add_argument("--retrain", action="store_true",
                         help="train the baseline again instead of using weights/demo/")
     parser.add_argument("--export", action="store_true",
