@@ -88,7 +88,7 @@ def training_seconds(log_text):
         if match:
             last = _glog_time(match)
             first = first or last
-    return round(total, 3)
+    return total
 
 
 def last_error(log_text):

@@ -160,7 +160,7 @@ def test_training_seconds_sums_the_sessions_of_a_log():
            "I1201 00:00:05.000000 1 solver.cpp:1] Restoring\n"
            "I1201 00:00:05.250000 1 solver.cpp:1] Iteration 20, loss = 0.4\n"
            "$ caffe train -solver s.prototxt -snapshot s_iter_20.solverstate\n")
-    assert training.training_seconds(log) == 2.75  # 2.5 across midnight, 0.25, nothing
+    assert training.training_seconds(log) == pytest.approx(2.75)  # 2.5 over midnight, 0.25, 0
     assert training.training_seconds("") == 0
 
 
