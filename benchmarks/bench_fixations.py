@@ -9,11 +9,11 @@ run (each figure the best of --repeats):
     the image with K = 1 and with the thesis's choice, partial shift + resolution K, as
     ratios to the forward pass (goals: <= 0.1 and <= 1);
   * the speed-up per fixation unit over a per-point implementation: a plain NumPy loop
-    that back-tracks one unit at a time (same rules, dead units included, float64), timed on a sample of the
-    units the engine visited in every Convolution and Pooling layer; its total is
-    estimated as sum over layers of (units in the layer x mean time per unit there) and
-    compared with the engine's whole trace time (goal >= 50x). The loop's outputs are
-    checked against the engine's fixations.
+    that back-tracks one unit at a time (same rules, dead units included, float64), timed
+    on a sample of the units the engine visited in every Convolution and Pooling layer; its
+    total is estimated as sum over layers of (units in the layer x mean time per unit
+    there) and compared with the engine's whole trace time (goal >= 50x). The loop's
+    outputs are checked against the engine's fixations.
 
 Random weights: the classes that appear depend on the seed; the amount of work does not
 much (every fc8 position seeds one class). Timings are of one machine at one time; other

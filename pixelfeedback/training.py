@@ -48,7 +48,7 @@ _RESUME_ARG = re.compile(r" -snapshot \S*_iter_(\d+)\.solverstate")
 # A glog line: severity, date (yyyymmdd from glog 0.6 on, as this Caffe writes; mmdd
 # before), time, thread, file:line] message.
 GLOG_LINE = re.compile(r"^(?P<severity>[IWEF])(?P<date>\d{8}|\d{4}) "
-                       r"(?P<time>\d\d:\d\d:\d\d(?:\.\d+)?)\s+\d+ [^\]]+\] ?(?P<message>.*)$")
+                       r"(?P<time>\d\d:\d\d:\d\d\.\d+)\s+\d+ [^\]]+\] ?(?P<message>.*)$")
 _PYTHON_ERROR = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception)): (.+)$")
 
 
