@@ -105,12 +105,14 @@ def random_largefov_weights(folder, caffe, width_div=32, num_classes=4, size=65,
 
 
 def newest_solverstate_iteration(folder):
-    """The iteration of the newest .solverstate in ``folder`` (0 when none): where a killed
-    training resumes from."""
-    from pixelfeedback.training import snapshots
+    """The iteration of the newest usable .solverstate in ``folder`` (0 when none): where a
+    killed training resumes from (a kill during a snapshot's write leaves a truncated one,
+    which training sets aside)."""
+    from pixelfeedback.training import snapshot_problem, snapshots
 
     return max([i for i, paths in snapshots(str(folder)).items()
-                if any(p.endswith(".solverstate") for p in paths)], default=0)
+                if any(p.endswith(".solverstate") and snapshot_problem(p) is None
+                       for p in paths)], default=0)
 
 
 def kill_once_logged(process, log_path, line, whole_group=True, timeout=120):
