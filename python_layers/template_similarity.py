@@ -4,8 +4,10 @@ For every class present in the batch's labels, the template is the fc7 vector of
 pixel (over the whole batch) labelled with that class whose fc8 score for it is highest.
 Every valid pixel p then adds, for every class c, ``-sim(fc7[p], template_c)`` when p is
 labelled c and ``+sim(...)`` otherwise; the sum is divided by the number of classes
-(``normalize: none``, Algorithm 3 literally) and also by the number of valid pixels
-(``normalize: valid``, the default, so lambda weighs it like Caffe's averaged softmax).
+(``normalize: none``, Algorithm 3 literally, the default: the term grows with the valid
+pixels per batch) or also by the number of valid pixels (``normalize: valid``, an option:
+lambda then weighs an average like Caffe's softmax, about valid-pixels-per-batch times
+weaker than Algorithm 3's at the same lambda).
 ``sim`` is the cosine or the Pearson correlation over the channels. The ``selective``
 variants keep only the pixels that fc8 misclassifies. The gradient goes to fc7 only;
 templates are constants unless ``template_grad`` is true. A zero vector (cosine) or a
@@ -31,12 +33,12 @@ import numpy as np
 from python_layers import ToolkitError
 
 SIMILARITIES = ("cosine", "correlation")
-NORMALIZATIONS = ("valid", "none")
+NORMALIZATIONS = ("none", "valid")  # the first is the default: Algorithm 3 literally
 LOSS_NAMES = ("correlation", "cosine", "selective_correlation", "selective_cosine")  # Table 3.1 order
 DEFAULT_PARAMS = {
     "similarity": "cosine",
     "selective": False,
-    "normalize": "valid",
+    "normalize": NORMALIZATIONS[0],
     "template_grad": False,
     "ignore_label": 255,
     "eps": 1e-8,
@@ -59,7 +61,7 @@ def loss_name(similarity, selective):
     return ("selective_" if selective else "") + similarity
 
 
-def loss_param_str(similarity, selective, normalize="valid", template_grad=False):
+def loss_param_str(similarity, selective, normalize=NORMALIZATIONS[0], template_grad=False):
     """The layer's ``param_str`` JSON, so that net generators build it in one place."""
     params = {"similarity": similarity, "selective": bool(selective),
               "normalize": normalize, "template_grad": bool(template_grad)}
@@ -119,8 +121,8 @@ def _check_choice(key, value, allowed):
 # ----------------------------------------------------------------------------- the maths
 
 def template_similarity_loss(fc7, fc8, label, similarity="cosine", selective=False,
-                             normalize="valid", template_grad=False, ignore_label=255, eps=1e-8,
-                             out=None):
+                             normalize=NORMALIZATIONS[0], template_grad=False, ignore_label=255,
+                             eps=1e-8, out=None):
     """Algorithm 3's loss and its gradient with respect to fc7.
 
     fc7 (N, D, h, w) features, fc8 (N, C, h, w) scores, label (N, 1, h, w) class ids
