@@ -9,6 +9,7 @@ end marker is missing), which OpenCV would decode grey without a word.
 """
 import collections
 import os
+import sys
 
 from python_layers import ToolkitError, voc_io
 
@@ -36,8 +37,9 @@ def check_pairs(pairs, list_file, flag, labels=REQUIRED, max_size=None,
     labels: ``REQUIRED`` (every line names its label: training, the sweep's val) or
     ``ALL_OR_NONE`` (evaluation: all, or none to only predict). Every file must exist and
     open, a label must have its image's size, a JPEG must be whole. ``max_size``: no image
-    may be larger (the net's input, set by ``size_flag``). ``unique_names``: no image name
-    twice (predictions are saved by name). ``sizes``: a dict shared between lists, so a
+    may be larger (the net's input, set by ``size_flag``). ``unique_names``: an image name
+    twice is an error (predictions are saved by name); otherwise a warning naming it (a
+    training list that repeats an image trains on it more often). ``sizes``: a dict shared between lists, so a
     pair named by two lists is read once. A bar shows on lists longer than LONG_LIST.
     """
     from PIL import Image
@@ -53,13 +55,17 @@ def check_pairs(pairs, list_file, flag, labels=REQUIRED, max_size=None,
     if labels == ALL_OR_NONE and any(with_label) and not all(with_label):
         raise ToolkitError(f"{where} mixes lines with and without a label; give every image "
                            "a label (or none, to only write predictions)")
-    if unique_names:
-        names = collections.Counter(os.path.splitext(os.path.basename(image))[0]
-                                    for image, _ in pairs)
-        twice = sorted(name for name, count in names.items() if count > 1)
-        if twice:
-            raise ToolkitError(f"{where} names image {twice[0]!r} more than once; predictions "
-                               "are saved by image name, so give each once")
+    names = collections.Counter(os.path.splitext(os.path.basename(image))[0]
+                                for image, _ in pairs)
+    twice = sorted(name for name, count in names.items() if count > 1)
+    if twice and unique_names:
+        raise ToolkitError(f"{where} names image {twice[0]!r} more than once; predictions "
+                           "are saved by image name, so give each once")
+    if twice:
+        more = f" (and {len(twice) - 1} other name(s))" if len(twice) > 1 else ""
+        print(f"WARNING: {where} names image {twice[0]!r} more than once{more}; those "
+              "images are trained on more often than the others (remove the repeated lines "
+              "unless that is meant)", file=sys.stderr, flush=True)
     missing = [path for pair in pairs for path in pair if path is not None
                and not os.path.isfile(path)]
     if missing:

@@ -260,3 +260,25 @@ def test_number_type_errors_read_well_in_argparse(capsys):
     add = lambda p: p.add_argument("--lr", type=cli.positive_float)  # noqa: E731
     err = usage_error(capsys, ["--lr", "nan"], add)
     assert "argument --lr: must be a finite number > 0, got 'nan'" in err
+
+
+# ----------------------------------------------------------------------------- the tools' numbers
+
+@pytest.mark.parametrize("script, argv, message", [
+    ("tools/synthetic.py", ["--train", "0"], "argument --train: must be an integer >= 1, got '0'"),
+    ("tools/synthetic.py", ["--val", "0"], "argument --val: must be an integer >= 1, got '0'"),
+    ("tools/synthetic.py", ["--seed", "-1"], "argument --seed: must be an integer >= 0, got '-1'"),
+    ("tools/synthetic.py", ["--size", "33"], "argument --size: must be an integer >= 65, got '33'"),
+    ("tools/evaluate.py", ["--model", "m", "--weights", "w", "--data-root", "r", "--list", "l",
+                           "--num-classes", "0"],
+     "argument --num-classes: must be an integer >= 1, got '0'"),
+])
+def test_the_tools_numbers_are_checked_by_argparse(script, argv, message, tmp_path, capsys):
+    """A usage error (exit 2 with the usage line) before anything runs or is written."""
+    from tests.conftest import load_script
+
+    out = tmp_path / "out"
+    assert load_script(script).main(["--out", str(out)] + argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: ") and message in err, err
+    assert not out.exists()

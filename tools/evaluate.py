@@ -40,7 +40,8 @@ def build_parser():
     cli.add_out(parser, None, "output folder (predictions/, metrics.json, class_iou.csv, ...)",
                 required=True)
     cli.add_gpu(parser)
-    parser.add_argument("--num-classes", type=int, default=21, help="classes (default 21)")
+    parser.add_argument("--num-classes", type=cli.positive_int, default=21,
+                        help="classes (default 21)")
     cli.add_size(parser, 513, "net input side; images are padded to it", minimum=1)
     cli.add_mean(parser, "the registry model's, else DeepLab's 104.008,116.669,122.675")
     parser.add_argument("--output-blob", default=None,

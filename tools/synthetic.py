@@ -14,12 +14,13 @@ def build_parser():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_out(parser, None, "data set root (created)", required=True)
-    parser.add_argument("--train", type=cli.nonnegative_int, default=200,
+    parser.add_argument("--train", type=cli.positive_int, default=200,
                         help="training images (default 200)")
-    parser.add_argument("--val", type=cli.nonnegative_int, default=50,
+    parser.add_argument("--val", type=cli.positive_int, default=50,
                         help="validation images (default 50)")
-    cli.add_size(parser, 129, "image side, 8k+1 (default 129)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    cli.add_size(parser, 129, "image side, 8k+1, at least 65", minimum=65)
+    parser.add_argument("--seed", type=cli.nonnegative_int, default=0,
+                        help="random seed (default 0)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
