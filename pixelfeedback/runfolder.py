@@ -269,6 +269,44 @@ def _nested_run_folders(folder):
     return found
 
 
+def discard_summary(folder, shown=6):
+    """What a restart of ``folder`` deletes, in words ('' when nothing but its lock and
+    settings): the files (count, size) and per top-level entry the files and nested run
+    folders it holds (a sweep's finished runs), e.g. '9 files (1.2 MB): results/ (2 files),
+    runs/ (2 run folders, 6 files), table.md'. Temporaries are not counted."""
+    def counted(number, noun):
+        return f"{number} {noun}" + ("" if number == 1 else "s")
+
+    parts, files, size = [], 0, 0
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.name in (LOCK_NAME, SETTINGS_NAME) or entry.name.startswith(TMP_PREFIX):
+            continue
+        if not entry.is_dir(follow_symlinks=False):
+            files += 1
+            size += entry.stat(follow_symlinks=False).st_size
+            parts.append(entry.name)
+            continue
+        inner_files = inner_folders = 0
+        for dirpath, dirnames, filenames in os.walk(entry.path):
+            inner_folders += LOCK_NAME in filenames
+            for name in filenames:
+                if name in (LOCK_NAME, SETTINGS_NAME) or name.startswith(TMP_PREFIX):
+                    continue
+                inner_files += 1
+                try:
+                    size += os.lstat(os.path.join(dirpath, name)).st_size
+                except OSError:
+                    pass
+        files += inner_files
+        counts = ([counted(inner_folders, "run folder")] if inner_folders else []) \
+            + [counted(inner_files, "file")]
+        parts.append(f"{entry.name}/ ({', '.join(counts)})")
+    if not parts:
+        return ""
+    listed = ", ".join(parts[:shown]) + (", ..." if len(parts) > shown else "")
+    return f"{counted(files, 'file')} ({size / 1e6:.1f} MB): {listed}"
+
+
 def _remove_temporaries(folder):
     """Delete ``.tmp-*`` below ``folder``, except inside nested run folders that another
     open RunFolder holds (their writers are alive); the others are swept under their lock."""
@@ -380,7 +418,7 @@ class RunFolder:
                     f"{other}, or empty it yourself")
             _remove_temporaries(self.root)  # a run cut short before its settings.json
         elif restart:
-            self._clear()
+            self._clear(hint_flag)
         else:
             if not joined:
                 _remove_temporaries(self.root)
@@ -401,10 +439,11 @@ class RunFolder:
                                f"settings ({listed}); {other}, or {again}")
         voc_io.write_json(settings_file, self.settings)
 
-    def _clear(self):
+    def _clear(self, hint_flag=None):
         """Delete everything but our lock, nested run folders included (refused while
-        another process holds one of them). settings.json goes last, so that a restart
-        cut short still refuses other settings."""
+        another process holds one of them), after saying on stderr what goes
+        (``discard_summary``). settings.json goes last, so that a restart cut short still
+        refuses other settings."""
         held = []
         try:
             for child in _nested_run_folders(self.root):
@@ -415,6 +454,10 @@ class RunFolder:
                     shown = os.path.join(self.name, os.path.relpath(child, self.root))
                     raise _in_use_error(shown, lock)
                 held.append(lock)
+            summary = discard_summary(self.root)
+            if summary:
+                print(f"{hint_flag or 'restart'}: discarding the {self.what} in {self.name}: "
+                      f"{summary}", file=sys.stderr, flush=True)
             for entry in os.scandir(self.root):
                 if entry.name in (LOCK_NAME, SETTINGS_NAME):
                     continue

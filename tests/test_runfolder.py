@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from pixelfeedback.runfolder import (LOCK_NAME, SETTINGS_NAME, FolderInUse, RunFolder,
-                                     json_safe)
+from pixelfeedback.runfolder import (LOCK_NAME, SETTINGS_NAME, TMP_PREFIX, FolderInUse,
+                                     RunFolder, json_safe)
 from python_layers import ToolkitError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -142,6 +142,30 @@ def test_restart_clears_results_and_nested_folders(tmp_path):
     # restart with the same settings discards the results too
     with RunFolder(out, {"mode": "full"}, restart=True) as run:
         assert not run.has("report.md")
+
+
+def test_restart_says_on_stderr_what_it_discards_before_discarding_it(tmp_path, capsys):
+    """Two finished runs (nested run folders with their results), a table and a
+    temporary: the message counts the files and run folders and names the folder."""
+    out = tmp_path / "sweep"
+    with RunFolder(out, {"mode": "quick"}, what="Table 3.1 sweep") as run:
+        for name in ("control_seed0", "cosine_seed0"):
+            with run.child(os.path.join("runs", name), {"run": name}) as child:
+                child.write_text("final.caffemodel", "w" * 1_500_000)
+                child.write_text("train.log", "log\n")
+            run.write_json(os.path.join("results", name + ".json"), {"mean_iou": 0.5})
+        run.write_text("table.md", "| run |\n")
+        (out / (TMP_PREFIX + "cut")).write_text("x")
+    capsys.readouterr()
+    with RunFolder(out, {"mode": "full"}, what="Table 3.1 sweep", restart=True):
+        pass
+    err = capsys.readouterr().err
+    assert err == (f"--restart: discarding the Table 3.1 sweep in {out}: 7 files (3.0 MB): "
+                   "results/ (2 files), runs/ (2 run folders, 4 files), table.md\n")
+    with RunFolder(out, {"mode": "full"}, what="Table 3.1 sweep", restart=True,
+                   hint_flag=None):
+        pass
+    assert capsys.readouterr().err == ""   # nothing there to discard: nothing said
 
 
 def test_second_process_gets_the_holders_pid_and_a_killed_holder_frees_the_lock(
