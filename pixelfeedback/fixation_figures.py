@@ -7,7 +7,8 @@ flow of the fixations through the layers.
 - **The flow** (``flow_stages``, ``save_flow_strip``, ``save_flow_gif``): the fixations of
   every traced blob drawn at image scale, each unit at the centre of its receptive field
   (``receptive_field_centres``), coloured by depth, from the score blob down to the image:
-  a PNG strip of panels and an animated GIF (what the original fixation code animated).
+  a PNG strip of panels (every colour kept) and an animated GIF (what the original fixation
+  code animated); the units themselves as CSV (``save_flow_units_csv``).
 
 A unit's receptive-field centre follows Caffe's geometry layer by layer: a convolution or
 pooling output y sits over input ``y * stride - pad + (kernel - 1) * dilation / 2``, a
@@ -23,7 +24,7 @@ import os
 import cv2
 import numpy as np
 
-from pixelfeedback import heatmap
+from pixelfeedback import heatmap, reports
 from pixelfeedback.fixations import conv_geometry, pool_geometry
 from pixelfeedback.fixations.rules import PYTHON_RULES
 from pixelfeedback.fixations.rules.index_maps import crop_offsets
@@ -101,20 +102,60 @@ def flow_stages(layers, graph, shapes, data_blob="data"):
     traced blob with a spatial map. ``layers``: {blob: (U, 3) units} (``ClassResult.layers``
     or ``ClassFixations.layers``)."""
     centres = receptive_field_centres(graph, shapes, data_blob)
+    stages = []
+    for blob, units in _traced_blobs(layers, graph):
+        if blob not in centres:
+            continue
+        cells = np.unique(units[:, 1:], axis=0).astype(np.float64)
+        stages.append(FlowStage(blob, _centres_of(centres[blob], cells), len(units)))
+    return stages
+
+
+def _traced_blobs(layers, graph):
+    """(blob, (U, 3) int64 units) of every blob with traced units, score side first."""
     order = []
     for layer in graph.layers:
         order.extend(top for top in layer.tops if top not in order)
     order = [blob for blob in graph.inputs if blob not in order] + order
-    stages = []
     for blob in reversed(order):
         units = np.asarray(layers.get(blob, np.zeros((0, 3))), np.int64).reshape(-1, 3)
-        if blob not in centres or len(units) == 0:
-            continue
-        (a_y, b_y), (a_x, b_x) = centres[blob]
-        cells = np.unique(units[:, 1:], axis=0).astype(np.float64)
-        points = np.stack([a_y * cells[:, 0] + b_y, a_x * cells[:, 1] + b_x], axis=1)
-        stages.append(FlowStage(blob, points, len(units)))
-    return stages
+        if len(units):
+            yield blob, units
+
+
+def _centres_of(centre, cells):
+    """(P, 2) float image (y, x) of (P, 2) unit cells (y, x) under ``centre``'s maps."""
+    (a_y, b_y), (a_x, b_x) = centre
+    return np.stack([a_y * cells[:, 0] + b_y, a_x * cells[:, 1] + b_x], axis=1)
+
+
+FLOW_UNIT_COLUMNS = ("class", "class_id", "blob", "channel", "y", "x", "image_y", "image_x")
+
+
+def flow_unit_rows(layers, graph, shapes, class_name, class_id, data_blob="data"):
+    """The units the flow draws, one dict row per unit (``FLOW_UNIT_COLUMNS``): its class,
+    blob (score side first), unit coordinates (channel, y, x) in the blob, and its
+    receptive-field centre in image pixels (empty for a blob without a spatial map, which
+    the strip leaves out)."""
+    centres = receptive_field_centres(graph, shapes, data_blob)
+    rows = []
+    for blob, units in _traced_blobs(layers, graph):
+        image_yx = (_centres_of(centres[blob], units[:, 1:].astype(np.float64))
+                    if blob in centres else [(None, None)] * len(units))
+        for (channel, y, x), (image_y, image_x) in zip(units.tolist(), image_yx):
+            rows.append({"class": class_name, "class_id": int(class_id), "blob": blob,
+                         "channel": channel, "y": y, "x": x,
+                         "image_y": None if image_y is None else f"{image_y:g}",
+                         "image_x": None if image_x is None else f"{image_x:g}"})
+    return rows
+
+
+def save_flow_units_csv(path, layers, graph, shapes, class_name, class_id, data_blob="data"):
+    """The flow's units as CSV (``flow_unit_rows``), so the flow can be analysed without
+    Python; written atomically. Returns ``path``."""
+    reports.write_csv(path, flow_unit_rows(layers, graph, shapes, class_name, class_id,
+                                           data_blob), FLOW_UNIT_COLUMNS)
+    return path
 
 
 def depth_colours(count):
@@ -154,6 +195,11 @@ def _caption(width, lines, line_height=15, scale=0.42):
     return band
 
 
+def counted(number, noun):
+    """'1 unit', '2 units': a count with its noun in the right number."""
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
+
+
 def flow_panel(image, stages, index, side=160, faint_earlier=False):
     """One stage as a BGR picture: its caption over the faded image with the blob's
     receptive-field centres in its depth colour (and, with ``faint_earlier``, the stages
@@ -167,7 +213,8 @@ def flow_panel(image, stages, index, side=160, faint_earlier=False):
                   max(1, radius - 1))
     stage = stages[index]
     _dots(tile, stage.points, scale, colours[index], radius)
-    caption = _caption(tile.shape[1], [f"{index + 1}. {stage.blob}", f"{stage.units} units"])
+    caption = _caption(tile.shape[1], [f"{index + 1}. {stage.blob}",
+                                       counted(stage.units, "unit")])
     return np.concatenate([caption, tile], axis=0)
 
 
@@ -191,19 +238,41 @@ def save_flow_strip(path, image, stages, title="", columns=STRIP_COLUMNS, side=1
         sheet[top:top + height, left:left + width] = panel
     if title:
         sheet = np.concatenate([_caption(sheet.shape[1], [title], 20, 0.55), sheet])
-    return _write_palette_png(path, sheet)
+    return _write_exact_png(path, sheet)
+
+
+def _write_exact_png(path, bgr):
+    """Write a BGR picture as a PNG that keeps every colour: a palette PNG when it has at
+    most 256 colours (exact, small), else RGB. The flow's dots are few pixels of their
+    depth colour; a reduced palette mapped a sparse stage's colour to grey. Atomic."""
+    from PIL import Image
+
+    rgb = np.ascontiguousarray(bgr[..., ::-1])
+    colours, index = np.unique(rgb.reshape(-1, 3), axis=0, return_inverse=True)
+    if len(colours) <= 256:
+        picture = Image.fromarray(index.reshape(rgb.shape[:2]).astype(np.uint8), mode="P")
+        picture.putpalette(colours.astype(np.uint8).tobytes())
+    else:
+        picture = Image.fromarray(rgb)
+    _save_png(path, picture)
+    return path
 
 
 def _write_palette_png(path, bgr, colours=64):
-    """Write a BGR picture as a PNG of ``colours`` palette entries (a grey image and a few
-    dot colours: a fraction of the size of a full-colour PNG), atomically."""
+    """Write a BGR picture as a PNG of ``colours`` palette entries (fine for Figure 2.4's
+    large areas of few colours: a fraction of the size of a full-colour PNG), atomically."""
     from PIL import Image
 
     picture = Image.fromarray(np.ascontiguousarray(bgr[..., ::-1])).quantize(colors=colours)
+    _save_png(path, picture)
+    return path
+
+
+def _save_png(path, picture):
+    """Save a Pillow picture as an optimised PNG, atomically."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with voc_io.atomic_path(path) as tmp:
         picture.save(tmp, format="PNG", optimize=True)
-    return path
 
 
 def flow_frames(image, stages, title="", side=320):

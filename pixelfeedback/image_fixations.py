@@ -6,28 +6,19 @@ return the lines tools/seg_fixations.py prints.
 import os
 import tempfile
 
-from pixelfeedback import heatmap, pipeline, synthetic
-from pixelfeedback.demo.model import DEMO_WEIGHTS, fixation_demo
+from pixelfeedback import heatmap, pipeline
+from pixelfeedback.demo.model import fixation_demo
 from pixelfeedback.nets import registry
 from python_layers import ToolkitError, voc_io
 
 
-def is_demo_weights(path):
-    """Whether ``path`` is the committed demo model's caffemodel (weights/demo/)."""
-    try:
-        return os.path.isfile(DEMO_WEIGHTS) and os.path.samefile(path, DEMO_WEIGHTS)
-    except OSError:
-        return False
-
-
 def default_class_names(spec):
-    """The model's own class names: the spec's, the demo's for the demo weights, else None
-    (``pipeline.class_names_for`` then gives VOC's for 21 classes, else class_<i>)."""
+    """The model's own class names: the spec's, else ``pipeline.model_class_names`` (the
+    demo's for the demo weights), else None (``pipeline.class_names_for`` then gives VOC's
+    for 21 classes, else class_<i>)."""
     if spec.class_names is not None:
         return spec.class_names
-    if spec.weights and is_demo_weights(spec.weights):
-        return synthetic.CLASS_NAMES
-    return None
+    return pipeline.model_class_names(spec.weights)
 
 
 def default_max_units():

@@ -5,12 +5,14 @@ segmentation from the score blob. Used by tools/seg_fixations.py, the experiment
 demo.
 """
 import collections
+import json
 import os
 
 import cv2
 import numpy as np
 
-from pixelfeedback import fixation_figures, heatmap
+from pixelfeedback import fixation_figures, heatmap, synthetic
+from pixelfeedback.paths import WEIGHTS_DIR
 from pixelfeedback.fixations import (PYTHON_RULES, SHIFTS, BackTracker, KStrategy, NetGraph,
                                      check_finite_scores, run_forward)
 from pixelfeedback.nets import registry
@@ -20,6 +22,9 @@ from python_layers import ToolkitError, voc_io
 DEFAULT_SCORE_BLOB = "fc8_voc12"
 DEFAULT_SHIFT = "partial"
 DEFAULT_K = "resolution"
+# The committed demo model (pixelfeedback.demo.model writes it; its classes are the
+# synthetic data set's).
+DEMO_WEIGHTS = os.path.join(WEIGHTS_DIR, "demo", "largefov_synthetic.caffemodel")
 
 
 ModelSpec = collections.namedtuple("ModelSpec", [
@@ -156,6 +161,34 @@ def prepare_input(image, size, mean, kind="segmentation"):
         return np.ascontiguousarray(data), image, note
     data, _ = seg_data.preprocess(image, crop=size, mean=mean)
     return data, image, note
+
+
+def is_demo_weights(path):
+    """Whether ``path`` is the committed demo model's caffemodel (weights/demo/)."""
+    try:
+        return os.path.isfile(DEMO_WEIGHTS) and os.path.samefile(path, DEMO_WEIGHTS)
+    except (OSError, TypeError):
+        return False
+
+
+def model_class_names(weights=None, data_root=None, num_classes=None):
+    """The class names the model or its data give, or None (``class_names_for`` then
+    gives VOC's for 21 classes, else class_<i>): the synthetic classes for the demo
+    weights, else a synthetic data set's own (``data_root``/dataset.json); names whose
+    number is not ``num_classes`` (when given) are not used. The one place the evaluation,
+    the experiments and tools/seg_fixations.py find them."""
+    names = synthetic.CLASS_NAMES if weights and is_demo_weights(weights) else None
+    if names is None and data_root:
+        try:
+            with open(os.path.join(data_root, "dataset.json")) as f:
+                names = json.load(f).get("class_names")
+        except (OSError, ValueError, AttributeError):
+            names = None
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        return None
+    if num_classes is not None and len(names) != num_classes:
+        return None
+    return tuple(names)
 
 
 def class_names_for(num_classes, names=None):
@@ -366,9 +399,10 @@ def write_figure_2_4(out_dir, stem, image, results, net, score_blob, names, kind
 
 def write_flow(out_dir, stem, image, results, graph, net, gif=True):
     """Per class the flow of its fixations from the score blob to the image
-    (``fixation_figures``): ``<stem>_<class>_flow.png`` and, with ``gif``,
-    ``<stem>_<class>_flow.gif``. ``results`` must come from ``run_fixations(...,
-    keep_layers=True)``. Returns the results with the files added."""
+    (``fixation_figures``): ``<stem>_<class>_flow.png``, the units it draws per blob as
+    ``<stem>_<class>_flow_units.csv`` and, with ``gif``, ``<stem>_<class>_flow.gif``.
+    ``results`` must come from ``run_fixations(..., keep_layers=True)``. Returns the
+    results with the files added."""
     shapes = {name: blob.data.shape for name, blob in net.blobs.items()}
     written = []
     for result in results:
@@ -381,6 +415,9 @@ def write_flow(out_dir, stem, image, results, graph, net, gif=True):
         files = dict(result.files)
         files["flow"] = fixation_figures.save_flow_strip(base + "_flow.png", image, stages,
                                                          f"flow of {title}: score blob to image")
+        files["flow_units"] = fixation_figures.save_flow_units_csv(
+            base + "_flow_units.csv", result.layers, graph, shapes, result.name,
+            result.class_id)
         if gif:
             files["flow_gif"] = fixation_figures.save_flow_gif(base + "_flow.gif", image,
                                                                stages, title)

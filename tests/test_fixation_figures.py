@@ -89,6 +89,56 @@ def test_strip_and_gif_have_one_panel_and_frame_per_stage(tmp_path):
         assert animation.n_frames == 1
 
 
+def test_the_strip_keeps_every_dots_colour(tmp_path):
+    """Twenty stages of one unit each over a noisy image: every stage's depth colour is in
+    the written PNG exactly (a 64-colour palette mapped sparse dots to greys)."""
+    image = (np.random.RandomState(1).rand(60, 80, 3) * 255).astype(np.uint8)
+    stages = [ff.FlowStage(f"blob{i}", np.array([[30.0, 40.0]]), 1) for i in range(20)]
+    strip = cv2.imread(ff.save_flow_strip(str(tmp_path / "strip.png"), image, stages, "cat"))
+    found = {tuple(c) for c in strip.reshape(-1, 3).tolist()}
+    missing = [i for i, colour in enumerate(ff.depth_colours(20).tolist())
+               if tuple(colour) not in found]
+    assert missing == []
+
+
+def test_captions_say_1_unit_and_2_units(monkeypatch):
+    captions = []
+    real = ff._caption
+    monkeypatch.setattr(ff, "_caption", lambda width, lines, *a: captions.append(lines)
+                        or real(width, lines, *a))
+    image = np.zeros((20, 20, 3), np.uint8)
+    stages = [ff.FlowStage("fc8", np.array([[3.0, 4.0]]), 1),
+              ff.FlowStage("data", np.array([[3.0, 4.0]]), 2)]
+    ff.flow_panel(image, stages, 0)
+    ff.flow_panel(image, stages, 1)
+    assert captions == [["1. fc8", "1 unit"], ["2. data", "2 units"]]
+
+
+def test_flow_units_csv_lists_every_unit_with_its_centre(tmp_path):
+    """The units of every traced blob, score side first, with the receptive-field centres
+    worked out by hand in test_receptive_field_centres_by_hand (fc6: 4y + 1; conv1: 2y;
+    data: y); global pooling has no centre."""
+    import csv
+
+    shapes = {"data": (1, 3, 20, 24), "conv1": (1, 4, 10, 12), "pool1": (1, 4, 5, 6),
+              "fc6": (1, 4, 5, 6), "up": (1, 4, 10, 12), "zoom": (1, 4, 19, 23),
+              "gpool": (1, 4, 1, 1)}
+    layers = {"gpool": np.array([[2, 0, 0]]), "fc6": np.array([[0, 1, 2], [3, 1, 2]]),
+              "conv1": np.array([[1, 3, 4]]), "data": np.array([[2, 6, 8]])}
+    path = ff.save_flow_units_csv(str(tmp_path / "units.csv"), layers, graph_of(NET), shapes,
+                                  "cat", 8)
+    with open(path) as f:
+        rows = list(csv.reader(f))
+    assert rows == [
+        ["class", "class_id", "blob", "channel", "y", "x", "image_y", "image_x"],
+        ["cat", "8", "gpool", "2", "0", "0", "", ""],
+        ["cat", "8", "fc6", "0", "1", "2", "5", "9"],
+        ["cat", "8", "fc6", "3", "1", "2", "5", "9"],
+        ["cat", "8", "conv1", "1", "3", "4", "6", "8"],
+        ["cat", "8", "data", "2", "6", "8", "6", "8"],
+    ]
+
+
 @pytest.fixture(scope="module")
 def traced(tmp_path_factory, caffe):
     """A reduced LargeFOV (5 classes, input 65) with random weights, one image traced with
@@ -120,6 +170,11 @@ def test_python_api_writes_the_flow_and_figure_2_4(traced, tmp_path):
         with Image.open(result.files["flow_gif"]) as animation:
             assert animation.n_frames == len(stages)
         assert cv2.imread(result.files["flow"]) is not None
+        units = np.genfromtxt(result.files["flow_units"], delimiter=",", dtype=None,
+                              names=True, encoding=None)
+        assert set(units["class"]) == {result.name}
+        for blob, blob_units in result.layers.items():
+            assert np.count_nonzero(units["blob"] == blob) == len(blob_units)
     figure = pipeline.write_figure_2_4(str(tmp_path), "img", traced["image"], results, net,
                                        "fc8_voc12", names, "segmentation")
     assert os.path.basename(figure) == "img_figure_2_4.png"

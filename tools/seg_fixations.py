@@ -27,7 +27,9 @@ fixations, heat-map overlay; one row per class), <stem>_figure_2_4.png (the thes
 Figure 2.4: input, predicted segmentation, arg-max at the score blob with the class's
 seeds, fixations, heat map; one row per class), and per class <stem>_<class>_flow.png and
 <stem>_<class>_flow.gif (the fixations of every traced blob at image scale, from the score
-blob down to the image; --no-flow skips them), <stem>_<class>_overlay.png,
+blob down to the image) with <stem>_<class>_flow_units.csv (class, blob, the unit's
+channel,y,x and its receptive-field centre image_y,image_x; --no-flow skips the three),
+<stem>_<class>_overlay.png,
 <stem>_<class>_heat.png (grey, 0..255), <stem>_<class>_points.csv (y,x,count: every image
 point inside the image, before outlier removal; count = the image channels fixated there,
 which also weighs the point in the heat map), and summary.json (settings, per class the
@@ -99,7 +101,8 @@ def build_parser():
                         f"(default {heatmap.OVERLAY_ALPHA})")
     parser.add_argument("--flow", action=argparse.BooleanOptionalAction, default=True,
                         help="write the flow of each class's fixations through the layers "
-                        "(PNG strip and animated GIF); --no-flow skips it (default: on)")
+                        "(PNG strip, animated GIF, CSV of the units per blob); --no-flow "
+                        "skips it (default: on)")
     cli.add_gpu(parser)
     cli.add_out(parser, None, "output folder (default runs/fixations/<image stem>)")
     return parser

@@ -15,7 +15,6 @@ settings that differ; ``restart=True`` discards the records of the experiments b
 import collections
 import contextlib
 import dataclasses
-import json
 import os
 import typing
 
@@ -32,8 +31,9 @@ from pixelfeedback.experiments.records import synthetic_part_mask_fn
 from pixelfeedback.experiments.specs import EXPERIMENTS, SPECS
 from pixelfeedback.fixations import SHIFTS
 from pixelfeedback.pipeline import (DEFAULT_K, DEFAULT_SHIFT, class_names_for, image_region,
-                                    load_model, make_tracker, prediction_from_scores,
-                                    prepare_input, resolve_model, run_fixations, trace_inside)
+                                    load_model, make_tracker, model_class_names,
+                                    prediction_from_scores, prepare_input, resolve_model,
+                                    run_fixations, trace_inside)
 from pixelfeedback.runfolder import RunFolder
 from python_layers import ToolkitError, voc_io
 
@@ -111,16 +111,6 @@ def image_id_of(path):
     return os.path.splitext(os.path.basename(path))[0]
 
 
-def _dataset_class_names(data_root, num_classes):
-    """Class names from a synthetic data set's dataset.json, when they fit the net."""
-    try:
-        with open(os.path.join(data_root, "dataset.json")) as f:
-            names = json.load(f).get("class_names")
-    except (OSError, ValueError, AttributeError):
-        return None
-    return names if isinstance(names, list) and len(names) == num_classes else None
-
-
 class Session:
     """What every experiment of one call shares: the model and its net, the trackers per
     shift, the image list, the class names and the options."""
@@ -142,7 +132,7 @@ class Session:
                                f"{score_blob!r} has {self.num_classes} channels; set "
                                "--num-classes to match the net")
         names = (options.class_names or self.model.class_names
-                 or _dataset_class_names(data_root, self.num_classes))
+                 or model_class_names(self.model.weights, data_root, self.num_classes))
         self.names = class_names_for(self.num_classes, names)
         self.size = (self.net.blobs["data"].data.shape[2] if options.size is None
                      else int(options.size))
