@@ -12,6 +12,10 @@ two models; pixelfeedback.runfolder).
 The run resumes: an image whose finished prediction PNG exists is not run again (the PNG is read
 back into the confusion matrix), so an interrupted evaluation continues where it stopped.
 
+NaN or inf in the scores (broken or diverged weights) stops the run with an error naming the
+blob and the image. Class names: the given ones, else the model's or its data set's
+(``pipeline.model_class_names``: the demo model's), VOC's for 21 classes, else class_<i>.
+
 Evaluating weights on a split they were trained on (e.g. the released DeepLab-LargeFOV
 train2_iter_8000, fine-tuned on train+val, on VOC 2012 val) prints a warning and records
 it in metrics.json: such a number is no test result.
@@ -26,7 +30,8 @@ from pixelfeedback.data_lists import ALL_OR_NONE, check_pairs
 from pixelfeedback import metrics, reports
 from pixelfeedback.nets import registry
 from pixelfeedback.nets.loading import load_net
-from pixelfeedback.pipeline import class_names_for
+from pixelfeedback.fixations.rules import NON_FINITE_ADVICE
+from pixelfeedback.pipeline import class_names_for, model_class_names
 from pixelfeedback.runfolder import RunFolder
 from python_layers import ToolkitError, voc_io
 
@@ -102,13 +107,21 @@ def score_channels(net, output_blob):
     return output_blob, channels
 
 
-def predict_image(net, input_name, output_blob, image, size, mean):
-    """The (H, W) uint8 class map of one BGR image (DeepLab's test protocol)."""
+def predict_image(net, input_name, output_blob, image, size, mean, scores_blob=None,
+                  image_name="the image"):
+    """The (H, W) uint8 class map of one BGR image (DeepLab's test protocol). NaN or inf
+    in ``scores_blob`` (default ``output_blob``) is an error naming the blob and
+    ``image_name``: an arg-max of such scores is no prediction."""
     from python_layers import seg_data   # a Caffe layer module: it imports caffe
 
     data, _ = seg_data.preprocess(image, crop=size, mean=mean)
     net.blobs[input_name].data[0] = data
     net.forward()
+    scores_blob = scores_blob or output_blob
+    if not np.isfinite(net.blobs[scores_blob].data).all():
+        raise ToolkitError(f"blob '{scores_blob}' holds NaN or inf after the forward pass of "
+                           f"{image_name}, so no class can be read from it; "
+                           f"{NON_FINITE_ADVICE}")
     output = net.blobs[output_blob].data[0]
     height, width = image.shape[:2]
     if output.shape[0] == 1:  # already class indices (an ArgMax layer)
@@ -175,8 +188,6 @@ def evaluate(net_or_paths, list_file, data_root, out_dir, num_classes=21, size=5
     if mean is None:
         mean = (registry.MODELS[model_name].mean if model_name in registry.MODELS
                 else registry.DEEPLAB_MEAN)
-    class_names = list(class_names_for(num_classes, class_names))
-
     pairs = voc_io.read_list(list_file, root=data_root)
     has_labels = check_pairs(pairs, list_file, "--list", labels=ALL_OR_NONE, max_size=size,
                              unique_names=True, skip_bad_images=skip_bad_images,
@@ -186,6 +197,8 @@ def evaluate(net_or_paths, list_file, data_root, out_dir, num_classes=21, size=5
     if num_outputs != num_classes:
         raise ToolkitError(f"blob {scores_blob!r} has {num_outputs} channels but "
                            f"--num-classes is {num_classes}; set --num-classes to match the net")
+    class_names = list(class_names_for(
+        num_classes, class_names or model_class_names(weights, data_root, num_classes)))
 
     warnings = []
     warning = contamination_warning(model_name, split_name)
@@ -200,7 +213,7 @@ def evaluate(net_or_paths, list_file, data_root, out_dir, num_classes=21, size=5
     with RunFolder(out_dir, settings, what="evaluation", restart=restart) as folder:
         result = _predict_and_score(folder, net, pairs, has_labels, input_name, output_blob,
                                     num_classes, size, mean, progress, on_image,
-                                    skip_bad_images)
+                                    skip_bad_images, scores_blob)
         result.update({
             "model": model_desc if isinstance(model_desc, str) else str(model_desc),
             "model_name": model_name,
@@ -237,10 +250,12 @@ def read_or_skip(read, path, skipped, skip_bad_images):
 
 
 def _predict_and_score(folder, net, pairs, has_labels, input_name, output_blob, num_classes,
-                       size, mean, progress, on_image, skip_bad_images=False):
+                       size, mean, progress, on_image, skip_bad_images=False,
+                       scores_blob=None):
     """Predict every image not predicted yet into ``folder``/predictions, reading the others
     back, and add all into one confusion matrix (``confusion_matrix`` of the result).
-    Unreadable images are left out with ``skip_bad_images`` (see ``evaluate``)."""
+    Unreadable images are left out with ``skip_bad_images`` (see ``evaluate``). The bar's
+    mIoU= is the running value, current when the bar closes."""
     from tqdm import tqdm
     from python_layers import seg_data   # a Caffe layer module: it imports caffe
 
@@ -270,7 +285,8 @@ def _predict_and_score(folder, net, pairs, has_labels, input_name, output_blob, 
                                      skipped, skip_bad_images)
             if image is None:
                 continue
-            pred = predict_image(net, input_name, output_blob, image, size, mean)
+            pred = predict_image(net, input_name, output_blob, image, size, mean,
+                                 scores_blob, image_path)
             voc_io.write_label(folder.file(pred_name), pred)
             ran += 1
             was_reused = False
@@ -279,8 +295,9 @@ def _predict_and_score(folder, net, pairs, has_labels, input_name, output_blob, 
             was_reused = True
         if has_labels:
             confusion += metrics.confusion_matrix(pred, label, num_classes)
-            if progress and index % 10 == 0:
-                bar.set_postfix(mIoU=f"{metrics.scores(confusion)['mean_iou']:.4f}")
+            if progress:  # refresh=False: tqdm redraws at its own pace and on close
+                bar.set_postfix(mIoU=f"{metrics.scores(confusion)['mean_iou']:.4f}",
+                                refresh=False)
         if on_image is not None:
             on_image(index, image_id, was_reused)
     bar.close()
@@ -312,12 +329,22 @@ def class_csv(result):
                              for name, iou in result["class_iou"].items()], ("class", "iou"))
 
 
+def images_text(result):
+    """'12 images', or '11 of 12 images scored; 1 skipped as unreadable: <path>'."""
+    total, skipped = result["num_images"], result.get("skipped_images") or []
+    if not skipped:
+        return f"{total} image{'s' if total != 1 else ''}"
+    first = f"`{skipped[0]}`" + (", ..." if len(skipped) > 1 else "")
+    return (f"{total - len(skipped)} of {total} images scored; {len(skipped)} skipped as "
+            f"unreadable: {first}")
+
+
 def summary_markdown(result):
     lines = [
         f"# Evaluation of {result['model_name'] or os.path.basename(str(result['model']))}",
         "",
         f"- weights: `{result['weights']}`",
-        f"- list: `{result['list']}` ({result['num_images']} images)",
+        f"- list: `{result['list']}` ({images_text(result)})",
         f"- mean IoU: **{reports.percent(result['mean_iou'])} %**",
         f"- pixel accuracy: {reports.percent(result['pixel_accuracy'])} %",
         f"- mean class accuracy: {reports.percent(result['mean_class_accuracy'])} %",

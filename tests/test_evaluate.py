@@ -1,6 +1,7 @@
 """Evaluation (pixelfeedback/evaluation.py, tools/evaluate.py) on a reduced-width DeepLab test net (real Caffe) and tiny VOC data."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -328,3 +329,121 @@ def test_command_line_skips_bad_images(tiny_model, voc, tmp_path):
     assert "1 skipped as unreadable" in done.stdout
     with open(tmp_path / "b" / "metrics.json") as f:
         assert json.load(f)["images_skipped"] == 1
+
+
+def test_non_finite_scores_are_refused_naming_the_blob_and_the_image(tiny_model, voc,
+                                                                      tmp_path, caffe):
+    """NaN weights in fc8 (a diverged training run): no mean IoU of an arg-max of NaN."""
+    prototxt, weights = tiny_model
+    net = caffe.Net(prototxt, weights, caffe.TEST)
+    net.params["fc8_voc12"][0].data[0, 0, 0, 0] = np.nan
+    broken = str(tmp_path / "nan.caffemodel")
+    net.save(broken)
+    root, list_path = voc
+    with pytest.raises(ToolkitError) as error:
+        evaluation.evaluate((prototxt, broken), list_path, root, str(tmp_path / "eval"),
+                            num_classes=NUM_CLASSES, size=SIZE, progress=False)
+    message = str(error.value)
+    assert "blob 'fc8_interp' holds NaN or inf" in message
+    assert os.path.join(root, "JPEGImages", "img_0000.jpg") in message
+    assert not (tmp_path / "eval" / "metrics.json").exists()
+
+
+def test_the_bars_miou_is_the_final_one_when_it_closes(tiny_model, voc, tmp_path, capsys):
+    result = run(tiny_model, voc, tmp_path / "eval", progress=True)
+    shown = re.findall(r"mIoU=([0-9.]+)", capsys.readouterr().err)
+    assert shown and float(shown[-1]) == pytest.approx(result["mean_iou"], abs=5e-5)
+
+
+def test_summary_counts_the_skipped_image(tiny_model, voc, tmp_path):
+    root, list_path, broken = truncated_copy(voc, tmp_path)
+    evaluation.evaluate(tiny_model, list_path, root, str(tmp_path / "skip"),
+                        num_classes=NUM_CLASSES, size=SIZE, progress=False,
+                        skip_bad_images=True)
+    summary = (tmp_path / "skip" / "summary.md").read_text()
+    assert f"(4 of 5 images scored; 1 skipped as unreadable: `{broken}`)" in summary
+
+
+def test_the_demo_models_classes_have_their_names(tmp_path, capsys):
+    """The committed demo model on two synthetic val images in a folder without the data
+    set's dataset.json: the names come from the model, as tools/seg_fixations.py has them."""
+    from pixelfeedback import synthetic
+    from pixelfeedback.demo import model as demo
+
+    data = synthetic.generate(str(tmp_path / "data"), n_train=1, n_val=2, size=129)
+    os.unlink(os.path.join(data["root"], "dataset.json"))
+    _, test = demo.demo_model_files(str(tmp_path))
+    result = evaluation.evaluate_and_report(test, demo.DEMO_WEIGHTS, data["val_list"],
+                                            data["root"], str(tmp_path / "eval"),
+                                            num_classes=5, size=129, progress=False)
+    assert result["class_names"] == list(synthetic.CLASS_NAMES)
+    assert list(result["class_iou"]) == list(synthetic.CLASS_NAMES)
+    assert "  sofa " in capsys.readouterr().out
+
+
+# ------------------------------------------------------------------ a hand-worked evaluation
+
+# Two images whose predictions are planted by colour (a 1x1 convolution copies the B, G, R
+# channels to the scores of classes 0, 1, 2; the mean is 0), and their labels (255: void).
+HAND_PRED = [np.array([[0, 0, 1, 1], [0, 2, 1, 1], [2, 2, 2, 0]]),
+             np.array([[1, 1, 0], [2, 0, 0]])]
+HAND_LABEL = [np.array([[0, 0, 1, 1], [0, 0, 1, 255], [2, 2, 1, 0]]),
+              np.array([[1, 2, 0], [2, 255, 0]])]
+# Worked out by hand: rows ground truth, columns prediction, void pixels left out.
+#   image 1: (0,0) x4, (0,2) x1, (1,1) x3, (1,2) x1, (2,2) x2
+#   image 2: (1,1) x1, (2,1) x1, (0,0) x2, (2,2) x1
+HAND_CONFUSION = [[6, 0, 1],
+                  [0, 4, 1],
+                  [0, 1, 3]]
+HAND_CLASS_IOU = [6 / 7, 4 / 6, 3 / 6]     # TP / (row + column - TP)
+
+
+@pytest.fixture
+def hand_worked(tmp_path, caffe):
+    import cv2
+
+    root = tmp_path / "data"
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    lines = []
+    for index, (pred, label) in enumerate(zip(HAND_PRED, HAND_LABEL)):
+        image = np.zeros(pred.shape + (3,), np.uint8)
+        for channel in range(3):
+            image[..., channel][pred == channel] = 200
+        cv2.imwrite(str(root / "images" / f"h{index}.png"), image)   # lossless
+        voc_io.write_label(str(root / "labels" / f"h{index}.png"), label.astype(np.uint8))
+        lines.append(f"/images/h{index}.png /labels/h{index}.png\n")
+    (root / "list.txt").write_text("".join(lines))
+    prototxt = tmp_path / "copy.prototxt"
+    prototxt.write_text(
+        'layer { name: "data" type: "Input" top: "data" '
+        'input_param { shape { dim: 1 dim: 3 dim: 9 dim: 9 } } }\n'
+        'layer { name: "scores" type: "Convolution" bottom: "data" top: "scores" '
+        'convolution_param { num_output: 3 kernel_size: 1 } }\n')
+    net = caffe.Net(str(prototxt), caffe.TEST)
+    net.params["scores"][0].data[...] = np.eye(3).reshape(3, 3, 1, 1)
+    net.params["scores"][1].data[...] = 0
+    weights = str(tmp_path / "copy.caffemodel")
+    net.save(weights)
+    return str(prototxt), weights, str(root)
+
+
+def test_numbers_match_a_hand_worked_confusion_matrix(hand_worked, tmp_path):
+    prototxt, weights, root = hand_worked
+    result = evaluation.evaluate((prototxt, weights), os.path.join(root, "list.txt"), root,
+                                 str(tmp_path / "eval"), num_classes=3, size=9, mean=(0, 0, 0),
+                                 class_names=["a", "b", "c"], progress=False)
+    assert result["confusion"] == HAND_CONFUSION
+    assert result["num_pixels"] == 16
+    assert list(result["class_iou"]) == ["a", "b", "c"]
+    assert list(result["class_iou"].values()) == pytest.approx(HAND_CLASS_IOU)
+    assert result["mean_iou"] == pytest.approx((6 / 7 + 2 / 3 + 1 / 2) / 3)
+    assert result["pixel_accuracy"] == pytest.approx(13 / 16)
+    assert result["mean_class_accuracy"] == pytest.approx((6 / 7 + 4 / 5 + 3 / 4) / 3)
+    assert result["freq_weighted_iou"] == pytest.approx((7 * 6 / 7 + 5 * 4 / 6 + 4 * 3 / 6) / 16)
+    saved = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert saved["confusion"] == HAND_CONFUSION
+    assert saved["mean_iou"] == pytest.approx((6 / 7 + 2 / 3 + 1 / 2) / 3)
+    csv_lines = (tmp_path / "eval" / "class_iou.csv").read_text().splitlines()
+    assert csv_lines == ["class,iou", "a,0.8571", "b,0.6667", "c,0.5000"]
+    assert "mean IoU: **67.46 %**" in (tmp_path / "eval" / "summary.md").read_text()
