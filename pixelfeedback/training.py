@@ -50,6 +50,7 @@ _RESUME_ARG = re.compile(r" -snapshot \S*_iter_(\d+)\.solverstate")
 GLOG_LINE = re.compile(r"^(?P<severity>[IWEF])(?P<date>\d{8}|\d{4}) "
                        r"(?P<time>\d\d:\d\d:\d\d\.\d+)\s+\d+ [^\]]+\] ?(?P<message>.*)$")
 _PYTHON_ERROR = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception)): (.+)$")
+_LAYER_ERROR = re.compile(r"^error: (.+)$")  # python_layers.one_line_errors under caffe train
 
 
 def parse_losses(log_text):
@@ -93,8 +94,9 @@ def training_seconds(log_text):
 
 def last_error(log_text):
     """The line of a training log that says why `caffe train` stopped: the last glog error
-    (``E``/``F``, without its prefix) or Python exception, else the last line that is no
-    stack frame; None for an empty log."""
+    (``E``/``F``, without its prefix), Python exception or layer error (``error: ...``,
+    without its prefix), else the last line that is no stack frame; None for an empty
+    log."""
     found = None
     for line in log_text.splitlines():
         glog = GLOG_LINE.match(line)
@@ -104,6 +106,9 @@ def last_error(log_text):
         python = _PYTHON_ERROR.match(line.strip())
         if python:
             found = line.strip()
+        layer = _LAYER_ERROR.match(line.strip())
+        if layer:
+            found = layer.group(1)
     if found:
         return found
     frames = re.compile(r"^\s*(@|\*\*\*|File |Traceback|\$ )")

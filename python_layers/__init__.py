@@ -4,6 +4,9 @@ Caffe loads these as ``python_param { module: "python_layers.<name>" layer: ... 
 the repository root must be on ``PYTHONPATH`` (the venv's ``caffe`` wrapper and
 ``caffe_toolkit.pth`` see to that).
 """
+import functools
+import os
+import sys
 
 
 class ToolkitError(Exception):
@@ -11,3 +14,31 @@ class ToolkitError(Exception):
 
     Command-line tools print it without a traceback and exit with status 2.
     """
+
+
+def in_caffe_tool():
+    """Whether this Python runs embedded in the ``caffe`` tool (``caffe train``), not in a
+    Python process of its own (``caffe.Net`` in a script, the toolkit, pytest). The
+    embedded interpreter has no command line (``sys.orig_argv`` is empty)."""
+    return not getattr(sys, "orig_argv", [sys.executable])
+
+
+def one_line_errors(method):
+    """Decorator for a layer's ``setup`` / ``reshape``: a ``ToolkitError`` (a bad
+    ``param_str``, a wrong bottom) stops ``caffe train`` with one line ``error: <message>``
+    on stderr and exit status 2, where Caffe would print a Python traceback and exit 1. In a
+    Python process (``caffe.Net``) the error is raised as it is: the toolkit's tools print
+    it as one line, a script of the user's own can catch it, and no library call ends its
+    process."""
+    @functools.wraps(method)
+    def wrapper(*args, **kwargs):
+        try:
+            return method(*args, **kwargs)
+        except ToolkitError as exc:
+            if not in_caffe_tool():
+                raise
+            sys.stdout.flush()
+            sys.stderr.write(f"error: {exc}\n")
+            sys.stderr.flush()
+            os._exit(2)
+    return wrapper

@@ -16,7 +16,7 @@ import json
 
 import numpy as np
 
-from python_layers import ToolkitError
+from python_layers import ToolkitError, one_line_errors
 
 try:
     import caffe
@@ -141,11 +141,13 @@ class LabelShrink(_LayerBase):
     param_str: ``{"factor": 8}``. Labels get no gradient.
     """
 
+    @one_line_errors
     def setup(self, bottom, top):
         self.factor = parse_factor_param(self.param_str, "LabelShrink")
         if len(bottom) != 1 or len(top) != 1:
             raise ToolkitError("LabelShrink takes one bottom (the label) and gives one top")
 
+    @one_line_errors
     def reshape(self, bottom, top):
         shape = bottom[0].data.shape
         if len(shape) < 2:
@@ -167,11 +169,13 @@ class Zoom(_LayerBase):
     param_str: ``{"factor": 8}``. Backward is the exact adjoint of the zoom.
     """
 
+    @one_line_errors
     def setup(self, bottom, top):
         self.factor = parse_factor_param(self.param_str, "Zoom")
         if len(bottom) != 1 or len(top) != 1:
             raise ToolkitError("Zoom takes one bottom (the scores) and gives one top")
 
+    @one_line_errors
     def reshape(self, bottom, top):
         shape = bottom[0].data.shape
         if len(shape) < 2:

@@ -26,7 +26,7 @@ import threading
 
 import numpy as np
 
-from python_layers import ToolkitError, voc_io
+from python_layers import ToolkitError, one_line_errors, voc_io
 
 try:
     import caffe
@@ -345,6 +345,7 @@ class ImageSegData(_LayerBase):
     Random crops/mirrors in the TRAIN phase; top-left crops, no mirror in TEST.
     """
 
+    @one_line_errors
     def setup(self, bottom, top):
         if bottom:
             raise ToolkitError("ImageSegData takes no bottoms")
@@ -364,6 +365,7 @@ class ImageSegData(_LayerBase):
         top[0].reshape(n, 3, crop, crop)
         top[1].reshape(n, 1, crop, crop)
 
+    @one_line_errors
     def reshape(self, bottom, top):
         pass  # fixed shapes, set in setup
 

@@ -10,7 +10,7 @@ maths, the loss names and the options are in ``python_layers.template_similarity
 import caffe
 import numpy as np
 
-from python_layers import ToolkitError
+from python_layers import ToolkitError, one_line_errors
 from python_layers.template_similarity import (
     check_shapes, parse_param_str, template_similarity_loss)
 
@@ -22,6 +22,7 @@ class TemplateSimilarityLoss(caffe.Layer):
     template_grad, ignore_label, eps). fc8 and the label only select; they get zero diffs.
     """
 
+    @one_line_errors
     def setup(self, bottom, top):
         self.params = parse_param_str(self.param_str)
         if len(bottom) != 3 or len(top) != 1:
@@ -30,6 +31,7 @@ class TemplateSimilarityLoss(caffe.Layer):
                                f"{len(top)} tops; fix the layer in the prototxt")
         self.grad = None
 
+    @one_line_errors
     def reshape(self, bottom, top):
         check_shapes(bottom[0].data.shape, bottom[1].data.shape, bottom[2].data.shape)
         top[0].reshape(1)
