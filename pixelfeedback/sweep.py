@@ -26,6 +26,7 @@ import contextlib
 import csv
 import fcntl
 import glob
+import hashlib
 import io
 import json
 import math
@@ -97,7 +98,8 @@ class SweepConfig(object):
                  gpu=None, snapshot_every=None, progress=True, init_trained_on=None,
                  base_lr=None, baseline_from=None, baseline_list=None,
                  baseline_iterations=6000, class_names=None, restart=False,
-                 keep_snapshots=2, step_control=None, shard=None, devices=None):
+                 keep_snapshots=2, step_control=None, shard=None, devices=None,
+                 normalize=largefov.DEFAULT_NORMALIZE, control_seeds=None):
         self.out = os.path.abspath(out)
         self.data_root = os.path.abspath(data_root)
         self.train_list = os.path.abspath(train_list)
@@ -106,6 +108,11 @@ class SweepConfig(object):
         self.losses = tuple(losses)
         self.lambdas = tuple(float(x) for x in lambdas)
         self.seeds = tuple(int(s) for s in seeds)
+        # The controls' seeds when not ``seeds`` (``control_seed_list``): more than the
+        # losses' when a sequential rule adds seeds to loss cells later (``run_sequential``).
+        self.control_seeds = tuple(int(s) for s in control_seeds) if control_seeds else None
+        # The template term's normalisation (SPEC section 3): "none" = Algorithm 3's sum.
+        self.normalize = normalize
         self.iterations = int(iterations)
         self.batch_size = int(batch_size)
         self.crop = int(crop)
@@ -143,9 +150,11 @@ class SweepConfig(object):
         need. Raises ToolkitError naming the setting's flag and what to do. ``run_sweep``
         calls it first."""
         check_settings(self)
-        for device in [self.gpu] + list(self.devices or []):
+        if self.gpu is not None:
+            check_gpu(self.gpu, "--gpu")
+        for device in self.devices or []:
             if device is not None:
-                check_gpu(device)
+                check_gpu(device, "--gpus")
         check_files(self)
         check_disk(self)
 
@@ -160,19 +169,24 @@ class SweepConfig(object):
             "iterations": self.iterations, "batch_size": self.batch_size, "crop": self.crop,
             "test_size": self.test_size, "width_div": self.width_div,
             "num_classes": self.num_classes, "base_lr": self.base_lr,
+            "normalize": self.normalize,
             "baseline_from": RunFolder.path(self.baseline_from) if self.baseline_from else None,
             "baseline_list": RunFolder.path(self.baseline_list) if self.baseline_from else None,
             "baseline_iterations": self.baseline_iterations if self.baseline_from else None,
             **({"step_control": self.step_control} if self.step_control else {}),
         }
 
+    def control_seed_list(self):
+        """The seeds of the controls: ``control_seeds``, else ``seeds``."""
+        return self.control_seeds or self.seeds
+
     def runs(self):
         """The optional baseline, the control (and the step control) for every seed, then
         every loss x lambda x seed."""
         planned = [Run(BASELINE, 0.0, self.seeds[0])] if self.baseline_from else []
-        planned += [Run(CONTROL, 0.0, seed) for seed in self.seeds]
+        planned += [Run(CONTROL, 0.0, seed) for seed in self.control_seed_list()]
         if self.step_control:
-            planned += [Run(CONTROL_STEP, 0.0, seed) for seed in self.seeds]
+            planned += [Run(CONTROL_STEP, 0.0, seed) for seed in self.control_seed_list()]
         planned += [Run(loss, lam, seed) for loss in self.losses for lam in self.lambdas
                     for seed in self.seeds]
         return planned
@@ -294,6 +308,12 @@ def check_settings(cfg):
     for seed in cfg.seeds:  # Caffe reads random_seed -1 as "unseeded"
         _int_at_least(seed, 0, "every seed (--seeds)")
     _no_repeats(cfg.seeds, "--seeds")
+    for seed in cfg.control_seed_list():
+        _int_at_least(seed, 0, "every control seed")
+    _no_repeats(cfg.control_seed_list(), "the control seeds")
+    if cfg.normalize not in largefov.NORMALIZATIONS:
+        raise ToolkitError(f"the template loss's normalisation (--normalize) must be one of "
+                           f"{', '.join(largefov.NORMALIZATIONS)}, got {cfg.normalize!r}")
     _int_at_least(cfg.iterations, 1, "the fine-tuning iterations (--iterations)")
     if not _is_int(cfg.snapshot_every) or not 1 <= cfg.snapshot_every <= cfg.iterations:
         raise ToolkitError(f"the snapshot interval (--snapshot-every) must be an integer "
@@ -464,7 +484,7 @@ def write_solver(cfg, run, run_dir, init):
         run_dir, loss="softmax" if run.loss in (CONTROL, CONTROL_STEP) else run.loss,
         lam=run.lam, list_file=cfg.train_list, iterations=cfg.iterations,
         snapshot=cfg.snapshot_every, base_lr=cfg.base_lr, solver_overrides=overrides,
-        **common), cfg.iterations
+        normalize=cfg.normalize, **common), cfg.iterations
 
 
 def result_file(run):
@@ -511,6 +531,8 @@ def _train_and_evaluate(cfg, folder, run, run_dir):
         "class_iou": evaluated["class_iou"], "iterations": iterations,
         "first_loss": losses[0][1] if losses else None,
         "last_loss": losses[-1][1] if losses else None,
+        "normalize": cfg.normalize,
+        "label_pixels_per_batch": largefov.label_positions_per_batch(cfg.batch_size, cfg.crop),
         "resumed": bool(resumes), "resumed_from": resumes,
         "device": "cpu" if cfg.gpu is None else f"gpu {cfg.gpu}",
         "weights": os.path.relpath(weights, folder.root),
@@ -527,6 +549,28 @@ def fine_tune_init(cfg, folder):
         return cfg.init_weights
     return folder.file(folder.read_json(result_file(Run(BASELINE, 0.0, cfg.seeds[0])))
                        ["weights"])
+
+
+PLANS_DIR = "plans"
+
+
+def record_plan(folder, cfg):
+    """Note the runs this sweep plans (all shards', one file per distinct plan), so that a
+    table rebuilt later counts what is unfinished against every sweep the folder saw."""
+    names = [run_name(run) for run in cfg.runs()]
+    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+    rel = os.path.join(PLANS_DIR, digest + ".json")
+    if not folder.has(rel):
+        folder.write_json(rel, names)
+
+
+def planned_run_names(out):
+    """Every run any sweep into ``out`` planned (``record_plan``), in first-seen order."""
+    names = []
+    for path in sorted(glob.glob(os.path.join(out, PLANS_DIR, "*.json"))):
+        with open(path) as f:
+            names += [name for name in json.load(f) if name not in names]
+    return names
 
 
 def load_results(out):
@@ -557,16 +601,62 @@ def run_sweep(cfg, on_result=None):
     with open_sweep_folder(cfg, cfg.restart) as folder:
         if cfg.init_trained_on and "voc2012_val" in cfg.init_trained_on:
             warn_val_contamination(cfg.init_weights)
+        record_plan(folder, cfg)
         if cfg.devices:
             busy = _run_on_devices(cfg, folder, on_result)
         else:
             busy = _run_planned(cfg, folder, on_result)
+        # a run another process held may have finished since (the baseline always has)
+        busy = [run for run in busy if not folder.has(result_file(run))]
         if busy:
             print(f"{len(busy)} run(s) were being trained by other processes "
                   f"({', '.join(run_name(r) for r in busy[:3])}{', ...' if len(busy) > 3 else ''}); "
                   "the table lacks them until they finish: rerun to wait for them",
                   file=sys.stderr, flush=True)
         return load_results(cfg.out)
+
+
+def target_met(row, half_width, effect):
+    """Whether a table row's paired comparison is precise enough: its 95 % interval is at
+    most +-``half_width``, or its effect is beyond +-``effect`` with an interval that
+    excludes zero (mIoU, not points)."""
+    ci, diff = row["paired_ci"], row["paired_diff"]
+    if not (np.isfinite(ci) and np.isfinite(diff)):
+        return False
+    return ci <= half_width or (abs(diff) > effect and abs(diff) > ci)
+
+
+def run_sequential(cfg, more_seeds, half_width, effect):
+    """The sweep with a sequential rule fixed in advance: every loss cell gets
+    ``cfg.seeds``, both controls those and ``more_seeds`` (so every later pair has its
+    controls); then each loss cell whose paired interval misses the target
+    (``target_met``) gets ``more_seeds`` too, once. Returns (all results, the cells
+    (loss, lambda) that were extended)."""
+    import copy
+
+    more_seeds = tuple(int(s) for s in more_seeds)
+    control_seeds = cfg.seeds + tuple(s for s in more_seeds if s not in cfg.seeds)
+    first = copy.copy(cfg)
+    first.control_seeds = control_seeds
+    results = run_sweep(first)
+    # decided on the first seeds alone, so that a resumed sweep extends the same cells
+    first_seeds = [r for r in results if r["loss"] not in LOSSES or r["seed"] in cfg.seeds]
+    rows = summarize(first_seeds, cfg.losses, cfg.lambdas)
+    extended = [(row["loss"], row["lam"]) for row in rows
+                if row["loss"] in cfg.losses and not target_met(row, half_width, effect)]
+    for loss in cfg.losses:
+        lambdas = [lam for cell_loss, lam in extended if cell_loss == loss]
+        if not lambdas or not more_seeds:
+            continue
+        more = copy.copy(first)
+        more.losses, more.lambdas, more.seeds, more.restart = (loss,), tuple(lambdas), \
+            more_seeds, False
+        if cfg.progress:
+            print(f"{LOSS_TITLES[loss]} at λ {', '.join(f'{x:g}' for x in lambdas)}: the "
+                  f"paired interval misses the target; adding seeds "
+                  f"{', '.join(map(str, more_seeds))}", file=sys.stderr, flush=True)
+        results = run_sweep(more)
+    return results, extended
 
 
 class _SweepProgress:
@@ -725,12 +815,25 @@ def paired_fields(values, control):
                 paired_mde=paired.mde, gain=metrics.paired_verdict(paired))
 
 
-def summarize(results, losses=LOSSES, lambdas=LAMBDAS):
+def table_cells(results):
+    """(losses, lambdas) of the loss runs among ``results``: the losses in Table 3.1's
+    order, the lambdas ascending. A table built from a folder shows every finished cell,
+    whatever the command line that rebuilds it names."""
+    present = {(r["loss"], float(r["lambda"])) for r in results if r["loss"] in LOSSES}
+    return (tuple(loss for loss in LOSSES if any(cell[0] == loss for cell in present)),
+            tuple(sorted({lam for _, lam in present})))
+
+
+def summarize(results, losses=None, lambdas=None):
     """Rows of the table: one per loss and lambda (and the control), with statistics: the
     mean and its CI over seeds; the difference to the control with Welch's (unpaired)
     interval; the paired difference (same seeds) with its interval, minimum detectable
     effect at 80 % power and verdict ``gain`` ("yes" only where the paired interval lies
-    above zero, "worse" below it, "no", or "n/a" with fewer than two pairs)."""
+    above zero, "worse" below it, "no", or "n/a" with fewer than two pairs). ``losses`` and
+    ``lambdas`` default to every cell the results hold (``table_cells``)."""
+    cells = table_cells(results)
+    losses = cells[0] if losses is None else losses
+    lambdas = cells[1] if lambdas is None else lambdas
     by_cell = collections.defaultdict(dict)
     for record in results:
         by_cell[(record["loss"], float(record["lambda"]))][int(record["seed"])] = \
@@ -773,10 +876,45 @@ def _cell_row(loss, lam, cell, control, thesis):
                 diff_ci=diff_half, **paired_fields(cell, control), thesis=thesis)
 
 
-def table_markdown(rows, title="Table 3.1"):
+NORMALIZE_TITLES = {
+    "none": "normalize none: Algorithm 3 literally, the sum over the batch's pixels divided by "
+            "the classes",
+    "valid": "normalize valid: also divided by the valid pixels, so the same λ is up to "
+             "(pixels per batch) times weaker than Algorithm 3's",
+}
+
+
+def loss_scale(results, batch_size=None, crop=None):
+    """The template term's scale the loss runs among ``results`` were trained at:
+    {"normalize": [names], "pixels": [label pixels per batch]} (on ``none`` lambda's
+    weight grows with the pixels), or None without loss runs. Records from before the
+    setting was recorded were trained on ``valid``; ``batch_size`` and ``crop`` stand in
+    for records that lack the pixel count."""
+    loss_runs = [r for r in results if r["loss"] in LOSSES]
+    if not loss_runs:
+        return None
+    pixels = sorted({r["label_pixels_per_batch"] for r in loss_runs
+                     if r.get("label_pixels_per_batch")})
+    if not pixels and batch_size and crop:
+        pixels = [largefov.label_positions_per_batch(batch_size, crop)]
+    return {"normalize": sorted({r.get("normalize", "valid") for r in loss_runs}),
+            "pixels": pixels}
+
+
+def table_markdown(rows, title="Table 3.1", scale=None):
     """The table as Markdown: our mean +- CI, the difference to the control (Welch and
-    paired), the minimum detectable effect, whether the cell is a gain, the thesis."""
-    lines = [f"### {title}: val mean IoU, mean ± 95 % CI over seeds", "",
+    paired), the minimum detectable effect, whether the cell is a gain, the thesis.
+    ``scale`` (``loss_scale``) goes into the title and a line under it."""
+    heading = title
+    if scale:
+        heading += " (normalize " + "/".join(scale["normalize"]) + "".join(
+            ", ≤ " + " or ".join(f"{p:,}" for p in scale["pixels"]) + " label pixels per batch"
+            for _ in scale["pixels"][:1]) + ")"
+    lines = [f"### {heading}: val mean IoU, mean ± 95 % CI over seeds", ""]
+    if scale:
+        lines += ["Template loss: " + "; ".join(NORMALIZE_TITLES.get(n, f"normalize {n}")
+                                                for n in scale["normalize"]) + ".", ""]
+    lines += [
              "| loss | λ | seeds | mean IoU | ± CI | Δ vs control | ± Welch CI | pairs "
              "| paired Δ ± CI | MDE | gain? | thesis |",
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -808,25 +946,44 @@ def table_markdown(rows, title="Table 3.1"):
     return "\n".join(lines) + "\n"
 
 
-def table_csv(rows):
+def table_csv(rows, scale=None):
+    """The table as CSV; ``scale`` (``loss_scale``) adds the template term's normalisation
+    and label pixels per batch to every row."""
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(["loss", "lambda", "seeds", "mean_iou", "ci95", "diff_vs_control",
                      "diff_ci95", "paired_seeds", "paired_diff", "paired_ci95", "paired_mde80",
-                     "gain", "thesis"])
+                     "gain", "thesis", "normalize", "label_pixels_per_batch"])
+    normalize = "/".join(scale["normalize"]) if scale else ""
+    pixels = "/".join(map(str, scale["pixels"])) if scale else ""
     for row in rows:
         writer.writerow([row["loss"], row["lam"], row["n"], row["mean"], row["ci"], row["diff"],
                          row["diff_ci"], row["paired_n"], row["paired_diff"], row["paired_ci"],
                          row["paired_mde"], row["gain"],
-                         "" if row["thesis"] is None else row["thesis"]])
+                         "" if row["thesis"] is None else row["thesis"], normalize, pixels])
     return out.getvalue()
 
 
+TABLE_FILES = ("table31.md", "table31.csv", "table31.png")
+
+
 def write_table(cfg, results, title="Table 3.1"):
-    rows = summarize(results, cfg.losses, cfg.lambdas)
-    markdown = table_markdown(rows, title)
-    voc_io.write_text(os.path.join(cfg.out, "table31.md"), markdown)
-    voc_io.write_text(os.path.join(cfg.out, "table31.csv"), table_csv(rows))
+    """table31.md, table31.csv and the figure table31.png in ``cfg.out``, from every
+    finished run in ``results`` (whatever cells ``cfg`` names). Returns (rows, markdown)."""
+    from pixelfeedback.table_figure import table_figure
+
+    rows = summarize(results)
+    scale = loss_scale(results, cfg.batch_size, cfg.crop)
+    markdown = table_markdown(rows, title, scale)
+    voc_io.write_text(os.path.join(cfg.out, TABLE_FILES[0]), markdown)
+    voc_io.write_text(os.path.join(cfg.out, TABLE_FILES[1]), table_csv(rows, scale))
+    subtitle = None
+    if scale:
+        subtitle = "normalize " + "/".join(scale["normalize"]) + "".join(
+            f", ≤ {p:,} label pixels per batch" for p in scale["pixels"][:1])
+    table_figure(os.path.join(cfg.out, TABLE_FILES[2]), rows, LOSSES, LOSS_TITLES,
+                 THESIS_TABLE, LAMBDAS, THESIS_BASELINE, CONTROL, CONTROL_STEP,
+                 title=title + ": paired Δ mIoU vs the poly control", subtitle=subtitle)
     return rows, markdown
 
 
@@ -859,10 +1016,11 @@ def run_and_report(cfg, table_only=False):
         _, markdown = write_table(cfg, results)
     print(markdown)
     finished = {record["run"] for record in results}
-    missing = [run_name(run) for run in cfg.runs() if run_name(run) not in finished]
+    planned = planned_run_names(cfg.out)
+    missing = [name for name in planned if name not in finished]
     if missing:
-        print(f"{len(missing)} of the {len(cfg.runs())} planned runs are not finished yet "
-              f"(first: {missing[0]}): other shards or workers may still be training them; "
-              "rerun to complete the table")
+        print(f"{len(missing)} of the {len(planned)} runs planned in {cfg.out} are not "
+              f"finished yet (first: {missing[0]}): other shards or workers may still be "
+              "training them; rerun the sweep to complete the table")
     print(f"written: {os.path.join(cfg.out, 'table31.md')} and table31.csv")
     return results

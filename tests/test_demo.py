@@ -56,7 +56,8 @@ def test_make_demo_is_a_reduced_version_of_the_powered_table():
     """make demo and make table31-small fine-tune alike (their cells measure the same thing);
     the demo runs fewer cells, never fewer seeds or val images (the same power per cell)."""
     full, powered = demo.SETTINGS["full"], demo.SETTINGS["table31"]
-    for key in ("seeds", "val_images", "finetune_iterations", "finetune_lr", "train_images"):
+    for key in ("seeds", "more_seeds", "normalize", "val_images", "finetune_iterations",
+                "finetune_lr", "train_images"):
         assert full[key] == powered[key], key
     assert set(full["losses"]) <= set(powered["losses"])
     assert set(full["lambdas"]) <= set(powered["lambdas"])

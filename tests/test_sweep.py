@@ -126,10 +126,15 @@ def test_optional_stage1_baseline_is_trained_first_and_fine_tuned_from(small_swe
     cfg.baseline_from, cfg.baseline_iterations = cfg.init_weights, 4
     cfg.init_weights = "/nonexistent/not-used.caffemodel"
     cfg.lambdas, cfg.seeds = (0.1,), (0,)
+    cfg.normalize = "valid"   # the option, not the default: it reaches the net and the result
     assert [sweep.run_name(r) for r in cfg.runs()] == ["baseline", "control_seed0",
                                                    "cosine_lam0.1_seed0"]
     results = sweep.run_sweep(cfg)
     assert len(results) == 3
+    assert {r["normalize"] for r in results} == {"valid"}
+    assert {r["label_pixels_per_batch"] for r in results} == {2 * 5 * 5}   # batch 2, crop 33
+    net = open(os.path.join(cfg.out, "runs", "cosine_lam0.1_seed0", "train_cosine.prototxt")).read()
+    assert '\\"normalize\\": \\"valid\\"' in net
     log = open(os.path.join(cfg.out, "runs", "control_seed0", "train.log")).read()
     assert os.path.join(cfg.out, "runs", "baseline", "baseline_iter_4.caffemodel") in log
     rows, markdown = sweep.write_table(cfg, results)

@@ -440,9 +440,10 @@ def test_param_helpers():
                                 "normalize": "none", "template_grad": False}
     assert tl.parse_param_str(text)["ignore_label"] == 255
     assert tl.parse_param_str("") == tl.DEFAULT_PARAMS
+    assert tl.DEFAULT_PARAMS["normalize"] == "none"   # Algorithm 3 literally (SPEC section 3)
     with pytest.raises(ToolkitError, match="unknown template loss 'cos'.*selective_cosine"):
         tl.parse_loss_name("cos")
-    with pytest.raises(ToolkitError, match="'normalize' must be one of 'valid', 'none'"):
+    with pytest.raises(ToolkitError, match="'normalize' must be one of 'none', 'valid'"):
         tl.loss_param_str("cosine", False, normalize="mean")
 
 

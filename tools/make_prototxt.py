@@ -26,6 +26,13 @@ def build_parser():
                         help="where to write the files (default: the repository's prototxt/)")
     parser.add_argument("--lam", type=float, default=0.01,
                         help="weight (lambda) of the template-similarity loss (default 0.01)")
+    parser.add_argument("--normalize", choices=largefov.NORMALIZATIONS,
+                        default=largefov.DEFAULT_NORMALIZE,
+                        help="the template term's normalisation: none (default) = Algorithm 3 "
+                             "literally, the sum over the batch's pixels divided by the classes; "
+                             "valid = also divided by the valid pixels, so lambda weighs an "
+                             "average (about batch x label pixels times weaker: 16810 at batch "
+                             "10, crop 321)")
     parser.add_argument("--data-root", default=largefov.DEFAULT_DATA_ROOT,
                         help="VOC data root, relative to the repository root "
                              f"(default {largefov.DEFAULT_DATA_ROOT})")
@@ -56,7 +63,7 @@ def main(argv=None):
         list_file=args.list_file, batch_size=args.batch_size, crop=args.crop,
         iterations=args.iterations, baseline_iterations=args.baseline_iterations,
         seed=None if args.seed < 0 else args.seed, width_div=args.width_div,
-        num_classes=args.num_classes), argv)
+        num_classes=args.num_classes, normalize=args.normalize), argv)
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from pixelfeedback import cli, sweep
+from pixelfeedback.nets import largefov
 from pixelfeedback.sweep import LAMBDAS, LOSSES
 
 
@@ -32,6 +33,13 @@ def build_parser():
     parser.add_argument("--lambdas", type=sweep.lambda_list,
                         default=",".join(f"{x:g}" for x in LAMBDAS),
                         help="comma-separated loss weights (finite, >= 0)")
+    parser.add_argument("--normalize", choices=largefov.NORMALIZATIONS,
+                        default=largefov.DEFAULT_NORMALIZE,
+                        help="the template term's normalisation: none (default; Algorithm 3 "
+                             "literally: the sum over the batch's pixels divided by the "
+                             "classes) or valid (also divided by the valid pixels: the same "
+                             "lambda is about batch x label pixels times weaker, 16810 at "
+                             "batch 10, crop 321). Recorded in every result and the table")
     parser.add_argument("--seeds", type=sweep.seed_list, default="0,1,2",
                         help="comma-separated seeds, integers >= 0 (runs per cell)")
     parser.add_argument("--iterations", type=cli.positive_int, default=2000,
@@ -78,7 +86,8 @@ def build_parser():
                         help="discard what --out holds (runs of other settings included) and "
                         "start afresh")
     parser.add_argument("--table-only", action="store_true",
-                        help="only rebuild the table from finished runs")
+                        help="only rebuild the table (and its figure) from every finished run "
+                             "in --out, whatever --losses, --lambdas and --seeds name")
     return parser
 
 
@@ -100,7 +109,8 @@ def run(args):
         init_trained_on=None if args.baseline_from else sweep.trained_on(args.init_weights),
         baseline_from=args.baseline_from, baseline_list=args.baseline_list,
         baseline_iterations=args.baseline_iterations, restart=args.restart,
-        step_control=step_control, shard=args.shard, devices=args.gpus)
+        step_control=step_control, shard=args.shard, devices=args.gpus,
+        normalize=args.normalize)
     sweep.run_and_report(cfg, table_only=args.table_only)
 
 

@@ -49,31 +49,35 @@ RECIPE = {
 }
 
 
-# Table 3.1 in small, powered: every cell's paired 95 % interval of (loss - control) at most
-# +-POWER_TARGET (a third of the thesis's +1.5-point gain). Chosen before any loss was run
-# against its control. The fine-tune: fc6-fc8 learning, SGD, poly from 1e-3 for 300
-# iterations (the thesis's 1e-4 for the spec's 2000 moves the weights as far: the same
-# lr x iterations). The lambdas: three of the thesis's, its smallest, its best (0.05, +1.5
-# points for the selective cosine) and one where it lost (0.5). Seeds and val images: the
-# poly controls of 5 seeds on the 500 val images spread with sd 0.0017 mIoU, so even
-# unpaired (sd x sqrt 2) a loss - control difference over 5 seeds has a 95 % interval of
-# +-0.0030 (4 seeds: +-0.0039, 3: +-0.0061).
+# Table 3.1 in small, powered, on Algorithm 3's scale (normalize "none", SPEC section 3):
+# the four losses at all six thesis lambdas, the poly control and the step control. The
+# fine-tune: fc6-fc8 learning, SGD, poly from 1e-3 for 300 iterations (the thesis's 1e-4
+# for the spec's 2000 moves the weights as far: the same lr x iterations), batch 10 at crop
+# 129 (at most 2,890 label pixels per batch), 500 val images. The sequential rule, fixed
+# before any run of this table on "none" (sweep.run_sequential): every loss cell gets seeds
+# 0-2 and both controls seeds 0-4; a loss cell whose paired 95 % interval of (loss -
+# control) is wider than +-POWER_TARGET and is not an effect beyond +-EFFECT_TARGET whose
+# interval excludes zero gets seeds 3 and 4 as well, once; the table reports whatever that
+# gives. (The poly controls of 5 seeds on the 500 val images spread with sd 0.0017 mIoU.)
 POWER_TARGET = 0.005
+EFFECT_TARGET = 0.02
 TABLE31_SMALL = {"train_images": RECIPE["data"]["n_train"], "val_images": 500,
                  "fixation_images": 12, "experiment_images": 30,
                  "losses": ("correlation", "cosine", "selective_correlation", "selective_cosine"),
-                 "lambdas": (0.01, 0.05, 0.5), "seeds": (0, 1, 2, 3, 4),
+                 "lambdas": (0.01, 0.05, 0.1, 0.5, 1.0, 5.0), "seeds": (0, 1, 2),
+                 "more_seeds": (3, 4), "normalize": "none",
                  "finetune_iterations": 300, "finetune_lr": 1e-3}
 
-# The runs: "table31" (make table31-small), "full" (make demo: the same fine-tunes, seeds
-# and val images, fewer cells) and "quick" for the tests (fewer images, one short run each).
+# The runs: "table31" (make table31-small), "full" (make demo: the same fine-tunes, seeds,
+# rule and val images, fewer cells) and "quick" for the tests (fewer images, one short run
+# each).
 SETTINGS = {
     "table31": TABLE31_SMALL,
     "full": dict(TABLE31_SMALL, losses=("cosine", "selective_cosine"), lambdas=(0.05,)),
     "quick": {"train_images": 100, "val_images": 12, "fixation_images": 4,
               "experiment_images": 6, "losses": ("cosine", "selective_cosine"),
-              "lambdas": (0.1,), "seeds": (0,), "finetune_iterations": 10,
-              "finetune_lr": 1e-3},
+              "lambdas": (0.1,), "seeds": (0,), "more_seeds": (), "normalize": "none",
+              "finetune_iterations": 10, "finetune_lr": 1e-3},
 }
 
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from pixelfeedback import evaluation, experiments, heatmap, pipeline, reports, sweep, synthetic
 from pixelfeedback.demo.model import (
-    DEMO_WEIGHTS_DIR, RECIPE, SETTINGS, committed_baseline, demo_model_files,
+    DEMO_WEIGHTS_DIR, EFFECT_TARGET, POWER_TARGET, RECIPE, SETTINGS, committed_baseline, demo_model_files,
     export_baseline, init_weights, model_spec, recipe_id, step_control, weights_files)
 from pixelfeedback.demo.report import table_findings, write_report
 from pixelfeedback.nets import largefov, registry
@@ -280,11 +280,17 @@ def _run_steps(out, data_dir, mode, retrain, export, progress, recipe, weights_d
             test_size=size, width_div=recipe["net"]["width_div"],
             num_classes=recipe["net"]["num_classes"], progress=progress,
             base_lr=settings["finetune_lr"], class_names=synthetic.CLASS_NAMES,
-            step_control=step_control(recipe))
-        results = sweep.run_sweep(cfg)
+            step_control=step_control(recipe), normalize=settings["normalize"])
+        results, extended = sweep.run_sequential(cfg, settings["more_seeds"], POWER_TARGET,
+                                                 EFFECT_TARGET)
         table_rows, table_md = sweep.write_table(cfg, results, title="Table 3.1 on synthetic data")
         summary["table"] = {"rows": table_rows, "markdown": table_md,
                             "findings": table_findings(table_rows),
+                            "extended": [[loss, lam] for loss, lam in extended],
+                            "normalize": settings["normalize"],
+                            "label_pixels_per_batch": largefov.label_positions_per_batch(
+                                cfg.batch_size, cfg.crop),
+                            "figure": "table/" + sweep.TABLE_FILES[2],
                             "runs": len(results),
                             "train_seconds": round(sum(r.get("train_seconds", 0)
                                                        for r in results), 1)}

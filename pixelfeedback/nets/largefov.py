@@ -23,6 +23,11 @@ from python_layers import ToolkitError, template_similarity, voc_io
 
 TEMPLATE_LOSSES = tuple(template_similarity.LOSS_NAMES)
 LOSSES = ("softmax",) + TEMPLATE_LOSSES
+# How the template term is normalised (SPEC section 3): "none" (the default) is Algorithm 3
+# literally, the sum over the batch's pixels divided by the number of classes; "valid" also
+# divides by the valid pixels, so the same lambda is about that many times weaker.
+NORMALIZATIONS = template_similarity.NORMALIZATIONS
+DEFAULT_NORMALIZE = NORMALIZATIONS[0]
 STAGES = ("finetune", "baseline")
 DEFAULT_DATA_ROOT = "data/VOCdevkit/VOC2012"
 DEFAULT_LIST = "data/lists/train.txt"   # VOC 2012 train, SegmentationClassAug labels
@@ -120,6 +125,19 @@ def _check_loss(loss, lam):
         raise ToolkitError(f"lambda (the template loss weight) must be a number >= 0, got {lam!r}")
 
 
+def _check_normalize(normalize):
+    if normalize not in NORMALIZATIONS:
+        raise ToolkitError(f"unknown normalisation {normalize!r} of the template loss "
+                           f"(--normalize); use one of {', '.join(NORMALIZATIONS)}")
+
+
+def label_positions_per_batch(batch_size, crop):
+    """Pixels of the shrunk label per batch: the most valid pixels a batch can have, and so
+    the factor between the two normalisations at the same lambda (2890 for batch 10 at
+    crop 129, 16810 at crop 321)."""
+    return batch_size * ((crop - 1) // LABEL_FACTOR + 1) ** 2
+
+
 def _check_crop(crop):
     if not isinstance(crop, int) or crop < LABEL_FACTOR + 1 or (crop - 1) % LABEL_FACTOR:
         raise ToolkitError(f"crop size must be 8k+1 (e.g. 321, 513) so that labels shrink "
@@ -128,12 +146,14 @@ def _check_crop(crop):
 
 def train_net(loss="softmax", lam=0.01, data_root=DEFAULT_DATA_ROOT, list_file=DEFAULT_LIST,
               batch_size=10, crop=321, width_div=1, num_classes=21, seed=None,
-              stage="finetune", mirror=True, shuffle=True):
+              stage="finetune", mirror=True, shuffle=True, normalize=DEFAULT_NORMALIZE):
     """The training net: ImageSegData -> trunk -> fc8_voc12 -> SoftmaxWithLoss on the
-    shrunk label, plus the template-similarity loss (weight ``lam``) for the four
-    template losses. ``stage`` "finetune" trains fc6..fc8 only (thesis 3.4); "baseline"
-    is DeepLab's own multipliers (1/2 everywhere, 10/20 for fc8)."""
+    shrunk label, plus the template-similarity loss (weight ``lam``, ``normalize`` "none"
+    = Algorithm 3's sum, "valid" = an average over valid pixels) for the four template
+    losses. ``stage`` "finetune" trains fc6..fc8 only (thesis 3.4); "baseline" is
+    DeepLab's own multipliers (1/2 everywhere, 10/20 for fc8)."""
     _check_loss(loss, lam)
+    _check_normalize(normalize)
     _check_crop(crop)
     caffe, L, _ = netspec()
     n = caffe.NetSpec()
@@ -152,7 +172,7 @@ def train_net(loss="softmax", lam=0.01, data_root=DEFAULT_DATA_ROOT, list_file=D
         n.loss_template = L.Python(
             n.fc7, n.fc8_voc12, n.label_shrink, loss_weight=float(lam), python_param=dict(
                 module="python_layers.template_loss", layer="TemplateSimilarityLoss",
-                param_str=template_similarity.loss_param_str(similarity, selective)))
+                param_str=template_similarity.loss_param_str(similarity, selective, normalize)))
     net = n.to_proto()
     net.name = f"DeepLab-LargeFOV-train-{experiment_name(loss, stage)}"
     return net
@@ -257,12 +277,14 @@ def _common_solver_fields(s, iterations, seed, snapshot, snapshot_prefix):
 def write_experiment(out_dir, loss, lam=0.01, stage="finetune", data_root=DEFAULT_DATA_ROOT,
                      list_file=DEFAULT_LIST, batch_size=10, crop=321, width_div=1,
                      num_classes=21, seed=None, iterations=None, snapshot=None, base_lr=None,
-                     mirror=True, shuffle=True, solver_overrides=None):
+                     mirror=True, shuffle=True, solver_overrides=None,
+                     normalize=DEFAULT_NORMALIZE):
     """Write one run folder: ``train_<name>.prototxt`` and ``solver_<name>.prototxt``,
     with snapshots ``<out_dir>/<name>_iter_<N>.caffemodel``; returns the solver's path.
 
     ``loss`` "softmax" is the control (lambda unused); ``stage`` "baseline" uses DeepLab's
     stage-1 step solver (6000 iterations by default) instead of the poly fine-tune (2000).
+    ``normalize`` is the template term's normalisation (``train_net``).
     ``base_lr`` overrides the solver's learning rate; ``solver_overrides`` sets any other
     SolverParameter fields (e.g. {"type": "Adam", "lr_policy": "poly", "power": 0.9} for
     training from scratch, as the synthetic demo does).
@@ -273,7 +295,7 @@ def write_experiment(out_dir, loss, lam=0.01, stage="finetune", data_root=DEFAUL
     net_path = os.path.join(out_dir, f"train_{name}.prototxt")
     solver_path = os.path.join(out_dir, f"solver_{name}.prototxt")
     net = train_net(loss, lam, data_root, list_file, batch_size, crop, width_div, num_classes,
-                    seed, stage, mirror, shuffle)
+                    seed, stage, mirror, shuffle, normalize)
     options = dict(seed=seed, snapshot=snapshot, snapshot_prefix=os.path.join(out_dir, name))
     if base_lr is not None:
         options["base_lr"] = base_lr

@@ -145,8 +145,9 @@ _PROBE = ("import sys, caffe; caffe.set_device(int(sys.argv[1])); caffe.set_mode
           "print('gpu ok')")
 
 
-def check_gpu(device):
-    """Raise ToolkitError unless this Caffe can use GPU ``device``.
+def check_gpu(device, flag="--gpu"):
+    """Raise ToolkitError unless this Caffe can use GPU ``device``; the message names the
+    command-line ``flag`` that asked for it (``--gpu``, or ``--gpus`` for the sweep's workers).
 
     Probed in a subprocess: ``set_device``/``set_mode_gpu`` abort a CPU-only build (or on
     a missing device) with SIGABRT, which no ``try`` can catch. The answer is cached per
@@ -157,7 +158,10 @@ def check_gpu(device):
     if device not in _gpu_checks:
         _gpu_checks[device] = _probe_gpu(device)
     if _gpu_checks[device] is not None:
-        raise ToolkitError(_gpu_checks[device])
+        message = _gpu_checks[device]
+        if flag != "--gpu":
+            message = message.replace("without --gpu", f"without {flag}")
+        raise ToolkitError(message)
 
 
 def _probe_gpu(device):

@@ -8,7 +8,7 @@ import sys
 
 from pixelfeedback.nets import registry
 from pixelfeedback.nets.largefov import (
-    DEFAULT_DATA_ROOT, DEFAULT_LIST, DEFAULT_SEED, LOSSES, SNAPSHOT_DIR, baseline_solver,
+    DEFAULT_DATA_ROOT, DEFAULT_LIST, DEFAULT_NORMALIZE, DEFAULT_SEED, LOSSES, SNAPSHOT_DIR, baseline_solver,
     deploy_net, experiment_name, solver, test_net, train_net)
 from pixelfeedback.nets.netspec import to_text
 from pixelfeedback.paths import PROTOTXT_DIR, REPO_ROOT
@@ -17,7 +17,8 @@ from python_layers import voc_io
 
 def render_all(lam=0.01, data_root=DEFAULT_DATA_ROOT, list_file=DEFAULT_LIST, batch_size=10,
                crop=321, iterations=2000, baseline_iterations=6000, seed=DEFAULT_SEED,
-               width_div=1, num_classes=21, test_size=513, out_dir=None):
+               width_div=1, num_classes=21, test_size=513, out_dir=None,
+               normalize=DEFAULT_NORMALIZE):
     """{file name: text} of every generated net and solver: LargeFOV's (with these options)
     and the registry's other deploy nets (see ``write_all``)."""
     out_dir = os.path.abspath(out_dir) if out_dir else PROTOTXT_DIR
@@ -28,7 +29,7 @@ def render_all(lam=0.01, data_root=DEFAULT_DATA_ROOT, list_file=DEFAULT_LIST, ba
     for loss, stage in runs:
         name = experiment_name(loss, stage)
         net_file = f"train_{name}.prototxt"
-        files[net_file] = to_text(train_net(loss, lam, stage=stage, **data))
+        files[net_file] = to_text(train_net(loss, lam, stage=stage, normalize=normalize, **data))
         prefix = os.path.join(REPO_ROOT, SNAPSHOT_DIR, name)
         net_path = os.path.join(out_dir, net_file)
         if stage == "baseline":

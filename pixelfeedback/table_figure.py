@@ -1,0 +1,89 @@
+"""The figure of Table 3.1: per loss, the paired difference to the poly control (mean and
+95 % interval over seeds, in mIoU points) against lambda on a log axis; the controls as
+horizontal bands; the thesis's six numbers per loss beside them as differences to its own
+baseline (0.6225; it had no control). Written by the sweep next to table31.md."""
+import numpy as np
+
+from pixelfeedback.plotting import new_figure, save_figure
+
+POINTS = 100.0  # mIoU -> points
+
+
+def _loss_rows(rows, loss):
+    cells = sorted((r for r in rows if r["loss"] == loss), key=lambda r: r["lam"])
+    return (np.array([r["lam"] for r in cells], float),
+            np.array([r["paired_diff"] for r in cells], float) * POINTS,
+            np.array([r["paired_ci"] for r in cells], float) * POINTS,
+            [r["paired_n"] for r in cells])
+
+
+SYMLOG_TICKS = (-50, -20, -10, -5, -2, -1, 0, 1, 2, 5, 10, 20, 50)
+
+
+def _point_ticks(ax):
+    """Plain numbers (points) as y ticks on the symlog axis, within its range."""
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    ax.relim()
+    ax.autoscale_view()
+    low, high = ax.get_ylim()
+    ax.yaxis.set_major_locator(FixedLocator([t for t in SYMLOG_TICKS if low <= t <= high]))
+    ax.yaxis.set_minor_locator(NullLocator())
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:+g}" if value else "0"))
+
+
+def table_figure(path, rows, losses, loss_titles, thesis_table, thesis_lambdas,
+                 thesis_baseline, control="control", step_control="control_step",
+                 title="Table 3.1", subtitle=None):
+    """Write the figure of ``rows`` (``sweep.summarize``) for ``losses`` (one panel each) to
+    ``path``; returns the path, or None when no loss has a row. ``thesis_table`` maps a loss
+    to its numbers at ``thesis_lambdas``."""
+    losses = [loss for loss in losses if any(r["loss"] == loss for r in rows)]
+    if not losses:
+        return None
+    columns = 2 if len(losses) > 1 else 1
+    lines = -(-len(losses) // columns)
+    figure = new_figure(5.2 * columns, 3.6 * lines + (0.5 if subtitle else 0.3))
+    axes = np.atleast_1d(figure.subplots(lines, columns, squeeze=False).ravel())
+    poly = next((r for r in rows if r["loss"] == control), None)
+    step = next((r for r in rows if r["loss"] == step_control), None)
+    all_lams = sorted({float(lam) for lam in thesis_lambdas}
+                      | {r["lam"] for r in rows if r["loss"] in losses})
+    for ax, loss in zip(axes, losses):
+        if poly is not None and np.isfinite(poly["ci"]):
+            half = poly["ci"] * POINTS
+            ax.axhspan(-half, half, color="0.85", label=f"poly control ± 95 % CI ({poly['n']} seeds)")
+        ax.axhline(0.0, color="0.4", lw=0.8)
+        if step is not None and np.isfinite(step["paired_diff"]):
+            mid = step["paired_diff"] * POINTS
+            half = step["paired_ci"] * POINTS if np.isfinite(step["paired_ci"]) else 0.0
+            ax.axhspan(mid - half, mid + half, color="tab:green", alpha=0.25,
+                       label=f"step control, paired Δ ± CI ({step['paired_n']} seeds)")
+        lams, diffs, cis, counts = _loss_rows(rows, loss)
+        shown = np.isfinite(diffs)
+        ax.errorbar(lams[shown], diffs[shown], yerr=np.nan_to_num(cis[shown]), fmt="o-",
+                    color="tab:blue", capsize=3, lw=1.2,
+                    label="ours: paired Δ vs poly control ± 95 % CI")
+        for lam, diff, n in zip(lams[shown], diffs[shown], np.asarray(counts)[shown]):
+            ax.annotate(f"n={n}", (lam, diff), textcoords="offset points", xytext=(4, 4),
+                        fontsize=7, color="tab:blue")
+        if loss in thesis_table:
+            ax.plot(thesis_lambdas, (np.asarray(thesis_table[loss], float) - thesis_baseline)
+                    * POINTS, "s--", mfc="none", color="tab:red", lw=1.0,
+                    label=f"thesis: Δ vs its baseline {thesis_baseline:g} (one run, no control)")
+        ax.set_xscale("log")
+        ax.set_xticks(all_lams)
+        ax.set_xticklabels([f"{lam:g}" for lam in all_lams], fontsize=8)
+        ax.set_yscale("symlog", linthresh=1.0)
+        _point_ticks(ax)
+        ax.set_xlabel("λ (loss weight)")
+        ax.set_ylabel("Δ mIoU, points (symlog)")
+        ax.set_title(loss_titles.get(loss, loss), fontsize=10)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(losses):]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", fontsize=7, ncol=2, frameon=False)
+    figure.suptitle(title + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
+    figure.tight_layout(rect=(0, 0.09 if lines == 1 else 0.06, 1, 1))
+    return save_figure(figure, path, dpi=110, layout=False)
