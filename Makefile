@@ -5,7 +5,8 @@ PY          := $(VENV)/bin/python
 CAFFE_FLAGS ?=
 PYTEST_ARGS ?=
 DEMO_ARGS   ?=
-# The CUDA compile check of `make test` and the GPU bundle: Caffe for compute capability
+# The CUDA compile check (`make cuda-check`; `make test` runs it after the tests when CI=true,
+# as on the project's CI) and the GPU bundle: Caffe for compute capability
 # 9.0 (H100/H200) with CUDA 13.0 from PyPI, with Caffe's own test binary, built into
 # $(CACHE_DIR) under the recipe's hash (docker/build_caffe.sh --cached): a machine that
 # built this recipe once finds it there and pays nothing.
@@ -19,24 +20,33 @@ GPU_BUNDLE  ?= build/pixelfeedback-gpu.tar.xz
 GPU_BUNDLE_INPUTS := docker/make_gpu_bundle.sh docker/gpu_check.sh tools/gpu_check.py requirements.txt \
     $(shell find docker/gpu_bundle pixelfeedback python_layers -name '*.py' 2>/dev/null)
 
-.PHONY: help setup test cuda-build cuda-prefix gpu-bundle demo table31-small prototxt bench clean
+.PHONY: help setup test cuda-check cuda-build cuda-prefix gpu-bundle demo table31-small prototxt bench slurm-check clean
 
 help:
 	@echo "make demo      run the main job (synthetic benchmark: train, fixations, Table 3.1 in small)"
 	@echo "make table31-small  the powered Table 3.1 in small (about 33 min on 2 cores; resumes): runs/table31-small/report.md"
-	@echo "make test      run the test suite (real Caffe; builds it on first use)"
+	@echo "make test      run the test suite (real Caffe; builds it on first use); with CI=true also make cuda-check"
+	@echo "make cuda-check  compile the CUDA 13 Caffe (cached), pack the GPU bundle and run their tests (about 25 min cold)"
 	@echo "make setup     install Debian packages, build Caffe, create $(VENV)"
-	@echo "make cuda-build  compile (or find in $(CACHE_DIR)) the CUDA 13 Caffe for sm_$(CUDA_ARCH); make test runs it"
+	@echo "make cuda-build  compile (or find in $(CACHE_DIR)) the CUDA 13 Caffe for sm_$(CUDA_ARCH); make cuda-check runs it"
 	@echo "make gpu-bundle  pack it, its libraries, Python and the GPU check into $(GPU_BUNDLE) (<= 45 MiB)"
 	@echo "make prototxt  regenerate prototxt/ from tools/netdef.py and tools/zoo_nets.py"
 	@echo "make bench     run the benchmark scripts (speed ratios measured in one run)"
+	@echo "make slurm-check  docker/slurm_table31.sh on a single-node Slurm of its own (root; not CI; about N min)"
 	@echo "make clean     remove the venv and the Caffe build"
 
 setup:
 	bash docker/build_caffe.sh --venv $(VENV) $(CAFFE_FLAGS)
 
-test: setup cuda-build gpu-bundle
-	$(PY) -m pytest $(PYTEST_ARGS)
+# The tests a newcomer runs need no CUDA build; CI (CI=true) goes on to the CUDA check.
+test: setup
+	$(PY) -m pytest -m "not cuda_build" $(PYTEST_ARGS)
+ifeq ($(CI),true)
+	@$(MAKE) --no-print-directory cuda-check
+endif
+
+cuda-check: cuda-build gpu-bundle
+	$(PY) -m pytest -m cuda_build $(PYTEST_ARGS)
 
 # Fails unless CMake found CUDA and libcaffe.so links libcudart (build_caffe.sh checks).
 cuda-build: setup
@@ -65,6 +75,10 @@ prototxt: setup
 
 bench: setup
 	@for script in benchmarks/bench_*.py; do echo "== $$script"; $(PY) $$script || exit 1; done
+
+# Not part of CI: installs slurm-wlm and munge, starts and stops its own daemons.
+slurm-check:
+	bash docker/slurm_check.sh
 
 clean:
 	rm -rf $(VENV) build

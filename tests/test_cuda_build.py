@@ -1,5 +1,5 @@
-"""The CUDA compile check of `make test`: the CUDA 13 Caffe for compute capability 9.0
-that `make cuda-build` compiled from PyPI's pinned wheels (or found in the cache under the
+"""The CUDA compile check (`make cuda-check`; CI runs it): the CUDA 13 Caffe for compute
+capability 9.0 that `make cuda-build` compiled from PyPI's pinned wheels (or found in the cache under the
 recipe's hash) is a real CUDA build, and kept what Caffe's own tests need. No GPU needed."""
 import os
 import re
@@ -11,14 +11,16 @@ import pytest
 from pixelfeedback import gpu_check
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.cuda_build  # make cuda-check runs these (CI too); make test does not
+
 
 @pytest.fixture(scope="module")
 def prefix():
-    """The cached prefix `make cuda-build` built (make test runs it first)."""
+    """The cached prefix `make cuda-build` built (make cuda-check runs it first)."""
     path = subprocess.run(["make", "-s", "--no-print-directory", "cuda-prefix"], cwd=REPO,
                           capture_output=True, text=True, check=True).stdout.strip()
     if not os.path.isfile(os.path.join(path, ".build-stamp")):
-        pytest.fail(f"no CUDA Caffe at {path}: run `make cuda-build` (make test does)")
+        pytest.fail(f"no CUDA Caffe at {path}: run `make cuda-check`")
     return path
 
 

@@ -1,4 +1,4 @@
-"""The GPU bundle (`make gpu-bundle`; make test packs it first): at most 45 MiB, holding
+"""The GPU bundle (`make gpu-bundle`; make cuda-check packs it first): at most 45 MiB, holding
 what docker/gpu_check.sh needs, its libraries resolved inside it from a bare environment
 (only glibc and CUDA's libraries come from the machine), and its check passing its CPU
 parts here (no GPU on this machine)."""
@@ -12,6 +12,8 @@ import pytest
 from pixelfeedback import gpu_check
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.cuda_build  # make cuda-check runs these (CI too); make test does not
+
 ARCHIVE = os.path.join(REPO, "build", "pixelfeedback-gpu.tar.xz")
 MAX_BYTES = 45 * 1024 * 1024
 
@@ -19,7 +21,7 @@ MAX_BYTES = 45 * 1024 * 1024
 @pytest.fixture(scope="module")
 def archive():
     if not os.path.isfile(ARCHIVE):
-        pytest.fail(f"no GPU bundle at {ARCHIVE}: run `make gpu-bundle` (make test does)")
+        pytest.fail(f"no GPU bundle at {ARCHIVE}: run `make cuda-check`")
     return ARCHIVE
 
 
