@@ -11,10 +11,15 @@ progress bar read from that log as it is written.
 Resume is bit-identical: the data layer's batches and the dropout masks are functions of
 (seed, iteration) (python_layers.seg_data), and the trainer is told the iteration it
 resumes from; the solverstate holds the rest (weights, momentum, iteration). A snapshot
-that cannot be read back (truncated, inconsistent) is set aside as ``*.corrupt`` with a
-warning naming it, and training resumes from the previous one.
+that cannot be read back (empty, truncated, inconsistent) is set aside as ``*.corrupt`` with
+a warning naming it, and training resumes from the previous one; the ``.corrupt`` files go
+once the run finishes. A failure on a full disk (the log says ENOSPC, or the run folder's
+file system has no room for one more snapshot) is reported as such, naming the mount and
+the free space. Each session's command line starts a line of its own in the log, so
+``resumed_from`` and ``training_seconds`` read a failed and rerun session as a resume.
 """
 import datetime
+import errno
 import glob
 import math
 import os
@@ -53,6 +58,16 @@ _PYTHON_ERROR = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception)): (.+)$")
 _LAYER_ERROR = re.compile(r"^error: (.+)$")  # python_layers.one_line_errors under caffe train
 
 
+# A command line ``train`` wrote after an unterminated last line (logs of older versions,
+# whose previous session died mid-line, e.g. on a full disk).
+_GLUED_COMMAND = re.compile(r"(?<=[^\n])(\$ \S*caffe(?:\.bin)? train )")
+
+
+def _log_lines(log_text):
+    """The lines of a training log, every command line ``train`` wrote on its own line."""
+    return _GLUED_COMMAND.sub(r"\n\1", log_text).splitlines()
+
+
 def parse_losses(log_text):
     """(iteration, loss) pairs from Caffe's training log."""
     return [(int(m.group(1)), float(m.group(2))) for m in LOSS_LINE.finditer(log_text)]
@@ -61,7 +76,7 @@ def parse_losses(log_text):
 def resumed_from(log_text):
     """The iterations a run's training was resumed from, in order, read from the command
     lines ``train`` writes into the log ([] when it ran in one go)."""
-    return [int(m.group(1)) for line in log_text.splitlines()
+    return [int(m.group(1)) for line in _log_lines(log_text)
             if line.startswith(COMMAND_PREFIX) for m in _RESUME_ARG.finditer(line)]
 
 
@@ -78,7 +93,7 @@ def training_seconds(log_text):
     command line ``train`` wrote): first to last glog time stamp of each. Read from the log,
     so it also counts a session that was killed and resumed."""
     total, first, last = 0.0, None, None
-    for line in log_text.splitlines() + [COMMAND_PREFIX]:
+    for line in _log_lines(log_text) + [COMMAND_PREFIX]:
         if line.startswith(COMMAND_PREFIX):
             if first is not None:
                 seconds = (last - first).total_seconds()
@@ -117,6 +132,43 @@ def last_error(log_text):
     return lines[-1] if lines else None
 
 
+NO_SPACE_TEXT = "No space left on device"  # strerror(ENOSPC), as glog and Python write it
+
+
+def disk_space(path):
+    """(mount point, filesystem, free bytes) of the file system holding ``path``; the
+    filesystem as /proc/mounts names it ('/dev/sda1 ext4'), or '' where unknown."""
+    path = os.path.realpath(path)
+    mount = path
+    while not os.path.ismount(mount):
+        mount = os.path.dirname(mount)
+    stat = os.statvfs(path)
+    filesystem = ""
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 3 and fields[1] == mount:
+                    filesystem = f"{fields[0]} {fields[2]}"
+    except OSError:
+        pass
+    return mount, filesystem, stat.f_bavail * stat.f_frsize
+
+
+def no_space_message(run_dir, log_text="", space=None):
+    """"no space left on <mount> (<filesystem>), N MB free; ..." when the log says ENOSPC
+    or the run folder's file system has less room than one more snapshot (at least 1 MB),
+    else None. ``space``: ``disk_space(run_dir)`` (tests pass their own)."""
+    mount, filesystem, free = space or disk_space(run_dir)
+    sizes = [os.path.getsize(p) for paths in snapshots(run_dir).values() for p in paths
+             if os.path.isfile(p)]
+    if NO_SPACE_TEXT not in log_text and free >= max([2 ** 20] + sizes):
+        return None
+    where = f"{mount} ({filesystem})" if filesystem else mount
+    return (f"no space left on {where}, {free / 1e6:.0f} MB free; free space and rerun to "
+            f"resume (the run folder: {run_dir})")
+
+
 def _max_iter(solver_path):
     with open(solver_path) as f:
         match = re.search(r"^\s*max_iter:\s*(\d+)", f.read(), re.M)
@@ -153,24 +205,49 @@ def _complete_blobs(blobs):
     return shapes
 
 
+def _parse(message, path):
+    """Parse the protobuf file ``path`` into ``message``; why it cannot be, or None."""
+    from google.protobuf.message import DecodeError
+
+    try:
+        if os.path.getsize(path) == 0:
+            return "is empty (0 bytes: written on a full disk?)"
+        with open(path, "rb") as f:
+            message.ParseFromString(f.read())
+    except (OSError, DecodeError, RuntimeError) as exc:
+        return f"cannot be read ({exc})"
+    return None
+
+
+def _weights_shapes(caffemodel):
+    """The parameter shapes of a caffemodel, or why it is unusable (a str)."""
+    from caffe.proto import caffe_pb2
+
+    net = caffe_pb2.NetParameter()
+    problem = _parse(net, caffemodel)
+    if problem:
+        return problem
+    params = _complete_blobs(b for layer in list(net.layer) + list(net.layers)
+                             for b in layer.blobs)
+    return params or "are incomplete (truncated?)"
+
+
+def weights_problem(caffemodel):
+    """Why the snapshot weights ``caffemodel`` are unusable (empty, unreadable,
+    truncated), or None."""
+    shapes = _weights_shapes(caffemodel)
+    return shapes if isinstance(shapes, str) else None
+
+
 def snapshot_problem(solverstate):
     """Why `caffe train -snapshot` could not resume from ``solverstate``, or None: it and
     the weights it names must parse, hold every value their shapes say, agree on the
     iteration, and the momentum history must match the weights blob for blob (a truncated
     .solverstate otherwise aborts Caffe with "Incorrect length of history blobs")."""
     from caffe.proto import caffe_pb2
-    from google.protobuf.message import DecodeError
-
-    def parse(message, path):
-        try:
-            with open(path, "rb") as f:
-                message.ParseFromString(f.read())
-        except (OSError, DecodeError, RuntimeError) as exc:
-            return f"cannot be read ({exc})"
-        return None
 
     state = caffe_pb2.SolverState()
-    problem = parse(state, solverstate)
+    problem = _parse(state, solverstate)
     if problem:
         return problem
     match = SNAPSHOT_FILE.search(solverstate)
@@ -182,14 +259,9 @@ def snapshot_problem(solverstate):
     weights = os.path.join(REPO_ROOT, weights)  # relative to `caffe train`'s directory
     if not os.path.isfile(weights):
         return f"names weights {weights}, which do not exist"
-    net = caffe_pb2.NetParameter()
-    problem = parse(net, weights)
-    if problem:
-        return f"names weights {weights}, which {problem}"
-    params = _complete_blobs(b for layer in list(net.layer) + list(net.layers)
-                             for b in layer.blobs)
-    if not params:
-        return f"names weights {weights}, which are incomplete (truncated?)"
+    params = _weights_shapes(weights)
+    if isinstance(params, str):
+        return f"names weights {weights}, which {params}"
     history = _complete_blobs(state.history)
     if history is None or not history or len(history) % len(params) \
             or any(shape != params[i % len(params)] for i, shape in enumerate(history)):
@@ -202,27 +274,57 @@ def usable_snapshot(run_dir, warn=None):
     """The newest .solverstate of run_dir that can be resumed from and its iteration, or
     (None, 0). Newer unusable ones are renamed ``*.corrupt`` (with their weights), each
     with a warning naming it (``warn``: a function of one message; default stderr)."""
-    warn = warn or (lambda message: print(message, file=sys.stderr, flush=True))
+    warn = warn or _warn
     by_iteration = snapshots(run_dir)
     for iteration in sorted(by_iteration, reverse=True):
         states = [p for p in by_iteration[iteration] if p.endswith(".solverstate")]
-        if not states:
+        if not states:  # weights alone (cut short before the state): never a resume point
+            for path in by_iteration[iteration]:
+                problem = weights_problem(path)
+                if problem:
+                    _set_aside([path], f"snapshot {path} {problem}", warn)
             continue
         problem = snapshot_problem(states[0])
         if problem is None:
             return states[0], iteration
-        for path in by_iteration[iteration]:
-            os.replace(path, path + CORRUPT_SUFFIX)
-        warn(f"WARNING: snapshot {states[0]} {problem}; set aside as "
-             f"{os.path.basename(states[0])}{CORRUPT_SUFFIX}, resuming from the one before")
+        _set_aside(by_iteration[iteration], f"snapshot {states[0]} {problem}", warn,
+                   ", resuming from the one before")
     return None, 0
 
 
+def _warn(message):
+    print(message, file=sys.stderr, flush=True)
+
+
+def _set_aside(paths, problem, warn, then=""):
+    """Rename ``paths`` to ``*.corrupt`` (deleted once the run finishes) with a warning."""
+    for path in paths:
+        os.replace(path, path + CORRUPT_SUFFIX)
+    names = ", ".join(os.path.basename(p) + CORRUPT_SUFFIX for p in sorted(paths))
+    warn(f"WARNING: {problem}; set aside as {names}{then}")
+
+
+def remove_set_aside(run_dir):
+    """Delete the ``*.corrupt`` snapshots of ``run_dir`` (once its training finished);
+    returns their paths."""
+    removed = sorted(glob.glob(os.path.join(run_dir, "*" + CORRUPT_SUFFIX)))
+    for path in removed:
+        os.remove(path)
+    return removed
+
+
 def final_weights(run_dir, iterations):
+    """The ``*_iter_<iterations>.caffemodel`` of run_dir. Missing, or unusable (empty,
+    truncated: set aside as ``.corrupt``), it is an error that says to rerun."""
     matches = glob.glob(os.path.join(run_dir, f"*_iter_{iterations}.caffemodel"))
     if not matches:
         raise ToolkitError(f"no snapshot for iteration {iterations} in {run_dir}; "
                            "the training did not finish (rerun to resume)")
+    problem = weights_problem(matches[0])
+    if problem:
+        _set_aside(matches[:1], f"snapshot {matches[0]} {problem}", _warn)
+        raise ToolkitError(f"the final weights {matches[0]} {problem}; set aside, so a rerun "
+                           "trains the last iterations again (rerun to resume)")
     return matches[0]
 
 
@@ -341,9 +443,13 @@ def train(solver_path, run_dir, init_weights=None, gpu=None, log_name="train.log
     # solvers keep iter_size 1: one batch per iteration).
     env = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0",
                **{START_BATCH_ENV: str(start)})
-    with open(log_path, "a") as log:
-        log.write(COMMAND_PREFIX + " ".join(command) + "\n")
-        log.flush()
+    try:
+        log = _open_log(log_path, COMMAND_PREFIX + " ".join(command) + "\n")
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            raise ToolkitError(no_space_message(run_dir, NO_SPACE_TEXT)) from None
+        raise
+    with log:
         offset = log.tell()
         bar = (_LogProgress(log_path, offset, _max_iter(solver_path), start, description)
                if progress else None)
@@ -370,11 +476,35 @@ def train(solver_path, run_dir, init_weights=None, gpu=None, log_name="train.log
     if status != 0:
         how = (f"killed by signal {signal.Signals(-status).name}" if status < 0
                else f"exit {status}")
-        cause = last_error(data[offset:].decode(errors="replace")) or "no error in the log"
+        session = data[offset:].decode(errors="replace")
+        usable_snapshot(run_dir)  # sets aside what the failed session left unusable
+        full = no_space_message(run_dir, session)
+        if full:
+            raise ToolkitError(f"caffe train failed ({how}) for {solver_path}: {full}")
+        cause = last_error(session) or "no error in the log"
         raise ToolkitError(f"caffe train failed ({how}) for {solver_path}: {cause} "
                            f"(the whole log: {log_path})")
     losses = parse_losses(text)
     if any(not math.isfinite(loss) for _, loss in losses):
         raise ToolkitError(f"the training loss became non-finite; see {log_path} (a lower "
                            "learning rate or lambda may help)")
+    remove_set_aside(run_dir)
     return losses
+
+
+def _open_log(log_path, header):
+    """The log opened for appending, ``header`` written on a line of its own (after a
+    newline when an earlier session's last line was cut short)."""
+    log = open(log_path, "ab+")
+    try:
+        log.seek(0, os.SEEK_END)
+        if log.tell():
+            log.seek(-1, os.SEEK_END)
+            if log.read(1) != b"\n":
+                header = "\n" + header
+        log.write(header.encode())
+        log.flush()
+    except BaseException:
+        log.close()
+        raise
+    return log

@@ -102,6 +102,7 @@ def test_a_truncated_newest_snapshot_is_set_aside_and_the_one_before_used(
     assert f"snapshot {newest}" in warning and f"cosine_iter_{cut}.solverstate.corrupt" in warning
     assert training.resumed_from(open(tmp_path / "train.log").read()) == [cut - SNAPSHOT]
     assert weight_bytes(training.final_weights(str(tmp_path), ITERATIONS)) == uninterrupted
+    assert list(tmp_path.glob("*" + training.CORRUPT_SUFFIX)) == []   # gone once finished
 
 
 def test_snapshot_problem_names_what_is_wrong(tmp_path, data):
@@ -182,3 +183,113 @@ def test_progress_bar_instead_of_glog(tmp_path, data, capfd):
     assert "control seed 0" in err and "20/20" in err and "loss=" in err
     assert "solver.cpp" not in out + err  # glog went to the log only
     assert "solver.cpp" in open(tmp_path / "train.log").read()
+
+
+# ----------------------------------------------------------------------------- a full disk
+
+def test_no_space_is_read_from_the_log_or_the_free_space(tmp_path):
+    """The message names the mount, its file system and the free MB, and says what to do."""
+    log = ("I20261130 04:59:47.389648 1 sgd_solver.cpp:112] Iter\n"
+           "F20261130 04:59:47.5 1 io.cpp:69] Check failed: proto.SerializeToOstream(&output)\n"
+           "write error: No space left on device\n")
+    plenty = ("/data", "/dev/sdb1 ext4", 50 * 10 ** 9)
+    message = training.no_space_message(str(tmp_path), log, space=plenty)
+    assert message.startswith("no space left on /data (/dev/sdb1 ext4), 50000 MB free; "
+                              "free space and rerun to resume")
+    full = ("/scratch", "tmpfs tmpfs", 4096)
+    assert training.no_space_message(str(tmp_path), "Iter", space=full).startswith(
+        "no space left on /scratch (tmpfs tmpfs), 0 MB free")
+    assert training.no_space_message(str(tmp_path), "Check failed: x", space=plenty) is None
+    # less room than one more snapshot of this run is no room
+    (tmp_path / "s_iter_10.caffemodel").write_bytes(b"w" * (3 * 2 ** 20))
+    assert training.no_space_message(str(tmp_path), "", space=("/d", "", 2 * 2 ** 20)) \
+        .startswith("no space left on /d, 2 MB free")
+
+
+def test_empty_or_unreadable_snapshots_are_never_the_resume_point(tmp_path, data, capfd):
+    solver = experiment(tmp_path, data, iterations=25)
+    training.train(solver, str(tmp_path))
+    (tmp_path / "cosine_iter_50.caffemodel").write_bytes(b"")              # disk full
+    (tmp_path / "cosine_iter_75.caffemodel").write_bytes(b"garbage")
+    (tmp_path / "cosine_iter_75.solverstate").write_bytes(b"")
+    capfd.readouterr()
+    assert training.usable_snapshot(str(tmp_path)) == (
+        str(tmp_path / "cosine_iter_25.solverstate"), 25)
+    err = capfd.readouterr().err
+    assert "cosine_iter_75.solverstate is empty (0 bytes" in err
+    assert "cosine_iter_50.caffemodel is empty (0 bytes" in err
+    assert sorted(p.name for p in tmp_path.glob("*.corrupt")) == [
+        "cosine_iter_50.caffemodel.corrupt", "cosine_iter_75.caffemodel.corrupt",
+        "cosine_iter_75.solverstate.corrupt"]
+    assert training.remove_set_aside(str(tmp_path)) and not list(tmp_path.glob("*.corrupt"))
+    (tmp_path / "cosine_iter_25.caffemodel").write_bytes(b"")
+    with pytest.raises(ToolkitError, match="final weights .*cosine_iter_25.caffemodel is "
+                                           "empty.*rerun to resume"):
+        training.final_weights(str(tmp_path), 25)
+    assert (tmp_path / "cosine_iter_25.caffemodel.corrupt").exists()
+
+
+def test_a_session_cut_mid_line_still_reads_as_a_resume():
+    """A log of an earlier version whose failed session ended mid-line: the rerun's command
+    line glued onto it still counts as a session and a resume."""
+    log = ("$ /x/.venv/bin/caffe train -solver s.prototxt\n"
+           "I20261130 10:00:00.000000 1 solver.cpp:1] Solving\n"
+           "I20261130 10:00:02.000000 1 sgd_solver.cpp:112] Iter"
+           "$ /x/.venv/bin/caffe train -solver s.prototxt -snapshot /r/s_iter_1400.solverstate\n"
+           "I20261130 11:00:00.000000 1 solver.cpp:1] Restoring\n"
+           "I20261130 11:00:01.500000 1 solver.cpp:1] Optimization Done.\n")
+    assert training.resumed_from(log) == [1400]
+    assert training.training_seconds(log) == pytest.approx(3.5)   # 2 + 1.5, not 3601.5
+
+
+def test_each_session_starts_on_its_own_line(tmp_path, data):
+    solver = experiment(tmp_path, data, iterations=20)
+    (tmp_path / "train.log").write_text("I20261130 10:00:02.000000 1 sgd_solver.cpp:112] Iter")
+    training.train(solver, str(tmp_path))
+    lines = (tmp_path / "train.log").read_text().splitlines()
+    assert lines[0].endswith("] Iter") and lines[1].startswith(training.COMMAND_PREFIX)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1.2 MB tmpfs (root only; skipped where mount is refused), grown by calling it."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1200k", "tmpfs", str(disk)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+
+    def grow():
+        subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)
+    yield disk, grow
+    subprocess.run(["umount", "-l", str(disk)])
+
+
+def test_a_full_disk_is_named_and_the_rerun_resumes(small_disk, data):
+    """caffe train on a disk that fills at a snapshot: the error says so; once there is
+    room, the rerun resumes from the last whole snapshot, its command line on a line of its
+    own, and the log counts both sessions."""
+    disk, grow = small_disk
+    solver = experiment(disk, data, iterations=200)
+    with pytest.raises(ToolkitError) as error:
+        training.train(solver, str(disk))
+    message = str(error.value)
+    assert f"no space left on {disk} (tmpfs tmpfs), 0 MB free; free space and rerun to " \
+           "resume" in message
+    assert "Iter" not in message and "@ 0x" not in message
+    for path in training.snapshots(str(disk)).values():   # no empty snapshot stays
+        assert all(os.path.getsize(p) > 0 for p in path)
+    resume_point = newest_solverstate_iteration(disk)
+    assert resume_point > 0
+
+    grow()
+    training.train(solver, str(disk))
+    log = (disk / "train.log").read_text()
+    assert training.resumed_from(log) == [resume_point]
+    sessions = log.split("\n" + training.COMMAND_PREFIX)
+    assert len(sessions) == 2 and log.startswith(training.COMMAND_PREFIX)
+    assert training.training_seconds(log) == pytest.approx(
+        training.training_seconds(sessions[0])
+        + training.training_seconds(training.COMMAND_PREFIX + sessions[1]))
+    assert list(disk.glob("*" + training.CORRUPT_SUFFIX)) == []
+    training.final_weights(str(disk), 200)
