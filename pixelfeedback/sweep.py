@@ -146,8 +146,8 @@ class SweepConfig(object):
     def check(self):
         """Check everything the sweep needs before anything trains or is written: the
         settings, the GPU (`caffe train -gpu` aborts a CPU-only build), the list files and
-        every image and label they name, the initial weights and the disk the snapshots
-        need. Raises ToolkitError naming the setting's flag and what to do. ``run_sweep``
+        every image and label they name, the initial weights (they load into the net to be
+        trained and are finite) and the disk the snapshots need. Raises ToolkitError naming the setting's flag and what to do. ``run_sweep``
         calls it first."""
         check_settings(self)
         if self.gpu is not None:
@@ -157,6 +157,7 @@ class SweepConfig(object):
                 check_gpu(device, "--gpus")
         check_files(self)
         check_disk(self)
+        check_init_weights(self)
 
     def fingerprint(self):
         """The settings that decide each run's result: the run folder refuses others. Which
@@ -374,6 +375,37 @@ def check_files(cfg):
     if cfg.baseline_from:
         check_list(cfg.baseline_list, cfg.data_root, "--baseline-list", sizes=sizes,
                    progress=cfg.progress)
+
+
+def check_init_weights(cfg):
+    """The initial weights load into the net the sweep trains (layer by layer, shapes as
+    ``--width-div`` and ``--num-classes`` make them) and hold no NaN or inf, so that broken
+    or mismatched weights are refused before the first `caffe train`. The stage-1
+    baseline's ImageNet init (``--baseline-from``) has no fc8 of ours: only the layers it
+    has are checked."""
+    import tempfile
+
+    from pixelfeedback.nets.loading import load_net
+    from pixelfeedback.nets.weights import check_finite_params
+
+    path = cfg.baseline_from or cfg.init_weights
+    flag = "--baseline-from" if cfg.baseline_from else "--init-weights"
+    with tempfile.TemporaryDirectory(prefix="sweep-check-") as tmp:
+        deploy = os.path.join(tmp, "deploy.prototxt")
+        # parameter shapes do not depend on the input size: a small one builds fast
+        write_net(largefov.deploy_net(cfg.width_div, cfg.num_classes, size=65), deploy)
+        try:
+            net = load_net(deploy, path, require_all=not cfg.baseline_from)
+        except ToolkitError as exc:
+            raise ToolkitError(
+                f"the initial weights ({flag}) do not fit the net this sweep trains "
+                f"(--width-div {cfg.width_div}, --num-classes {cfg.num_classes}): {exc}. Pass "
+                f"the --width-div and --num-classes they were trained with, or other "
+                f"weights") from None
+    try:
+        check_finite_params(net, path)
+    except ToolkitError as exc:
+        raise ToolkitError(f"the initial weights ({flag}) are unusable: {exc}") from None
 
 
 def baseline_snapshot_every(cfg):

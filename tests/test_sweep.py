@@ -440,3 +440,46 @@ def test_only_the_last_snapshots_of_a_run_are_kept(small_sweep):
         assert [f.split("_iter_")[1] for f in kept] == ["4.caffemodel", "4.solverstate"], kept
     # a rerun finds the finished runs and still tabulates them
     assert len(sweep.run_sweep(cfg)) == 2
+
+
+def broken_copy(init, tmp_path, how, caffe):
+    """A copy of the initial weights ``init`` broken in one way."""
+    path = str(tmp_path / f"{how}.caffemodel")
+    data = open(init, "rb").read()
+    if how == "truncated":
+        open(path, "wb").write(data[:len(data) // 2])
+    elif how == "garbage":
+        open(path, "wb").write(np.random.RandomState(0).bytes(len(data)))
+    elif how == "nan":
+        net = caffe.Net(os.path.join(os.path.dirname(init), "deploy.prototxt"), init, caffe.TEST)
+        net.params["fc8_voc12"][0].data[0, 0] = np.nan
+        net.save(path)
+    return path
+
+
+@pytest.mark.parametrize("how, match", [
+    ("truncated", "is not a Caffe model"),
+    ("garbage", "is not a Caffe model"),
+    ("nan", "layer 'fc8_voc12' weights hold 1 NaN or inf value(s)"),
+])
+def test_broken_initial_weights_are_refused_before_any_training(small_sweep, no_training,
+                                                                tmp_path, caffe, how, match):
+    cfg = small_sweep
+    cfg.init_weights = broken_copy(cfg.init_weights, tmp_path, how, caffe)
+    with pytest.raises(sweep.ToolkitError, match=r"initial weights \(--init-weights\)") as info:
+        sweep.run_sweep(cfg)
+    assert match in str(info.value)
+    assert not os.path.exists(cfg.out)
+
+
+@pytest.mark.parametrize("setting, value, flag", [("num_classes", 5, "--num-classes 5"),
+                                                  ("width_div", 16, "--width-div 16")])
+def test_initial_weights_of_another_net_are_refused_naming_the_flag(small_sweep, no_training,
+                                                                   setting, value, flag):
+    """The demo's 5-class weights given to a 21-class sweep failed at the first caffe train."""
+    cfg = small_sweep
+    setattr(cfg, setting, value)
+    with pytest.raises(sweep.ToolkitError, match="do not fit the net this sweep trains") as info:
+        sweep.run_sweep(cfg)
+    assert flag in str(info.value) and "has shape" in str(info.value)
+    assert not os.path.exists(cfg.out)

@@ -104,6 +104,21 @@ def check_weights(net, caffemodel_path, require_all=True):
     return loaded, ignored
 
 
+def check_finite_params(net, caffemodel_path):
+    """Raise ToolkitError naming the first layer of ``net`` (loaded from
+    ``caffemodel_path``) whose parameters hold NaN or inf: training from them fails at the
+    first iteration, and a forward pass gives NaN scores."""
+    for name, blobs in net.params.items():
+        for index, blob in enumerate(blobs):
+            bad = int(np.size(blob.data) - np.isfinite(blob.data).sum())
+            if bad:
+                what = ("weights", "bias")[index] if index < 2 else f"blob {index}"
+                raise ToolkitError(
+                    f"{caffemodel_path}: layer {name!r} {what} hold {bad} NaN or inf value(s) "
+                    f"of {np.size(blob.data)}; these weights are broken (a diverged training?): "
+                    "use an earlier snapshot or other weights")
+
+
 def load_weights(net, caffemodel_path, require_all=True):
     """Copy a caffemodel into ``net`` by layer name after ``check_weights`` passed.
 
