@@ -249,3 +249,19 @@ def add_size(parser, default, help, minimum=0):
         help = f"{help} (default: %(default)s)"
     return parser.add_argument("--size", type=int_at_least(minimum), default=default,
                                metavar="N", help=help)
+
+
+def add_progress(parser, *aliases):
+    """``--no-progress`` (and ``aliases``); with ``show_progress`` the bars also switch
+    themselves off when stderr is not a terminal, so a redirected log holds no bar redraws."""
+    return parser.add_argument("--no-progress", *aliases, dest="no_progress", action="store_true",
+                               help="no progress bars (they are off anyway when stderr is not "
+                                    "a terminal, e.g. redirected to a log file)")
+
+
+def show_progress(args, stream=None):
+    """Whether a tool with ``add_progress`` shows its bars: not ``--no-progress``, and
+    ``stream`` (stderr, where the bars go) is a terminal."""
+    stream = sys.stderr if stream is None else stream
+    isatty = getattr(stream, "isatty", None)
+    return not args.no_progress and bool(isatty and isatty())

@@ -48,7 +48,7 @@ def build_parser():
     parser.add_argument("--restart", action="store_true",
                         help="discard what --out holds (results of other settings included) "
                         "and start afresh")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    cli.add_progress(parser)
     return parser
 
 
@@ -57,7 +57,7 @@ def main(argv=None):
         args.out or ("runs/table31-small" if args.table31_small else "runs/demo"),
         args.data or ("data/synthetic-quick" if args.quick else "data/synthetic"),
         args.quick, args.retrain, args.export, restart=args.restart,
-        progress=not args.no_progress, table31=args.table31_small), argv)
+        progress=cli.show_progress(args), table31=args.table31_small), argv)
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def build_parser():
     parser.add_argument("--restart", action="store_true",
                         help="discard what --out holds (predictions of other settings "
                         "included) and predict every image again")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cli.add_progress(parser)
     parser.add_argument("--skip-bad-images", action="store_true",
                         help="leave out images that cannot be read (e.g. truncated JPEGs) "
                         "instead of stopping; they are counted and listed in metrics.json")
@@ -67,7 +67,7 @@ def main(argv=None):
     return cli.main(build_parser(), lambda args: evaluation.evaluate_and_report(
         args.model, args.weights, args.list, args.data_root, args.out,
         num_classes=args.num_classes, size=args.size, mean=args.mean,
-        restart=args.restart, progress=not args.no_progress, model_name=args.model_name,
+        restart=args.restart, progress=cli.show_progress(args), model_name=args.model_name,
         split_name=args.split_name, output_blob=args.output_blob, gpu=args.gpu,
         skip_bad_images=args.skip_bad_images), argv)
 

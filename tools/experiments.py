@@ -86,7 +86,7 @@ def build_parser():
     cli.add_gpu(run)
     run.add_argument("--restart", action="store_true", help="discard the experiment's "
                      "records (of any settings) and run every image again")
-    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    cli.add_progress(run)
     run.add_argument("--skip-bad-images", action="store_true",
                      help="leave out images that cannot be read (e.g. truncated JPEGs) "
                      "instead of stopping; the summary counts them")
@@ -101,7 +101,7 @@ def run(args):
         max_units=args.max_units, limit=args.limit, gpu=args.gpu, void=args.void,
         fractions=args.fractions, mask=args.mask, mask_threshold=args.mask_threshold,
         mask_radius=args.mask_radius, figures=args.figures, restart=args.restart,
-        progress=not args.no_progress, skip_bad_images=args.skip_bad_images)
+        progress=cli.show_progress(args), skip_bad_images=args.skip_bad_images)
 
 
 def main(argv=None):

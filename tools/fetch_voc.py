@@ -56,7 +56,7 @@ def build_parser():
                              "train_aug.txt too when it has SegmentationClassAug/")
     parser.add_argument("--lists-dir", default=None,
                         help="where the list files go (default DEST/lists)")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    cli.add_progress(parser)
     return parser
 
 
@@ -64,7 +64,7 @@ def main(argv=None):
     return cli.main(build_parser(), lambda args: voc_data.fetch(
         args.dest, args.sbd, args.from_archive, args.sbd_archive, args.base_url,
         verify=not args.no_verify, keep_archives=args.keep_archives, lists_only=args.lists_only,
-        lists_dir=args.lists_dir, progress=not args.no_progress), argv)
+        lists_dir=args.lists_dir, progress=cli.show_progress(args)), argv)
 
 
 if __name__ == "__main__":

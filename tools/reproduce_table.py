@@ -85,6 +85,7 @@ def build_parser():
     parser.add_argument("--restart", action="store_true",
                         help="discard what --out holds (runs of other settings included) and "
                         "start afresh")
+    cli.add_progress(parser)
     parser.add_argument("--table-only", action="store_true",
                         help="only rebuild the table (and its figure) from every finished run "
                              "in --out, whatever --losses, --lambdas and --seeds name")
@@ -110,7 +111,7 @@ def run(args):
         baseline_from=args.baseline_from, baseline_list=args.baseline_list,
         baseline_iterations=args.baseline_iterations, restart=args.restart,
         step_control=step_control, shard=args.shard, devices=args.gpus,
-        normalize=args.normalize)
+        normalize=args.normalize, progress=cli.show_progress(args))
     sweep.run_and_report(cfg, table_only=args.table_only)
 
 

@@ -21,13 +21,14 @@ def build_parser():
     cli.add_size(parser, 129, "image side, 8k+1, at least 65", minimum=65)
     parser.add_argument("--seed", type=cli.nonnegative_int, default=0,
                         help="random seed (default 0)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    cli.add_progress(parser, "--quiet")
     return parser
 
 
 def main(argv=None):
     return cli.main(build_parser(), lambda args: synthetic.generate_and_report(
-        args.out, args.train, args.val, args.size, args.seed, progress=not args.quiet), argv)
+        args.out, args.train, args.val, args.size, args.seed,
+        progress=cli.show_progress(args)), argv)
 
 
 if __name__ == "__main__":

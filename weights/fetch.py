@@ -38,14 +38,14 @@ def build_parser():
                              f"hosts; also set by ${BASE_URL_ENV})")
     parser.add_argument("--no-shape-check", action="store_true",
                         help="skip comparing the caffemodel with the deploy prototxt")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    cli.add_progress(parser)
     return parser
 
 
 def main(argv=None):
     return cli.main(build_parser(), lambda args: published_weights.fetch_models(
         args.names, fetch_all=args.all, list_only=args.list, verify=args.verify, dest=args.dest,
-        base_url=args.base_url, force=args.force, progress=not args.no_progress,
+        base_url=args.base_url, force=args.force, progress=cli.show_progress(args),
         shapes=not args.no_shape_check), argv)
 
 

@@ -1,0 +1,52 @@
+"""Every tool with a progress bar has --no-progress, and its bars switch themselves off when
+stderr is not a terminal (a redirected log holds no bar redraws)."""
+import io
+
+import pytest
+
+from tests.conftest import load_script
+from pixelfeedback import cli, sweep
+
+# (script, the arguments its parser needs besides --no-progress)
+TOOLS_WITH_BARS = [
+    ("tools/demo.py", []),
+    ("tools/evaluate.py", ["--model", "m.prototxt", "--weights", "w.caffemodel",
+                           "--data-root", "d", "--list", "l.txt", "--out", "o"]),
+    ("tools/experiments.py", ["all", "--model", "m.prototxt", "--data-root", "d",
+                              "--list", "l.txt", "--out", "o"]),
+    ("tools/fetch_voc.py", []),
+    ("tools/reproduce_table.py", []),
+    ("tools/synthetic.py", ["--out", "o"]),
+    ("weights/fetch.py", ["largefov"]),
+]
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("script, needed", TOOLS_WITH_BARS)
+def test_every_tool_with_bars_has_no_progress(script, needed):
+    parser = load_script(script).build_parser()
+    try:
+        args = parser.parse_args(needed + ["--no-progress"])
+        plain = parser.parse_args(needed)
+    except SystemExit:
+        pytest.fail(f"{script} {' '.join(needed)} --no-progress is not accepted")
+    assert args.no_progress is True and plain.no_progress is False
+    assert cli.show_progress(args, Terminal()) is False
+    assert cli.show_progress(plain, Terminal()) is True
+    assert cli.show_progress(plain, io.StringIO()) is False   # redirected: no bars
+
+
+def test_reproduce_tables_bars_follow_the_flag_and_the_terminal(monkeypatch):
+    """The sweep's bars used to fill a redirected log with redraws: reproduce had no flag."""
+    script = load_script("tools/reproduce_table.py")
+    seen = []
+    monkeypatch.setattr(sweep, "run_and_report", lambda cfg, table_only: seen.append(cfg.progress))
+    monkeypatch.setattr("sys.stderr", Terminal())
+    assert script.main([]) == 0 and script.main(["--no-progress"]) == 0
+    monkeypatch.setattr("sys.stderr", io.StringIO())
+    assert script.main([]) == 0
+    assert seen == [True, False, False]
