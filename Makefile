@@ -32,7 +32,7 @@ help:
 	@echo "make gpu-bundle  pack it, its libraries, Python and the GPU check into $(GPU_BUNDLE) (<= 45 MiB)"
 	@echo "make prototxt  regenerate prototxt/ from tools/netdef.py and tools/zoo_nets.py"
 	@echo "make bench     run the benchmark scripts (speed ratios measured in one run)"
-	@echo "make slurm-check  docker/slurm_table31.sh on a single-node Slurm of its own (root; not CI; about N min)"
+	@echo "make slurm-check  docker/slurm_table31.sh on a single-node Slurm of its own (root; not CI; about a minute)"
 	@echo "make clean     remove the venv and the Caffe build"
 
 setup:
