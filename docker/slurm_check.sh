@@ -22,9 +22,10 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PY=${PY:-$REPO/.venv/bin/python}
 WAIT=${SLURM_CHECK_WAIT:-1800}
 # The tiny sweep: a stage-1 baseline (trained by one task while the others wait for it), then
-# 2 seeds x (the control + 2 losses x 1 lambda): 7 runs over 4 tasks.
+# 2 seeds x (the control + 2 losses x 1 lambda): 7 runs over 4 tasks. Lambda 0.2 is none of
+# the tool's default lambdas, so a bare --table-only that tabulated its defaults would show.
 ITERATIONS=40
-SWEEP=(--losses cosine,correlation --lambdas 0.1 --seeds 0,1 --iterations "$ITERATIONS"
+SWEEP=(--losses cosine,correlation --lambdas 0.2 --seeds 0,1 --iterations "$ITERATIONS"
        --snapshot-every 20 --batch-size 2 --crop 65 --test-size 65 --width-div 8
        --num-classes 5)
 RUNS=7
@@ -102,7 +103,7 @@ if ! command -v sbatch >/dev/null || ! command -v slurmctld >/dev/null \
 fi
 SLURM_VERSION=$(dpkg-query -W -f '${Version}' slurm-wlm 2>/dev/null || sbatch -V)
 
-T=$(mktemp -d /tmp/slurm-check.XXXXXX)
+T=$(mktemp -d "${TMPDIR:-/tmp}/slurm-check.XXXXXX")
 chmod 711 "$T"   # munged wants its socket's folders searchable
 mkdir -p "$T/munge" "$T/state" "$T/spool" "$T/log" "$T/data" "$T/init"
 chmod 700 "$T/munge"
@@ -197,8 +198,13 @@ done
 
 # --- The array, unchanged script ----------------------------------------------------------
 SCRIPT=$REPO/docker/slurm_table31.sh
+if git -C "$REPO" diff --quiet HEAD -- docker/slurm_table31.sh 2>/dev/null; then
+    as="as committed"
+else
+    as="WITH UNCOMMITTED CHANGES"
+fi
 SHARED=$T/slurm
-say "submitting $SCRIPT as a 4-task array (GPUS= sbatch --gres=none ...)"
+say "submitting $SCRIPT ($as) as a 4-task array: GPUS= sbatch --gres=none ..."
 JOB=$(cd "$T" && GPUS= SHARED=$SHARED REPO=$REPO VOC="$T/data" \
       TRAIN_LIST="$T/data/lists/train.txt" VAL_LIST="$T/data/lists/val.txt" INIT_WEIGHTS="$INIT" \
       sbatch --parsable --gres=none --cpus-per-task=1 --mem=1G --time=1:00:00 \
@@ -264,6 +270,8 @@ cmp -s "$SHARED/table31.csv" "$T/table31.before.csv" \
     || fail "--table-only without flags failed (see $T/log/table_only_bare.log)"
 cmp -s "$SHARED/table31.csv" "$T/table31.before.csv" \
     || fail "--table-only without flags changed table31.csv (from the command line's default losses and lambdas?)"
+! grep -q "not finished yet" "$T/log/table_only_bare.log" \
+    || fail "--table-only without flags says runs are not finished: $(grep "not finished yet" "$T/log/table_only_bare.log")"
 
 say "4 tasks, $RUNS runs each trained once; table and final weights identical to one process; --table-only kept the table (Slurm $SLURM_VERSION)"
 daemons=("${DAEMONS[@]}")

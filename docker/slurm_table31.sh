@@ -2,9 +2,10 @@
 # Table 3.1 on a Slurm cluster: four array tasks split the sweep's runs
 # (tools/reproduce_table.py --shard I/N: every N-th run) on a shared filesystem. The run
 # folder's lock keeps two tasks off the same run; the baseline, when trained, belongs to
-# every shard and is trained once. Any task, or a later
-#   python tools/reproduce_table.py --out "$SHARED" --table-only [the flags given below]
-# writes the whole table once all runs are done.
+# every shard and is trained once. Each task writes the table of the runs finished so far;
+# once all are done, the last task's table, or a later
+#   python tools/reproduce_table.py --out "$SHARED" --table-only
+# (it tabulates every finished run in the folder) is the whole table.
 #
 # The same file runs on GPU and on CPU nodes; adapt through the environment and sbatch's
 # options, not by editing it:
