@@ -167,6 +167,7 @@ def evaluate(net_or_paths, list_file, data_root, out_dir, num_classes=21, size=5
     the fillers' weights). model_name / split_name: registry model and split (inferred from
     the caffemodel's and the list's file names) for the trained-on-this-split warning.
     mean: BGR mean (default: the registry model's, else DeepLab's).
+    progress: a bar (True), none (False), or one that goes when done ("transient").
     output_blob: default 'prediction' when the net has it, else its first output.
     restart: discard what ``out_dir`` holds (predictions of other settings included) and
     predict every image again; otherwise finished predictions of the same settings are
@@ -263,7 +264,9 @@ def _predict_and_score(folder, net, pairs, has_labels, input_name, output_blob, 
     ran = reused = 0
     skipped = []
     started = time.time()
-    bar = tqdm(pairs, desc="evaluate", unit="img", disable=not progress)
+    # "transient" (a sweep's run): the bar goes when done, the run's result line stays
+    bar = tqdm(pairs, desc="evaluate", unit="img", disable=not progress,
+               leave=progress != "transient")
     for index, (image_path, label_path) in enumerate(bar):
         image_id = os.path.splitext(os.path.basename(image_path))[0]
         pred_name = os.path.join("predictions", image_id + ".png")

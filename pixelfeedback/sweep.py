@@ -39,12 +39,14 @@ import numpy as np
 
 from pixelfeedback import cli, evaluation, metrics, reports
 from pixelfeedback.data_lists import check_list
+from pixelfeedback.messages import note
 from pixelfeedback.nets import largefov, registry
 from pixelfeedback.nets.loading import check_gpu
 from pixelfeedback.nets.netspec import write_net
 from pixelfeedback.runfolder import RunFolder
 from pixelfeedback.training import (die_with_parent, final_weights, parse_losses,
-                                    prune_snapshots, resumed_from, train, training_seconds)
+                                    prune_snapshots, resumed_from, train, training_seconds,
+                                    weights_problem)
 from python_layers import ToolkitError, voc_io
 from python_layers.template_similarity import LOSS_NAMES as LOSSES
 
@@ -496,7 +498,8 @@ def evaluate_weights(cfg, weights, out_dir, test_net):
     return evaluation.evaluate(
         (test_net, weights), cfg.val_list, cfg.data_root, out_dir,
         num_classes=cfg.num_classes, size=cfg.test_size,
-        progress=cfg.progress, gpu=cfg.gpu, class_names=cfg.class_names)
+        progress="transient" if cfg.progress else False, gpu=cfg.gpu,
+        class_names=cfg.class_names)
 
 
 def write_solver(cfg, run, run_dir, init):
@@ -545,7 +548,9 @@ def _train_and_evaluate(cfg, folder, run, run_dir):
     init = cfg.baseline_from if run.loss == BASELINE else fine_tune_init(cfg, folder)
     solver_path, iterations = write_solver(cfg, run, run_dir, init)
     log_path = os.path.join(run_dir, "train.log")
-    if not glob.glob(os.path.join(run_dir, f"*_iter_{iterations}.caffemodel")):
+    if not any(weights_problem(path) is None
+               for path in glob.glob(os.path.join(run_dir, f"*_iter_{iterations}.caffemodel"))):
+        # not trained yet, or its final weights are unusable (a kill mid-write): resume
         train(solver_path, run_dir, init, cfg.gpu, progress=cfg.progress,
               description=run_name(run))
     # else: trained before an interrupted evaluation, which resumes on its own
@@ -684,9 +689,9 @@ def run_sequential(cfg, more_seeds, half_width, effect):
         more.losses, more.lambdas, more.seeds, more.restart = (loss,), tuple(lambdas), \
             more_seeds, False
         if cfg.progress:
-            print(f"{LOSS_TITLES[loss]} at λ {', '.join(f'{x:g}' for x in lambdas)}: the "
-                  f"paired interval misses the target; adding seeds "
-                  f"{', '.join(map(str, more_seeds))}", file=sys.stderr, flush=True)
+            note(f"{LOSS_TITLES[loss]} at λ {', '.join(f'{x:g}' for x in lambdas)}: the "
+                 f"paired interval misses the target; adding seeds "
+                 f"{', '.join(map(str, more_seeds))}")
         results = run_sweep(more)
     return results, extended
 
@@ -751,8 +756,7 @@ def _wait_for_baseline(cfg, folder, poll_s=5.0):
     waited = False
     while run_one(cfg, folder, baseline) is None:
         if not waited and cfg.progress:
-            print("waiting for the stage-1 baseline, which another process is training",
-                  file=sys.stderr, flush=True)
+            note("waiting for the stage-1 baseline, which another process is training")
         waited = True
         time.sleep(poll_s)
 

@@ -30,6 +30,7 @@ import subprocess
 import sys
 
 from pixelfeedback.paths import REPO_ROOT
+from pixelfeedback.messages import note
 from python_layers import ToolkitError
 
 
@@ -293,7 +294,7 @@ def usable_snapshot(run_dir, warn=None):
 
 
 def _warn(message):
-    print(message, file=sys.stderr, flush=True)
+    note(message)
 
 
 def _set_aside(paths, problem, warn, then=""):

@@ -10,7 +10,7 @@ import shutil
 
 import numpy as np
 
-from pixelfeedback import synthetic
+from pixelfeedback import pipeline, synthetic
 from pixelfeedback.download import file_digest
 from pixelfeedback.nets import largefov, registry
 from pixelfeedback.nets.netspec import write_net
@@ -22,7 +22,7 @@ from python_layers import ToolkitError, voc_io
 DEMO_WEIGHTS_DIR = os.path.join(REPO_ROOT, "weights", "demo")
 
 
-DEMO_WEIGHTS = os.path.join(DEMO_WEIGHTS_DIR, "largefov_synthetic.caffemodel")
+DEMO_WEIGHTS = pipeline.DEMO_WEIGHTS   # one home for the path: the pipeline names its classes
 
 
 DEMO_RECIPE_FILE = os.path.join(DEMO_WEIGHTS_DIR, "recipe.json")

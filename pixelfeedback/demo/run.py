@@ -14,7 +14,7 @@ from pixelfeedback.demo.report import table_findings, write_report
 from pixelfeedback.nets import largefov, registry
 from pixelfeedback.paths import REPO_ROOT
 from pixelfeedback.runfolder import RunFolder
-from pixelfeedback.training import parse_losses, train, training_seconds
+from pixelfeedback.training import parse_losses, train, training_seconds, weights_problem
 from python_layers import ToolkitError, voc_io
 
 
@@ -81,7 +81,7 @@ def train_baseline(data, out_dir, recipe=RECIPE, progress=True):
         solver_overrides=recipe["solver"])
     final = os.path.join(out_dir, f"baseline_iter_{recipe['iterations']}.caffemodel")
     log = os.path.join(out_dir, "train.log")
-    if not os.path.isfile(final):
+    if not os.path.isfile(final) or weights_problem(final):  # missing, or cut by a kill
         if progress:
             print(f"   training {recipe['iterations']} iterations with caffe train (log: {log});"
                   " about 10 minutes on 2 cores", flush=True)
