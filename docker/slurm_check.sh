@@ -213,6 +213,10 @@ JOB=$(cd "$T" && GPUS= SHARED=$SHARED REPO=$REPO VOC="$T/data" \
 JOB=${JOB%%;*}
 deadline=$((SECONDS + WAIT))
 while [ -n "$(squeue -h -j "$JOB" 2>/dev/null)" ]; do
+    # Reasons a pending task never runs (the node cannot hold what the task asks for).
+    never=$(squeue -h -j "$JOB" -t PD -o '%i %r' 2>/dev/null \
+            | grep -E 'PartitionConfig|PartitionNodeLimit|PartitionTimeLimit|BadConstraints' || true)
+    [ -z "$never" ] || fail "array tasks can never start on this node: $(echo "$never" | tr '\n' ';')"
     if [ $SECONDS -ge $deadline ]; then
         fail "the array was not done after $WAIT s: $(squeue -h -j "$JOB" -o '%i %T %r' | tr '\n' ';')"
     fi
