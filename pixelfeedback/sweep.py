@@ -257,7 +257,11 @@ def shard_spec(text):
 
 def step_schedule(text):
     """argparse type: ``BASE_LR,GAMMA,STEPSIZE,DONE`` of a step schedule -> the dict the
-    sweep's step control takes (checked further by ``check_settings``)."""
+    sweep's step control takes (checked further by ``check_settings``); ``stage1`` (what
+    ``--step-control`` alone gives: argparse passes its const through this too) stays
+    ``"stage1"``, DeepLab's stage-1 schedule continued from the baseline's iterations."""
+    if text == "stage1":
+        return "stage1"
     parts = [part.strip() for part in str(text).split(",")]
     try:
         base_lr, gamma = cli.finite_float(parts[0]), cli.finite_float(parts[1])

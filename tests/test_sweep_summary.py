@@ -193,3 +193,28 @@ def test_every_cell_of_the_csv_table_matches_the_hand_computation(rows):
     assert int(control["seeds"]) == 4
     assert float(control["mean_iou"]) == pytest.approx(EXPECTED_CONTROL["mean"])
     assert float(control["ci95"]) == pytest.approx(EXPECTED_CONTROL["ci"], rel=1e-5)
+
+
+@pytest.mark.parametrize("loss_seeds, control_seeds, pairs", [
+    ((0, 1, 2), (1, 2, 3), (1, 2)),         # the loss lacks the last seed, the control the first
+    ((2, 3, 4), (0, 1, 2, 3, 4), (2, 3, 4)),  # the loss lacks the lower seeds
+    ((0, 1, 2, 3, 4), (0, 1, 2), (0, 1, 2)),  # the control lacks the higher seeds
+    ((1, 3), (0, 1, 2, 3), (1, 3)),          # gaps inside
+])
+def test_pairs_are_made_by_seed_whatever_is_missing_on_either_side(loss_seeds, control_seeds,
+                                                                     pairs):
+    """Each loss run is paired with the control run of its own seed: a pairing by position
+    (or by sorted order) would pair other seeds and get other differences."""
+    control = {seed: 0.5 + 0.01 * seed for seed in control_seeds}   # seeds differ a lot
+    delta = {seed: 0.001 * (seed + 1) for seed in range(5)}           # and so do their gains
+    results = [{"run": f"control_seed{s}", "loss": "control", "lambda": 0.0, "seed": s,
+                "mean_iou": v} for s, v in control.items()]
+    results += [{"run": f"cosine_lam0.1_seed{s}", "loss": "cosine", "lambda": 0.1, "seed": s,
+                 "mean_iou": 0.5 + 0.01 * s + delta[s]} for s in loss_seeds]
+    row = sweep.summarize(results)[-1]
+    differences = [delta[s] for s in pairs]  # by hand: loss - control of the same seed
+    sd = np.std(differences, ddof=1)
+    assert row["paired_n"] == len(pairs)
+    assert row["paired_diff"] == pytest.approx(np.mean(differences), abs=1e-12)
+    assert row["paired_ci"] == pytest.approx(
+        stats.t.ppf(0.975, len(pairs) - 1) * sd / math.sqrt(len(pairs)), rel=1e-9)

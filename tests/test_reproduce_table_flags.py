@@ -1,0 +1,81 @@
+"""Every flag of tools/reproduce_table.py, through the script's own main(), reaches the
+sweep setting it names (a flag dropped between the script and SweepConfig used to go
+unnoticed: most sweep tests set the configuration directly)."""
+import os
+
+import pytest
+
+from tests.conftest import load_script
+from pixelfeedback import sweep
+
+# (flag, value, SweepConfig attribute, expected value); paths are made absolute
+FLAGS = [
+    ("--out", "elsewhere/t31", "out", os.path.abspath("elsewhere/t31")),
+    ("--data-root", "d/VOC", "data_root", os.path.abspath("d/VOC")),
+    ("--train-list", "l/tr.txt", "train_list", os.path.abspath("l/tr.txt")),
+    ("--val-list", "l/va.txt", "val_list", os.path.abspath("l/va.txt")),
+    ("--init-weights", "w/init.caffemodel", "init_weights", os.path.abspath("w/init.caffemodel")),
+    ("--losses", "cosine,selective_correlation", "losses", ("cosine", "selective_correlation")),
+    ("--lambdas", "0.2,3", "lambdas", (0.2, 3.0)),
+    ("--normalize", "valid", "normalize", "valid"),
+    ("--seeds", "4,7", "seeds", (4, 7)),
+    ("--iterations", "40", "iterations", 40),
+    ("--snapshot-every", "7", "snapshot_every", 7),
+    ("--keep-snapshots", "5", "keep_snapshots", 5),
+    ("--batch-size", "3", "batch_size", 3),
+    ("--crop", "129", "crop", 129),
+    ("--test-size", "257", "test_size", 257),
+    ("--width-div", "8", "width_div", 8),
+    ("--num-classes", "5", "num_classes", 5),
+    ("--gpu", "2", "gpu", 2),
+    ("--gpus", "1,3", "devices", [1, 3]),
+    ("--shard", "2/3", "shard", (2, 3)),
+    ("--step-control", "0.01,0.5,100,300", "step_control",
+     {"base_lr": 0.01, "gamma": 0.5, "stepsize": 100, "done": 300}),
+    ("--baseline-from", "w/vgg.caffemodel", "baseline_from", os.path.abspath("w/vgg.caffemodel")),
+    ("--baseline-list", "l/aug.txt", "baseline_list", os.path.abspath("l/aug.txt")),
+    ("--baseline-iterations", "12", "baseline_iterations", 12),
+    ("--restart", None, "restart", True),
+]
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """Runs the script's main() and returns (SweepConfig, table_only) it handed the sweep."""
+    script = load_script("tools/reproduce_table.py")
+    seen = []
+    monkeypatch.setattr(sweep, "run_and_report",
+                        lambda cfg, table_only=False: seen.append((cfg, table_only)))
+
+    def run(*argv):
+        assert script.main(list(argv)) == 0
+        return seen.pop()
+    return run
+
+
+@pytest.mark.parametrize("flag, value, attribute, expected", FLAGS,
+                         ids=[flag for flag, *_ in FLAGS])
+def test_each_flag_reaches_its_setting(captured, flag, value, attribute, expected):
+    default, _ = captured()
+    cfg, _ = captured(*([flag] if value is None else [flag, value]))
+    assert getattr(cfg, attribute) == expected
+    assert getattr(default, attribute) != expected   # the flag changed it
+
+
+def test_the_remaining_flags(captured):
+    cfg, table_only = captured("--table-only", "--no-progress")
+    assert table_only is True and cfg.progress is False
+    # --step-control alone continues DeepLab's stage 1 from --baseline-iterations
+    cfg, _ = captured("--step-control", "--baseline-iterations", "900")
+    assert cfg.step_control == dict(sweep.STAGE1_STEP_SCHEDULE, done=900)
+    # the released weights are recognised (their val contamination is warned about)
+    cfg, _ = captured("--init-weights", "weights/train2_iter_8000.caffemodel")
+    assert cfg.init_trained_on is not None
+
+
+def test_every_flag_of_the_script_is_in_this_test():
+    parser = load_script("tools/reproduce_table.py").build_parser()
+    flags = {option for action in parser._actions for option in action.option_strings
+             if option.startswith("--") and option != "--help"}
+    tested = {flag for flag, *_ in FLAGS} | {"--table-only", "--no-progress", "--step-control"}
+    assert flags == tested
