@@ -13,7 +13,8 @@
 # on pass. The daemons and jobs it started are stopped by PID when it ends, also when
 # interrupted. Needs root (apt-get, slurmd) and `make setup` done.
 #
-#   SLURM_CHECK_KEEP=1   keep the temporary folder (logs, both sweeps) for a look afterwards
+#   SLURM_CHECK_KEEP=1   keep the temporary folder (logs, both sweeps) also on a pass (a failure
+#                        keeps it anyway)
 #   SLURM_CHECK_WAIT=S   seconds to wait for the array (default 1800)
 set -euo pipefail
 
@@ -30,10 +31,11 @@ SWEEP=(--losses cosine,correlation --lambdas 0.2 --seeds 0,1 --iterations "$ITER
        --num-classes 5)
 RUNS=7
 
-T="" JOB="" PLAIN_PID="" DAEMONS=()
+T="" JOB="" PLAIN_PID="" FAILED="" DAEMONS=()
 
 say() { echo "slurm-check: $*" >&2; }
 fail() {
+    FAILED=1
     echo "slurm-check: FAIL: $* ($((SECONDS - START)) s)"
     exit 1
 }
@@ -83,7 +85,8 @@ stop_all() {
         wait "$daemon" 2>/dev/null
     done
     if [ -n "$T" ]; then
-        if [ -n "${SLURM_CHECK_KEEP:-}" ]; then say "kept $T"; else rm -rf "$T"; fi
+        # A failure keeps the folder: its message names the logs in it.
+        if [ -n "${SLURM_CHECK_KEEP:-}$FAILED" ]; then say "kept $T"; else rm -rf "$T"; fi
     fi
 }
 trap stop_all EXIT
@@ -245,8 +248,10 @@ wait "$PLAIN_PID" || fail "the plain sweep failed (see $T/log/plain.log)"
 PLAIN_PID=""
 
 # --- Checks -------------------------------------------------------------------------------
-count=$(find "$SHARED/results" -name '*.json' | wc -l)
-[ "$count" = "$RUNS" ] || fail "$count results in $SHARED/results, not $RUNS"
+for results in "$SHARED/results" "$T/plain/results"; do
+    count=$(find "$results" -name '*.json' | wc -l)
+    [ "$count" = "$RUNS" ] || fail "$count results in $results, not $RUNS"
+done
 for result in "$T/plain/results/"*.json; do
     run=$(basename "$result" .json)
     [ -f "$SHARED/results/$run.json" ] || fail "no result for $run from the array"
