@@ -24,7 +24,7 @@ def build_parser():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out-dir", default=None,
                         help="where to write the files (default: the repository's prototxt/)")
-    parser.add_argument("--lam", type=float, default=0.01,
+    parser.add_argument("--lam", type=cli.nonnegative_float, default=0.01,
                         help="weight (lambda) of the template-similarity loss (default 0.01)")
     parser.add_argument("--normalize", choices=largefov.NORMALIZATIONS,
                         default=largefov.DEFAULT_NORMALIZE,
@@ -39,18 +39,18 @@ def build_parser():
     parser.add_argument("--list", dest="list_file", default=largefov.DEFAULT_LIST,
                         help="training list file, relative to the repository root "
                              f"(default {largefov.DEFAULT_LIST})")
-    parser.add_argument("--batch-size", type=int, default=10, help="images per batch (10)")
-    parser.add_argument("--crop", type=int, default=321, help="training crop, 8k+1 (321)")
-    parser.add_argument("--iterations", type=int, default=2000,
+    parser.add_argument("--batch-size", type=cli.positive_int, default=10, help="images per batch (10)")
+    parser.add_argument("--crop", type=cli.int_at_least(9), default=321, help="training crop, 8k+1 (321)")
+    parser.add_argument("--iterations", type=cli.positive_int, default=2000,
                         help="fine-tuning iterations (2000; the thesis does not say)")
-    parser.add_argument("--baseline-iterations", type=int, default=6000,
+    parser.add_argument("--baseline-iterations", type=cli.positive_int, default=6000,
                         help="iterations of the DeepLab stage-1 baseline solver (6000)")
-    parser.add_argument("--seed", type=int, default=largefov.DEFAULT_SEED,
+    parser.add_argument("--seed", type=cli.int_at_least(-1), default=largefov.DEFAULT_SEED,
                         help=f"random seed of Caffe and the data layer ({largefov.DEFAULT_SEED}); "
                              "-1 for none (different every run)")
-    parser.add_argument("--width-div", type=int, default=1,
+    parser.add_argument("--width-div", type=cli.positive_int, default=1,
                         help="divide every channel count by this (1 = the real net)")
-    parser.add_argument("--num-classes", type=int, default=21, help="classes (21 for VOC)")
+    parser.add_argument("--num-classes", type=cli.int_at_least(2), default=21, help="classes (21 for VOC)")
     parser.add_argument("--check", action="store_true",
                         help="write nothing; exit 1 listing the files that differ from what "
                              "would be written now")
