@@ -31,12 +31,12 @@ SWEEP=(--losses cosine,correlation --lambdas 0.2 --seeds 0,1 --iterations "$ITER
        --num-classes 5)
 RUNS=7
 
-T="" JOB="" PLAIN_PID="" FAILED="" DAEMONS=()
+T="" JOB="" PLAIN_PID="" FAILED="" VERDICT="" DAEMONS=() STOPPED=()
 
 say() { echo "slurm-check: $*" >&2; }
-fail() {
+fail() {  # the verdict is printed last, once everything is stopped (finish)
+    VERDICT="FAIL: $*"
     FAILED=1
-    echo "slurm-check: FAIL: $* ($((SECONDS - START)) s)"
     exit 1
 }
 
@@ -57,6 +57,7 @@ stop_all() {
     # Jobs first (scancel needs the controller), then what is left of them, then the daemons.
     set +e
     trap - EXIT INT TERM ERR
+    trap '' INT TERM  # the stop itself is not interrupted
     if [ -n "$PLAIN_PID" ] && kill -0 "$PLAIN_PID" 2>/dev/null; then
         kill -TERM "$PLAIN_PID"; wait "$PLAIN_PID" 2>/dev/null
     fi
@@ -78,6 +79,7 @@ stop_all() {
         done
     fi
     local daemon i
+    STOPPED=("${DAEMONS[@]}")
     for ((i = ${#DAEMONS[@]} - 1; i >= 0; i--)); do kill -TERM "${DAEMONS[i]}" 2>/dev/null; done
     for daemon in "${DAEMONS[@]}"; do
         for _ in $(seq 50); do alive "$daemon" || break; sleep 0.2; done
@@ -89,9 +91,23 @@ stop_all() {
         if [ -n "${SLURM_CHECK_KEEP:-}$FAILED" ]; then say "kept $T"; else rm -rf "$T"; fi
     fi
 }
-trap stop_all EXIT
+finish() {
+    local status=$?
+    stop_all
+    local daemon
+    for daemon in "${STOPPED[@]}"; do
+        if alive "$daemon"; then
+            VERDICT="FAIL: daemon $daemon still runs after the stop"
+            status=1
+        fi
+    done
+    [ "$status" = 0 ] || [ "$VERDICT" != pass ] || VERDICT="FAIL: exit status $status"
+    echo "slurm-check: ${VERDICT:-FAIL: stopped (exit status $status)} ($((SECONDS - START)) s)"
+    exit "$status"
+}
+trap finish EXIT
 trap 'fail "line $LINENO: $BASH_COMMAND failed"' ERR
-trap 'echo "slurm-check: FAIL: interrupted ($((SECONDS - START)) s)"; exit 130' INT TERM
+trap 'VERDICT="FAIL: interrupted"; exit 130' INT TERM
 
 [ "$(id -u)" = 0 ] || fail "needs root (apt-get, and slurmd launching the jobs); run it as root"
 [ -x "$PY" ] || fail "$PY is missing: run make setup first"
@@ -283,9 +299,5 @@ cmp -s "$SHARED/table31.csv" "$T/table31.before.csv" \
     || fail "--table-only without flags says runs are not finished: $(grep "not finished yet" "$T/log/table_only_bare.log")"
 
 say "4 tasks, $RUNS runs each trained once; table and final weights identical to one process; --table-only kept the table (Slurm $SLURM_VERSION)"
-daemons=("${DAEMONS[@]}")
-stop_all
-for daemon in "${daemons[@]}"; do
-    alive "$daemon" && fail "daemon $daemon still runs after the stop"
-done
-echo "slurm-check: pass ($((SECONDS - START)) s)"
+VERDICT=pass
+exit 0

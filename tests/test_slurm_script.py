@@ -110,7 +110,7 @@ def test_the_check_submits_the_repository_script_as_its_header_says():
     assert "GPUS=" in words and "--gres=none" in words
     assert '"$SCRIPT"' in submit and '"${SWEEP[@]}"' in submit
     # Daemons and jobs are stopped when it ends, also when interrupted.
-    assert re.search(r"^trap stop_all EXIT$", text, re.M)
+    assert re.search(r"^trap finish EXIT$", text, re.M) and "\n    stop_all\n" in text
     assert re.search(r"^trap .* INT TERM$", text, re.M)
     assert "--table-only" in text
 
