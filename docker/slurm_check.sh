@@ -114,7 +114,8 @@ trap 'VERDICT="FAIL: interrupted"; exit 130' INT TERM
 
 # --- Slurm and munge ---------------------------------------------------------------------
 if ! command -v sbatch >/dev/null || ! command -v slurmctld >/dev/null \
-        || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null; then
+        || ! command -v slurmd >/dev/null || ! command -v munged >/dev/null \
+        || ! command -v mungekey >/dev/null; then
     say "installing slurm-wlm and munge (apt-get)"
     apt-get update -qq >&2 || fail "apt-get update failed"
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
