@@ -683,11 +683,11 @@ def run_sequential(cfg, more_seeds, half_width, effect):
     # decided on the first seeds alone, so that a resumed sweep extends the same cells
     first_seeds = [r for r in results if r["loss"] not in LOSSES or r["seed"] in cfg.seeds]
     rows = summarize(first_seeds, cfg.losses, cfg.lambdas)
-    extended = [(row["loss"], row["lam"]) for row in rows
-                if row["loss"] in cfg.losses and not target_met(row, half_width, effect)]
+    extended = [(row["loss"], row["lam"]) for row in rows if more_seeds
+                and row["loss"] in cfg.losses and not target_met(row, half_width, effect)]
     for loss in cfg.losses:
         lambdas = [lam for cell_loss, lam in extended if cell_loss == loss]
-        if not lambdas or not more_seeds:
+        if not lambdas:
             continue
         more = copy.copy(first)
         more.losses, more.lambdas, more.seeds, more.restart = (loss,), tuple(lambdas), \

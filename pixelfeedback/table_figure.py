@@ -9,6 +9,10 @@ from pixelfeedback.plotting import new_figure, save_figure
 POINTS = 100.0  # mIoU -> points
 
 
+def _seeds(count):
+    return f"{count} seed" + ("" if count == 1 else "s")
+
+
 def _loss_rows(rows, loss):
     cells = sorted((r for r in rows if r["loss"] == loss), key=lambda r: r["lam"])
     return (np.array([r["lam"] for r in cells], float),
@@ -52,13 +56,13 @@ def table_figure(path, rows, losses, loss_titles, thesis_table, thesis_lambdas,
     for ax, loss in zip(axes, losses):
         if poly is not None and np.isfinite(poly["ci"]):
             half = poly["ci"] * POINTS
-            ax.axhspan(-half, half, color="0.85", label=f"poly control ± 95 % CI ({poly['n']} seeds)")
+            ax.axhspan(-half, half, color="0.85", label=f"poly control ± 95 % CI ({_seeds(poly['n'])})")
         ax.axhline(0.0, color="0.4", lw=0.8)
         if step is not None and np.isfinite(step["paired_diff"]):
             mid = step["paired_diff"] * POINTS
             half = step["paired_ci"] * POINTS if np.isfinite(step["paired_ci"]) else 0.0
             ax.axhspan(mid - half, mid + half, color="tab:green", alpha=0.25,
-                       label=f"step control, paired Δ ± CI ({step['paired_n']} seeds)")
+                       label=f"step control, paired Δ ± CI ({_seeds(step['paired_n'])})")
         lams, diffs, cis, counts = _loss_rows(rows, loss)
         shown = np.isfinite(diffs)
         ax.errorbar(lams[shown], diffs[shown], yerr=np.nan_to_num(cis[shown]), fmt="o-",

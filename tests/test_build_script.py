@@ -203,22 +203,3 @@ def test_ci_runs_the_readme_test_command():
     head = readme.split("\n## ", 1)[0]
     assert "make test" in head and "make demo" in head
 
-
-def test_the_slurm_example_splits_the_sweep_with_the_tools_flags():
-    """docker/slurm_table31.sh: a 4-task array, each task one shard on GPU 0, flags the
-    sweep tool accepts."""
-    import shlex
-
-    from tests.conftest import load_script
-    text = open(os.path.join(REPO, "docker", "slurm_table31.sh")).read()
-    assert re.search(r"^#SBATCH --array=1-4$", text, re.M)
-    command = text[text.index("\npython tools/reproduce_table.py") + 1:].replace("\\\n", " ")
-    command = command.split("\n", 1)[0]
-    assert '--shard "${SLURM_ARRAY_TASK_ID}/${SLURM_ARRAY_TASK_COUNT}"' in command
-    argv = shlex.split(command.replace("${SLURM_ARRAY_TASK_ID}", "3")
-                       .replace("${SLURM_ARRAY_TASK_COUNT}", "4").replace('"$@"', ""))[2:]
-    argv = [arg.replace("$SHARED", "/shared/t31").replace("$VOC", "/data/VOC2012") for arg in argv]
-    args = load_script("tools/reproduce_table.py").build_parser().parse_args(argv)
-    assert tuple(args.shard) == (3, 4) and list(args.gpus) == [0]
-    assert args.out == "/shared/t31"
-    assert subprocess.run(["bash", "-n", os.path.join(REPO, "docker", "slurm_table31.sh")]).returncode == 0

@@ -123,7 +123,8 @@ def write_report(out, summary, recipe=RECIPE):
               + ("Algorithm 3 literally, the sum over the batch's pixels divided by the "
                  "classes" if table.get("normalize") == "none" else "averaged over the valid "
                  "pixels, weaker than Algorithm 3's at the same λ") + "; at most "
-              + f"{table.get('label_pixels_per_batch', 0):,} label pixels per batch). Seeds, by a rule fixed in advance: every loss cell "
+              + f"{table.get('label_pixels_per_batch', 0):,} label pixels per batch). "
+              + (f"Seeds, by a rule fixed in advance: every loss cell "
               f"{len(settings['seeds'])}, both controls "
               f"{len(settings['seeds']) + len(settings.get('more_seeds', ()))}; a loss cell "
               f"whose paired interval is wider than ±{points(POWER_TARGET, False)} points and is "
@@ -131,7 +132,9 @@ def write_report(out, summary, recipe=RECIPE):
               f"gets {len(settings.get('more_seeds', ()))} more, once ("
               + (", ".join(f"{sweep.LOSS_TITLES[loss]} λ={lam:g}"
                            for loss, lam in table.get("extended", [])) or "none")
-              + " needed them). The poly control is the same fine-tune with the softmax loss alone; "
+              + " needed them). " if settings.get("more_seeds") else
+                 f"Seeds: {len(settings['seeds'])} per cell. ")
+              + "The poly control is the same fine-tune with the softmax loss alone; "
               "the step control continues the baseline's step schedule instead (lambda 0), "
               "so poly control - step control is what the schedule switch alone does and "
               "loss - poly control what a loss adds. A loss run and both controls of one seed "
