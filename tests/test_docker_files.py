@@ -1,0 +1,223 @@
+"""Static checks of the Docker files (make docker-check builds and runs the images; these
+run in seconds): the build context keeps every tracked file, the secrets of the pip step
+leave nothing in an image, the CUDA architectures are a build argument, and the entrypoint
+of the CUDA image says in one line when it runs without a GPU."""
+import os
+import re
+import stat
+import subprocess
+
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DOCKER = os.path.join(REPO, "docker")
+
+
+def dockerignore_patterns():
+    patterns = []
+    with open(os.path.join(REPO, ".dockerignore")) as f:
+        for line in f:
+            line = line.strip()
+            if line and not line.startswith("#"):
+                negate = line.startswith("!")
+                pattern = line[1:] if negate else line
+                patterns.append((negate, pattern.strip("/")))
+    return patterns
+
+
+def _regex(pattern):
+    """Docker's pattern syntax (Go filepath.Match plus **) as a regular expression."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out, i = out + "(?:.*/)?", i + 3
+        elif pattern.startswith("**", i):
+            out, i = out + ".*", i + 2
+        elif pattern[i] == "*":
+            out, i = out + "[^/]*", i + 1
+        elif pattern[i] == "?":
+            out, i = out + "[^/]", i + 1
+        else:
+            out, i = out + re.escape(pattern[i]), i + 1
+    return re.compile(out + r"\Z")
+
+
+def excluded(path, patterns):
+    """Whether Docker leaves ``path`` out of the context: the last pattern matching the path
+    or one of its parent folders decides (! keeps)."""
+    parts = path.split("/")
+    prefixes = ["/".join(parts[:k]) for k in range(1, len(parts) + 1)]
+    result = False
+    for negate, pattern in patterns:
+        regex = _regex(pattern)
+        if any(regex.match(p) for p in prefixes):
+            result = not negate
+    return result
+
+
+def tracked_files():
+    """The repository's tracked files (git), or, where there is no .git (inside an image),
+    the files present outside the git-ignored folders."""
+    if os.path.isdir(os.path.join(REPO, ".git")):
+        out = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout
+        return out.split()
+    skip = {".venv", "build", "runs", "data", "__pycache__", ".pytest_cache"}
+    found = []
+    for root, dirs, files in os.walk(REPO):
+        dirs[:] = [d for d in dirs if d not in skip]
+        found += [os.path.relpath(os.path.join(root, f), REPO) for f in files
+                  if not f.endswith(".pyc")]
+    return found
+
+
+def test_dockerignore_matcher_follows_dockers_rules():
+    patterns = dockerignore_patterns()
+    for path in (".venv/bin/python", "build/caffe/bin/caffe", "runs/demo/report.md",
+                 "data/lists/train.txt", "weights/train2_iter_8000.caffemodel",
+                 "weights/snapshots/run_iter_4.caffemodel", "pixelfeedback/__pycache__/x.pyc",
+                 "__pycache__/y.pyc", ".git/HEAD"):
+        assert excluded(path, patterns), path
+    for path in ("weights/demo/largefov_synthetic.caffemodel", "weights/snapshots/.gitignore",
+                 "tests/test_largefov.py", "docker/entrypoint.sh", ".gitignore", "Makefile"):
+        assert not excluded(path, patterns), path
+
+
+def test_build_context_keeps_every_tracked_file():
+    patterns = dockerignore_patterns()
+    files = tracked_files()
+    assert "weights/snapshots/.gitignore" in files  # tests/test_largefov.py needs it
+    left_out = [f for f in files if excluded(f, patterns)]
+    assert not left_out, f"tracked files .dockerignore leaves out of the images: {left_out}"
+
+
+def _joined(name):
+    with open(os.path.join(DOCKER, name)) as f:
+        return f.read().replace("\\\n", " ")
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cpu"])
+def test_pip_secrets_are_optional_and_leave_nothing_in_the_image(name):
+    text = _joined(name)
+    runs = [line for line in text.splitlines() if line.startswith("RUN ")]
+    pip_steps = [line for line in runs if "--mount=type=secret" in line]
+    assert len(pip_steps) == 1, "one RUN installs the Python requirements"
+    step = pip_steps[0]
+    for secret in ("pip_cert", "pip_conf"):
+        assert f"--mount=type=secret,id={secret} " in step  # optional: plain docker builds
+        assert "required" not in step
+    # pip reads them only inside that RUN, and only when given
+    assert "[ -s /run/secrets/pip_cert ]; then export PIP_CERT=/run/secrets/pip_cert" in step
+    assert "[ -s /run/secrets/pip_conf ]; then export PIP_CONFIG_FILE=/run/secrets/pip_conf" in step
+    assert "docker/build_caffe.sh" in step and "/root/.cache/pip" in step
+    assert not re.search(r"^(ENV|ARG)\b.*PIP_", text, re.M)
+    assert not re.search(r"^(COPY|ADD)\b.*(pip\.conf|\.crt|\.pem)", text, re.M)
+    assert "type=bind" not in text  # a bind mount leaves an empty mount point behind
+
+
+def test_cuda_architectures_are_a_build_argument():
+    text = _joined("Dockerfile")
+    default = re.search(r'^ARG CUDA_ARCH="([\d ]+)"$', text, re.M).group(1).split()
+    assert default[0] == "75" and default[-1] == "90"  # CUDA 13: compute capability 7.5 to 9.0
+    builds = [line for line in text.splitlines() if "bash docker/build_caffe.sh" in line]
+    assert len(builds) == 2
+    for line in builds:
+        assert ' --cuda --cuda-arch "$CUDA_ARCH" ' in line and "--cuda-home" not in line
+    assert re.search(r"^ENV PIXELFEEDBACK_CUDA_IMAGE=1$", text, re.M)
+    assert "PIXELFEEDBACK_CUDA_IMAGE" not in _joined("Dockerfile.cpu")
+
+
+@pytest.mark.parametrize("script", ["docker_check.sh", "entrypoint.sh"])
+def test_scripts_parse(script):
+    subprocess.run(["bash", "-n", os.path.join(DOCKER, script)], check=True)
+
+
+def test_entrypoint_runs_the_tests_without_the_cuda_build_ones():
+    with open(os.path.join(DOCKER, "entrypoint.sh")) as f:
+        text = f.read()
+    assert 'test)      exec python -m pytest -m "not cuda_build" "$@"' in text
+    with open(os.path.join(REPO, "pyproject.toml")) as f:
+        assert '"cuda_build:' in f.read()
+
+
+NO_GPU_LINE = ("no GPU visible: running on the CPU (start the container with 'docker run "
+               "--gpus all' for the GPU)")
+
+
+def run_entrypoint(tmp_path, args, cuda_image=True, nvidia_smi=None):
+    """docker/entrypoint.sh outside an image: a stand-in workspace with an empty venv, and
+    ``nvidia_smi`` (shell code) as the only nvidia-smi on PATH (None: none)."""
+    workspace = tmp_path / "workspace"
+    (workspace / ".venv" / "bin").mkdir(parents=True, exist_ok=True)
+    (workspace / ".venv" / "bin" / "activate").write_text("")
+    stubs = tmp_path / "stubs"
+    stubs.mkdir(exist_ok=True)
+    if nvidia_smi is not None:
+        stub = stubs / "nvidia-smi"
+        stub.write_text("#!/bin/sh\n" + nvidia_smi + "\n")
+        stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
+    env = {"PATH": f"{stubs}:/usr/bin:/bin", "PIXELFEEDBACK_WORKSPACE": str(workspace)}
+    if cuda_image:
+        env["PIXELFEEDBACK_CUDA_IMAGE"] = "1"
+    return subprocess.run(["bash", os.path.join(DOCKER, "entrypoint.sh")] + args, env=env,
+                          capture_output=True, text=True, timeout=30)
+
+
+SHOW = ["bash", "-c", 'echo "ran GLOG=${GLOG_minloglevel:-unset}"']
+
+
+@pytest.mark.parametrize("nvidia_smi", [
+    None,                                                   # no --gpus: no nvidia-smi at all
+    'echo "NVIDIA-SMI has failed because it couldn\'t communicate with the NVIDIA driver"; '
+    "exit 9",                                               # a driver that does not answer
+    "exit 0",                                               # lists no GPU
+], ids=["no nvidia-smi", "driver fails", "no GPU listed"])
+def test_cuda_image_without_a_gpu_says_so_in_one_line(tmp_path, nvidia_smi):
+    result = run_entrypoint(tmp_path, SHOW, nvidia_smi=nvidia_smi)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.splitlines() == [NO_GPU_LINE]
+    assert result.stdout == "ran GLOG=3\n"  # Caffe's "Cannot create Cublas handle" silenced
+
+
+def test_cuda_image_without_a_gpu_refuses_gpu_flags(tmp_path):
+    for flag in (["--gpu", "0"], ["--gpu=0"], ["--gpus", "0,1"], ["--gpus=0"]):
+        result = run_entrypoint(tmp_path, ["python", "tools/reproduce_table.py"] + flag)
+        assert result.returncode == 2
+        assert result.stderr.startswith(f"error: {flag[0].split('=')[0]}") or \
+            result.stderr.startswith(f"error: {flag[0]} given")
+        assert "no GPU is visible in this container" in result.stderr
+        assert "docker run --gpus all" in result.stderr
+
+
+def test_gpu_or_cpu_image_prints_nothing(tmp_path):
+    listed = 'echo "GPU 0: NVIDIA H200 (UUID: GPU-0123)"'
+    result = run_entrypoint(tmp_path, SHOW, nvidia_smi=listed)
+    assert (result.returncode, result.stderr, result.stdout) == (0, "", "ran GLOG=unset\n")
+    result = run_entrypoint(tmp_path, SHOW, cuda_image=False)  # the CPU image: as before
+    assert (result.returncode, result.stderr, result.stdout) == (0, "", "ran GLOG=unset\n")
+    result = run_entrypoint(tmp_path, ["help"], nvidia_smi=None)
+    assert result.returncode == 0 and result.stderr == "" and "reproduce [ARGS]" in result.stdout
+
+
+def _check_script(tmp_path, body):
+    """Run ``body`` in bash with docker/docker_check.sh sourced (its functions only; its
+    folder in ``tmp_path``)."""
+    env = dict(os.environ, DOCKER_CHECK_DIR=str(tmp_path / "check"))
+    return subprocess.run(["bash", "-c", f'source "{DOCKER}/docker_check.sh"\n{body}'],
+                          capture_output=True, text=True, timeout=30, env=env)
+
+
+def test_check_script_names_the_reason_of_a_failed_step(tmp_path):
+    log = tmp_path / "cpu-test.log"
+    log.write_text("........F...\nFAILED tests/test_x.py::test_y - assert 1 == 2\n"
+                   "1 failed, 603 passed in 300.00s\n\n")
+    result = _check_script(tmp_path, f'reason_of "{log}"')
+    assert result.stdout == f"1 failed, 603 passed in 300.00s (log: {log})"
+    log.write_text("Successfully tagged x\nall went well\n")
+    assert _check_script(tmp_path, f'reason_of "{log}"').stdout == f"all went well (log: {log})"
+    result = _check_script(tmp_path, 'fail build-cpu "pip: CERTIFICATE_VERIFY_FAILED"')
+    assert result.returncode == 1
+    assert result.stdout.splitlines()[-1] == \
+        "docker-check: FAIL: build-cpu: pip: CERTIFICATE_VERIFY_FAILED"
+    assert _check_script(tmp_path, "DEBIAN_MIRROR=http://mirror.example/debian/ debian_mirror").stdout \
+        == "http://mirror.example/debian\n"
