@@ -28,11 +28,7 @@ def build_parser():
                         help="weight (lambda) of the template-similarity loss (default 0.01)")
     parser.add_argument("--normalize", choices=largefov.NORMALIZATIONS,
                         default=largefov.DEFAULT_NORMALIZE,
-                        help="the template term's normalisation: none (default) = Algorithm 3 "
-                             "literally, the sum over the batch's pixels divided by the classes; "
-                             "valid = also divided by the valid pixels, so lambda weighs an "
-                             "average (about batch x label pixels times weaker: 16810 at batch "
-                             "10, crop 321)")
+                        help=largefov.NORMALIZE_HELP)
     parser.add_argument("--data-root", default=largefov.DEFAULT_DATA_ROOT,
                         help="VOC data root, relative to the repository root "
                              f"(default {largefov.DEFAULT_DATA_ROOT})")

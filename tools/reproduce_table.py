@@ -35,11 +35,7 @@ def build_parser():
                         help="comma-separated loss weights (finite, >= 0)")
     parser.add_argument("--normalize", choices=largefov.NORMALIZATIONS,
                         default=largefov.DEFAULT_NORMALIZE,
-                        help="the template term's normalisation: none (default; Algorithm 3 "
-                             "literally: the sum over the batch's pixels divided by the "
-                             "classes) or valid (also divided by the valid pixels: the same "
-                             "lambda is about batch x label pixels times weaker, 16810 at "
-                             "batch 10, crop 321). Recorded in every result and the table")
+                        help=largefov.NORMALIZE_HELP)
     parser.add_argument("--seeds", type=sweep.seed_list, default="0,1,2",
                         help="comma-separated seeds, integers >= 0 (runs per cell)")
     parser.add_argument("--iterations", type=cli.positive_int, default=2000,

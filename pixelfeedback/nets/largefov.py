@@ -28,6 +28,10 @@ LOSSES = ("softmax",) + TEMPLATE_LOSSES
 # divides by the valid pixels, so the same lambda is about that many times weaker.
 NORMALIZATIONS = template_similarity.NORMALIZATIONS
 DEFAULT_NORMALIZE = NORMALIZATIONS[0]
+NORMALIZE_HELP = ("the template term's normalisation: none (default) = Algorithm 3 literally, "
+                  "the sum over the batch's pixels divided by the classes; valid = also "
+                  "divided by the valid pixels, so the same lambda is about batch x label "
+                  "pixels times weaker (16810 at batch 10, crop 321)")
 STAGES = ("finetune", "baseline")
 DEFAULT_DATA_ROOT = "data/VOCdevkit/VOC2012"
 DEFAULT_LIST = "data/lists/train.txt"   # VOC 2012 train, SegmentationClassAug labels
