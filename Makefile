@@ -20,7 +20,7 @@ GPU_BUNDLE  ?= build/pixelfeedback-gpu.tar.xz
 GPU_BUNDLE_INPUTS := docker/make_gpu_bundle.sh docker/gpu_check.sh tools/gpu_check.py requirements.txt \
     $(shell find docker/gpu_bundle pixelfeedback python_layers -name '*.py' 2>/dev/null)
 
-.PHONY: help setup test cuda-check cuda-build cuda-prefix gpu-bundle demo table31-small prototxt bench slurm-check clean
+.PHONY: help setup test cuda-check cuda-build cuda-prefix gpu-bundle demo table31-small prototxt bench slurm-check docker-check clean
 
 help:
 	@echo "make demo      run the main job (synthetic benchmark: train, fixations, Table 3.1 in small)"
@@ -33,6 +33,7 @@ help:
 	@echo "make prototxt  regenerate prototxt/ from tools/netdef.py and tools/zoo_nets.py"
 	@echo "make bench     run the benchmark scripts (speed ratios measured in one run)"
 	@echo "make slurm-check  docker/slurm_table31.sh on a single-node Slurm of its own (root; not CI; about a minute)"
+	@echo "make docker-check  build the CPU image and run test, demo, fixations, reproduce in it (podman if no Docker; not CI); CUDA=1 also the CUDA image"
 	@echo "make clean     remove the venv and the Caffe build"
 
 setup:
@@ -79,6 +80,11 @@ bench: setup
 # Not part of CI: installs slurm-wlm and munge, starts and stops its own daemons.
 slurm-check:
 	bash docker/slurm_check.sh
+
+# Not part of CI: installs podman where no Docker engine answers; CUDA=1 also builds the CUDA
+# image for CUDA_ARCH (one architecture) and runs it.
+docker-check:
+	CUDA="$(CUDA)" CUDA_ARCH="$(CUDA_ARCH)" bash docker/docker_check.sh
 
 clean:
 	rm -rf $(VENV) build
