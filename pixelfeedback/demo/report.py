@@ -142,7 +142,9 @@ def write_report(out, summary, recipe=RECIPE):
               f"fine-tuning: {b['mean_iou']:.4f} on the same val images.", "",
               {"table31": "This is the powered table (`make table31-small`).",
                "full": "This is a reduced version of the powered table (`make table31-small`):"
-                       " the same fine-tunes, seeds and val images, fewer cells.",
+                       " the same fine-tunes and val images, two of its cells and both "
+                       "controls at its rule's first stage (seeds 0-2, none added), so "
+                       "their numbers are the powered table's first-stage ones.",
                "quick": "Quick mode: a single short run per cell, no statistics."}[
                   summary["mode"]], "",
               "What it shows (paired 95 % intervals in mIoU points; target "
