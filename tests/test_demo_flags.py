@@ -2,12 +2,11 @@
 demo.run.run_demo it names (issue 20 item 9); --quick and --table31-small also move the
 default data and output folders, and only the defaults."""
 import inspect
-import io
-import sys
 
 import pytest
 
-from tests.conftest import load_script
+from tests.flag_harness import (assert_flag_changes, assert_usage_error, capture_call,
+                                flag_ids, parser_flags, table_flags)
 from pixelfeedback.demo import run as demo_run
 
 SCRIPT = "tools/demo.py"
@@ -25,40 +24,16 @@ FLAGS = [  # (flag, value, {run_demo argument: expected} = everything it changes
 ]
 
 
-class Terminal(io.StringIO):
-    def isatty(self):
-        return True
-
-
 @pytest.fixture
 def captured(monkeypatch):
     """Runs main() with the given arguments; returns the arguments run_demo received, by the
     real function's parameter names (defaults filled)."""
-    script = load_script(SCRIPT)
-    seen = []
-
-    def fake(*args, **kwargs):
-        bound = SIGNATURE.bind(*args, **kwargs)
-        bound.apply_defaults()
-        seen.append(dict(bound.arguments))
-        return {}
-
-    monkeypatch.setattr(demo_run, "run_demo", fake)
-
-    def run(*argv, terminal=True):
-        # set here, not at fixture setup: pytest's capture replaces stderr for the test call
-        stderr = Terminal() if terminal else io.StringIO()
-        monkeypatch.setattr(sys, "stderr", stderr)
-        assert script.main(list(argv)) == 0, stderr.getvalue()
-        return seen.pop()
-    return run
+    return capture_call(monkeypatch, SCRIPT, demo_run, "run_demo", result={})
 
 
-@pytest.mark.parametrize("flag, value, changes", FLAGS, ids=[f[0] for f in FLAGS])
+@pytest.mark.parametrize("flag, value, changes", FLAGS, ids=flag_ids(FLAGS))
 def test_each_flag_changes_what_it_names(captured, flag, value, changes):
-    default = captured()
-    given = captured(*([flag] if value is None else [flag, value]))
-    assert {key: given[key] for key in given if given[key] != default[key]} == changes
+    assert_flag_changes(captured, flag, value, changes)
 
 
 def test_the_defaults(captured):
@@ -84,11 +59,8 @@ def test_no_bars_when_stderr_is_not_a_terminal(captured):
 
 
 def test_every_flag_is_in_this_test():
-    parser = load_script(SCRIPT).build_parser()
-    flags = {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
-    assert flags - {"--help"} == {flag for flag, *_ in FLAGS}
+    assert parser_flags(SCRIPT) == table_flags(FLAGS)
 
 
 def test_a_flag_without_its_value_is_a_usage_error(capsys):
-    assert load_script(SCRIPT).main(["--out"]) == 2
-    assert "argument --out" in capsys.readouterr().err
+    assert_usage_error(SCRIPT, ["--out"], "argument --out", capsys)

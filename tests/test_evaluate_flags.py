@@ -1,12 +1,9 @@
 """Every flag of tools/evaluate.py, through the script's own main(), reaches the argument of
 evaluation.evaluate_and_report it names (issue 20 item 9); numbers are checked by argparse."""
-import inspect
-import io
-import sys
-
 import pytest
 
-from tests.conftest import load_script
+from tests.flag_harness import (assert_flag_reaches, assert_usage_error, capture_call,
+                                flag_ids, parser_flags, table_flags)
 from pixelfeedback import evaluation
 
 SCRIPT = "tools/evaluate.py"
@@ -33,43 +30,17 @@ FLAGS = [  # (flag, value, evaluate_and_report argument, expected)
 ]
 
 
-class Terminal(io.StringIO):
-    def isatty(self):
-        return True
-
-
 @pytest.fixture
 def captured(monkeypatch):
-    """Runs the script's main() with NEEDED plus the given arguments; returns the arguments
-    evaluate_and_report received, by the real function's parameter names."""
-    script = load_script(SCRIPT)
-    signature = inspect.signature(evaluation.evaluate_and_report)
-    seen = []
-
-    def fake(*args, **kwargs):
-        call = signature.bind(*args, **kwargs).arguments
-        call.update(call.pop("options", {}))
-        seen.append(dict(call))
-        return {}
-
-    monkeypatch.setattr(evaluation, "evaluate_and_report", fake)
-
-    def run(*argv, terminal=True):
-        # set here, not at fixture setup: pytest's capture replaces stderr for the test call
-        stderr = Terminal() if terminal else io.StringIO()
-        monkeypatch.setattr(sys, "stderr", stderr)   # a terminal: bars unless --no-progress
-        assert script.main(NEEDED + list(argv)) == 0, stderr.getvalue()
-        return seen.pop()
-    return run
+    """main() with NEEDED plus the given arguments -> what evaluate_and_report received, by
+    the real function's parameter names."""
+    return capture_call(monkeypatch, SCRIPT, evaluation, "evaluate_and_report", result={},
+                        needed=NEEDED)
 
 
-@pytest.mark.parametrize("flag, value, keyword, expected", FLAGS, ids=[f[0] for f in FLAGS])
+@pytest.mark.parametrize("flag, value, keyword, expected", FLAGS, ids=flag_ids(FLAGS))
 def test_each_flag_reaches_its_argument(captured, flag, value, keyword, expected):
-    default = captured()
-    given = captured(*([flag] if value is None else [flag, value]))
-    assert given[keyword] == expected and default[keyword] != expected
-    changed = {key for key in given if given[key] != default[key]}
-    assert changed == {keyword}   # and nothing else
+    assert_flag_reaches(captured, flag, value, keyword, expected)
 
 
 def test_the_defaults(captured):
@@ -85,21 +56,17 @@ def test_no_bars_when_stderr_is_not_a_terminal(captured):
 
 
 def test_every_flag_is_in_this_test():
-    parser = load_script(SCRIPT).build_parser()
-    flags = {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
-    assert flags - {"--help"} == {flag for flag, *_ in FLAGS}
+    assert parser_flags(SCRIPT) == table_flags(FLAGS)
 
 
 @pytest.mark.parametrize("flag, value", [
     ("--num-classes", "0"), ("--num-classes", "x"), ("--size", "0"), ("--gpu", "-1"),
     ("--mean", "1,2"), ("--mean", "nan,1,2"), ("--mean", "1,2,inf")])
 def test_bad_values_are_usage_errors(flag, value, capsys):
-    assert load_script(SCRIPT).main(NEEDED + [flag, value]) == 2
-    assert f"argument {flag}" in capsys.readouterr().err
+    assert_usage_error(SCRIPT, NEEDED + [flag, value], f"argument {flag}", capsys)
 
 
 @pytest.mark.parametrize("missing", ["--model", "--weights", "--data-root", "--list", "--out"])
 def test_required_flags_are_usage_errors_when_missing(missing, capsys):
     at = NEEDED.index(missing)
-    assert load_script(SCRIPT).main(NEEDED[:at] + NEEDED[at + 2:]) == 2
-    assert missing in capsys.readouterr().err
+    assert_usage_error(SCRIPT, NEEDED[:at] + NEEDED[at + 2:], missing, capsys)

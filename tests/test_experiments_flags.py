@@ -5,12 +5,11 @@ ExperimentOptions field it sets (comma-separated --fractions and --class-names p
 and choices are checked by argparse."""
 import dataclasses
 import inspect
-import io
-import sys
 
 import pytest
 
-from tests.conftest import load_script
+from tests.flag_harness import (assert_flag_reaches, assert_usage_error, capture_call,
+                                flag_ids, parser_flags, table_flags)
 from pixelfeedback import experiments
 from pixelfeedback.experiments import runner
 
@@ -45,43 +44,14 @@ FLAGS = [  # (flag, value, run_and_report argument, expected, run_all setting, e
     ("--no-progress", None, "progress", False, "progress", False),   # stderr: a terminal
     ("--skip-bad-images", None, "skip_bad_images", True, "skip_bad_images", True),
 ]
-IDS = [f[0] for f in FLAGS]
-REPORT_SIGNATURE = inspect.signature(experiments.run_and_report)   # before tests patch it
+IDS = flag_ids(FLAGS)
 RUN_ALL_SIGNATURE = inspect.signature(runner.run_all)
-
-
-class Terminal(io.StringIO):
-    def isatty(self):
-        return True
-
-
-def _flatten(signature, args, kwargs):
-    bound = signature.bind(*args, **kwargs)
-    bound.apply_defaults()
-    call = dict(bound.arguments)
-    call.update(call.pop("options", {}))
-    return call
-
-
-def _runner(monkeypatch, seen):
-    script = load_script(SCRIPT)
-
-    def run(*argv, terminal=True, needed=NEEDED):
-        # set here, not at fixture setup: pytest's capture replaces stderr for the test call
-        stderr = Terminal() if terminal else io.StringIO()
-        monkeypatch.setattr(sys, "stderr", stderr)
-        assert script.main(list(needed) + list(argv)) == 0, stderr.getvalue()
-        return seen.pop()
-    return run
 
 
 @pytest.fixture
 def captured(monkeypatch):
     """main() with NEEDED plus the given arguments -> what run_and_report received."""
-    seen = []
-    monkeypatch.setattr(experiments, "run_and_report",
-                        lambda *a, **k: seen.append(_flatten(REPORT_SIGNATURE, a, k)))
-    return _runner(monkeypatch, seen)
+    return capture_call(monkeypatch, SCRIPT, experiments, "run_and_report", needed=NEEDED)
 
 
 @pytest.fixture
@@ -89,36 +59,27 @@ def settings(monkeypatch):
     """main() with NEEDED plus the given arguments, through the real run_and_report, ->
     run_all's arguments and the ExperimentOptions made from its options (as run_all makes
     them: an unknown option or a bad value fails there)."""
-    seen = []
+    run_all = capture_call(monkeypatch, SCRIPT, runner, "run_all", result={}, needed=NEEDED)
 
-    def fake_run_all(*args, **kwargs):
-        call = _flatten(RUN_ALL_SIGNATURE, args, kwargs)
+    def run(*argv, **kwargs):
+        call = run_all(*argv, **kwargs)
         options = runner.ExperimentOptions(**{key: call.pop(key) for key in list(call)
                                               if key not in RUN_ALL_SIGNATURE.parameters})
         call.update({f.name: getattr(options, f.name) for f in dataclasses.fields(options)})
-        seen.append(call)
-        return {}
-
-    monkeypatch.setattr(runner, "run_all", fake_run_all)
-    return _runner(monkeypatch, seen)
+        return call
+    return run
 
 
 @pytest.mark.parametrize("flag, value, keyword, expected, setting, final", FLAGS, ids=IDS)
 def test_each_flag_reaches_its_argument(captured, flag, value, keyword, expected, setting,
                                         final):
-    default = captured()
-    given = captured(*([flag] if value is None else [flag, value]))
-    assert given[keyword] == expected and default[keyword] != expected
-    assert {key for key in given if given[key] != default[key]} == {keyword}
+    assert_flag_reaches(captured, flag, value, keyword, expected)
 
 
 @pytest.mark.parametrize("flag, value, keyword, expected, setting, final", FLAGS, ids=IDS)
 def test_each_flag_reaches_its_setting(settings, flag, value, keyword, expected, setting,
                                        final):
-    default = settings()
-    given = settings(*([flag] if value is None else [flag, value]))
-    assert given[setting] == final and default[setting] != final
-    assert {key for key in given if given[key] != default[key]} == {setting}
+    assert_flag_reaches(settings, flag, value, setting, final)
 
 
 def test_the_experiment_reaches_its_argument(captured):
@@ -146,8 +107,7 @@ def test_mask_parts_hides_the_synthetic_data_sets_true_parts(settings, tmp_path)
 
 
 def test_mask_parts_on_other_data_names_the_flag(capsys):
-    assert load_script(SCRIPT).main(NEEDED + ["--mask", "parts"]) == 2
-    assert "--mask" in capsys.readouterr().err
+    assert_usage_error(SCRIPT, NEEDED + ["--mask", "parts"], "--mask", capsys)
 
 
 def test_no_bars_when_stderr_is_not_a_terminal(captured):
@@ -155,9 +115,7 @@ def test_no_bars_when_stderr_is_not_a_terminal(captured):
 
 
 def test_every_flag_is_in_this_test():
-    parser = load_script(SCRIPT).build_parser()
-    flags = {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
-    assert flags - {"--help"} == {flag for flag, *_ in FLAGS}
+    assert parser_flags(SCRIPT) == table_flags(FLAGS)
 
 
 @pytest.mark.parametrize("flag, value", [
@@ -166,17 +124,14 @@ def test_every_flag_is_in_this_test():
     ("--mask-threshold", "0"), ("--mask-threshold", "1.5"), ("--mask-radius", "0"),
     ("--mask-radius", "nan"), ("--figures", "-1"), ("--gpu", "-1")])
 def test_bad_values_are_usage_errors(flag, value, capsys):
-    assert load_script(SCRIPT).main(NEEDED + [flag, value]) == 2
-    assert f"argument {flag}" in capsys.readouterr().err
+    assert_usage_error(SCRIPT, NEEDED + [flag, value], f"argument {flag}", capsys)
 
 
 def test_an_unknown_experiment_is_a_usage_error(capsys):
-    assert load_script(SCRIPT).main(["everything"] + NEEDED[1:]) == 2
-    assert "argument experiment" in capsys.readouterr().err
+    assert_usage_error(SCRIPT, ["everything"] + NEEDED[1:], "argument experiment", capsys)
 
 
 @pytest.mark.parametrize("value", ["0,0.5", "0.5,0.2", "0.2,x"])
 def test_bad_fractions_are_errors_naming_the_flag(value, capsys):
     # parsed by the library (comma-separated text), so exit 2 with error: naming the flag
-    assert load_script(SCRIPT).main(NEEDED + ["--fractions", value]) == 2
-    assert "--fractions" in capsys.readouterr().err
+    assert_usage_error(SCRIPT, NEEDED + ["--fractions", value], "--fractions", capsys)

@@ -1,13 +1,11 @@
 """Every flag of tools/fetch_voc.py, through the script's own main(), reaches the argument of
 voc_data.fetch it names (issue 20 item 9)."""
-import inspect
-import io
 import os
-import sys
 
 import pytest
 
-from tests.conftest import load_script
+from tests.flag_harness import (assert_flag_reaches, assert_usage_error, capture_call,
+                                flag_ids, parser_flags, table_flags)
 from pixelfeedback import voc_data
 from pixelfeedback.paths import REPO_ROOT
 
@@ -28,43 +26,17 @@ FLAGS = [  # (flag, value, voc_data.fetch argument, expected)
 ]
 
 
-class Terminal(io.StringIO):
-    def isatty(self):
-        return True
-
-
 @pytest.fixture
 def captured(monkeypatch):
     """Runs main() with the given arguments; returns the arguments voc_data.fetch received,
     by the real function's parameter names (defaults filled)."""
-    script = load_script(SCRIPT)
-    signature = inspect.signature(voc_data.fetch)
-    seen = []
-
-    def fake(*args, **kwargs):
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        seen.append(dict(bound.arguments))
-        return {}
-
-    monkeypatch.setattr(voc_data, "fetch", fake)
     monkeypatch.delenv(voc_data.BASE_URL_ENV, raising=False)
-
-    def run(*argv, terminal=True):
-        # set here, not at fixture setup: pytest's capture replaces stderr for the test call
-        stderr = Terminal() if terminal else io.StringIO()
-        monkeypatch.setattr(sys, "stderr", stderr)
-        assert script.main(list(argv)) == 0, stderr.getvalue()
-        return seen.pop()
-    return run
+    return capture_call(monkeypatch, SCRIPT, voc_data, "fetch", result={})
 
 
-@pytest.mark.parametrize("flag, value, keyword, expected", FLAGS, ids=[f[0] for f in FLAGS])
+@pytest.mark.parametrize("flag, value, keyword, expected", FLAGS, ids=flag_ids(FLAGS))
 def test_each_flag_reaches_its_argument(captured, flag, value, keyword, expected):
-    default = captured()
-    given = captured(*([flag] if value is None else [flag, value]))
-    assert given[keyword] == expected and default[keyword] != expected
-    assert {key for key in given if given[key] != default[key]} == {keyword}
+    assert_flag_reaches(captured, flag, value, keyword, expected)
 
 
 def test_the_defaults(captured):
@@ -84,11 +56,8 @@ def test_no_bars_when_stderr_is_not_a_terminal(captured):
 
 
 def test_every_flag_is_in_this_test():
-    parser = load_script(SCRIPT).build_parser()
-    flags = {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
-    assert flags - {"--help"} == {flag for flag, *_ in FLAGS}
+    assert parser_flags(SCRIPT) == table_flags(FLAGS)
 
 
 def test_a_flag_without_its_value_is_a_usage_error(capsys):
-    assert load_script(SCRIPT).main(["--from-archive"]) == 2
-    assert "argument --from-archive" in capsys.readouterr().err
+    assert_usage_error(SCRIPT, ["--from-archive"], "argument --from-archive", capsys)

@@ -7,7 +7,9 @@ import os
 
 import pytest
 
-from tests.conftest import load_script
+from tests.flag_harness import (assert_flag_changes, assert_flag_reaches, assert_usage_error,
+                                capture_call, flag_ids, parser_flags, record_steps,
+                                table_flags)
 from pixelfeedback import gpu_check
 
 SCRIPT = "tools/gpu_check.py"
@@ -49,22 +51,15 @@ def step_changes(root):
 
 @pytest.fixture
 def captured(monkeypatch):
-    """main() with NEEDED plus the given arguments -> the namespace run_check received."""
-    script = load_script(SCRIPT)
-    seen = []
-    monkeypatch.setattr(script, "run_check", lambda args: seen.append(args))
-
-    def run(*argv):
-        assert script.main(NEEDED + list(argv)) == 0
-        return seen.pop()
-    return run
+    """main() with NEEDED plus the given arguments -> the namespace run_check received (the
+    script imports it: patched before the script is loaded)."""
+    return capture_call(monkeypatch, SCRIPT, gpu_check, "run_check", bind=False, needed=NEEDED)
 
 
 @pytest.fixture
 def steps(monkeypatch, tmp_path):
     """main() with NEEDED plus the given arguments, through the real run_check with every
     step replaced by a recorder (run in tmp_path) -> what the steps received."""
-    script = load_script(SCRIPT)
     monkeypatch.chdir(tmp_path)
     seen = {}
     passed = {"status": gpu_check.PASS}
@@ -103,30 +98,18 @@ def steps(monkeypatch, tmp_path):
                        ("step_extrapolation", lambda timings, plan: dict(passed))]:
         monkeypatch.setattr(gpu_check, name, fake)
 
-    def run(*argv):
-        seen.clear()
-        seen["device_query_gpu"] = NOT_RUN
-        # stdout: the step lines; the status is 0 only when every (recorded) step passed
-        assert script.main(NEEDED + list(argv)) == 0
-        return dict(seen)
-    return run
+    # stdout: the step lines; the status is 0 only when every (recorded) step passed
+    return record_steps(monkeypatch, SCRIPT, seen, {"device_query_gpu": NOT_RUN}, NEEDED)
 
 
-@pytest.mark.parametrize("flag, value, attribute, expected", FLAGS, ids=[f[0] for f in FLAGS])
+@pytest.mark.parametrize("flag, value, attribute, expected", FLAGS, ids=flag_ids(FLAGS))
 def test_each_flag_reaches_run_check(captured, flag, value, attribute, expected):
-    default = captured()
-    given = captured(*([flag] if value is None else [flag, value]))
-    assert getattr(given, attribute) == expected and getattr(default, attribute) != expected
-    assert {key for key in vars(given) if getattr(given, key) != getattr(default, key)} == \
-        {attribute}
+    assert_flag_reaches(captured, flag, value, attribute, expected)
 
 
-@pytest.mark.parametrize("index", range(len(FLAGS)), ids=[f[0] for f in FLAGS])
+@pytest.mark.parametrize("index", range(len(FLAGS)), ids=flag_ids(FLAGS))
 def test_each_flag_reaches_the_steps_it_names(steps, tmp_path, index):
-    flag, value, changes = step_changes(str(tmp_path))[index]
-    default = steps()
-    given = steps(*([flag] if value is None else [flag, value]))
-    assert {key: given[key] for key in given if given[key] != default.get(key)} == changes
+    assert_flag_changes(steps, *step_changes(str(tmp_path))[index])
 
 
 def test_the_defaults_reach_the_steps(steps, tmp_path):
@@ -137,22 +120,18 @@ def test_the_defaults_reach_the_steps(steps, tmp_path):
 
 
 def test_every_flag_is_in_this_test():
-    parser = load_script(SCRIPT).build_parser()
-    flags = {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
-    assert flags - {"--help"} == {flag for flag, *_ in FLAGS}
-    assert [flag for flag, *_ in step_changes("/")] == [flag for flag, *_ in FLAGS]
+    assert parser_flags(SCRIPT) == table_flags(FLAGS)
+    assert flag_ids(step_changes("/")) == flag_ids(FLAGS)
 
 
 @pytest.mark.parametrize("flag, value", [
     ("--gpu", "-1"), ("--gpu", "x"), ("--iterations", "1"), ("--width-div", "0"),
     ("--tests-timeout", "0"), ("--tests-timeout", "2.5")])
 def test_bad_values_are_usage_errors(flag, value, capsys):
-    assert load_script(SCRIPT).main(NEEDED + [flag, value]) == 2
-    assert f"argument {flag}" in capsys.readouterr().err
+    assert_usage_error(SCRIPT, NEEDED + [flag, value], f"argument {flag}", capsys)
 
 
 @pytest.mark.parametrize("missing", ["--bundle", "--out"])
 def test_required_flags_are_usage_errors_when_missing(missing, capsys):
     at = NEEDED.index(missing)
-    assert load_script(SCRIPT).main(NEEDED[:at] + NEEDED[at + 2:]) == 2
-    assert missing in capsys.readouterr().err
+    assert_usage_error(SCRIPT, NEEDED[:at] + NEEDED[at + 2:], missing, capsys)

@@ -2,9 +2,11 @@
 option it names; numbers are checked by argparse where they are parsed."""
 import pytest
 
-from tests.conftest import load_script
+from tests.flag_harness import (assert_flag_reaches, assert_usage_error, capture_call,
+                                flag_ids, parser_flags, table_flags)
 from pixelfeedback.nets import prototxt
 
+SCRIPT = "tools/make_prototxt.py"
 FLAGS = [  # (flag, value, write_or_check keyword, expected)
     ("--out-dir", "somewhere", "out_dir", "somewhere"),
     ("--lam", "0.5", "lam", 0.5),
@@ -24,38 +26,21 @@ FLAGS = [  # (flag, value, write_or_check keyword, expected)
 
 @pytest.fixture
 def captured(monkeypatch):
-    script = load_script("tools/make_prototxt.py")
-    seen = []
-
-    def fake(out_dir=None, check=False, **options):
-        seen.append(dict(options, out_dir=out_dir, check=check))
-        return 0
-
-    monkeypatch.setattr(prototxt, "write_or_check", fake)
-
-    def run(*argv):
-        assert script.main(list(argv)) == 0
-        return seen.pop()
-    return run
+    """Runs the script's main() -> the options write_or_check received (**options spread)."""
+    return capture_call(monkeypatch, SCRIPT, prototxt, "write_or_check", result=0)
 
 
-@pytest.mark.parametrize("flag, value, keyword, expected", FLAGS, ids=[f[0] for f in FLAGS])
+@pytest.mark.parametrize("flag, value, keyword, expected", FLAGS, ids=flag_ids(FLAGS))
 def test_each_flag_reaches_its_option(captured, flag, value, keyword, expected):
-    default = captured()
-    given = captured(*([flag] if value is None else [flag, value]))
-    assert given[keyword] == expected and default[keyword] != expected
+    assert_flag_reaches(captured, flag, value, keyword, expected, only=False)
 
 
 def test_every_flag_is_in_this_test():
-    parser = load_script("tools/make_prototxt.py").build_parser()
-    flags = {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
-    assert flags - {"--help"} == {flag for flag, *_ in FLAGS}
+    assert parser_flags(SCRIPT) == table_flags(FLAGS)
 
 
 @pytest.mark.parametrize("flag, value", [("--lam", "-1"), ("--lam", "nan"), ("--batch-size", "0"),
                                          ("--iterations", "0"), ("--seed", "-2"),
                                          ("--num-classes", "1"), ("--width-div", "0")])
 def test_bad_numbers_are_usage_errors(flag, value, capsys):
-    script = load_script("tools/make_prototxt.py")
-    assert script.main([flag, value]) == 2
-    assert f"argument {flag}" in capsys.readouterr().err
+    assert_usage_error(SCRIPT, [flag, value], f"argument {flag}", capsys)

@@ -8,11 +8,13 @@ import os
 import pytest
 
 from tests.conftest import load_script
+from tests.flag_harness import (assert_flag_changes, assert_flag_reaches, assert_usage_error,
+                                bound_call, capture_call, flag_ids, parser_flags, record_steps,
+                                table_flags)
 from pixelfeedback.demo import voc_sample
 
 SCRIPT = "tools/make_voc_sample.py"
 NEEDED = ["--out", "sample"]   # required; given again (argparse keeps the last) it must move
-SIGNATURE = inspect.signature(voc_sample.make_voc_sample)   # the real one, before patching
 
 FLAGS = [  # (flag, value, make_voc_sample argument, expected)
     ("--out", "other/sample", "out", "other/sample"),
@@ -43,36 +45,20 @@ def step_changes(root):
 @pytest.fixture
 def captured(monkeypatch):
     """main() with NEEDED plus the given arguments -> what make_voc_sample received."""
-    script = load_script(SCRIPT)
-    seen = []
-
-    def fake(*args, **kwargs):
-        bound = SIGNATURE.bind(*args, **kwargs)
-        bound.apply_defaults()
-        seen.append(dict(bound.arguments))
-        return {}
-
-    monkeypatch.setattr(voc_sample, "make_voc_sample", fake)
-
-    def run(*argv):
-        assert script.main(NEEDED + list(argv)) == 0
-        return seen.pop()
-    return run
+    return capture_call(monkeypatch, SCRIPT, voc_sample, "make_voc_sample", result={},
+                        needed=NEEDED)
 
 
 @pytest.fixture
 def steps(monkeypatch, tmp_path):
     """main() with NEEDED plus the given arguments (in tmp_path), through the real
     make_voc_sample with the folder writer and the surgery replaced by recorders."""
-    script = load_script(SCRIPT)
     monkeypatch.chdir(tmp_path)
     seen = {}
     writer = inspect.signature(voc_sample.write_voc_folder)
 
     def write_voc_folder(*args, **kwargs):
-        bound = writer.bind(*args, **kwargs)
-        bound.apply_defaults()
-        seen.update(bound.arguments)
+        seen.update(bound_call(writer, args, kwargs))
         return {"train": ["t"], "val": ["v"]}
 
     def voc21_weights(path):
@@ -82,28 +68,17 @@ def steps(monkeypatch, tmp_path):
     monkeypatch.setattr(voc_sample, "write_voc_folder", write_voc_folder)
     monkeypatch.setattr(voc_sample, "voc21_weights", voc21_weights)
 
-    def run(*argv):
-        seen.clear()
-        seen["weights_path"] = None
-        assert script.main(NEEDED + list(argv)) == 0
-        return dict(seen)
-    return run
+    return record_steps(monkeypatch, SCRIPT, seen, {"weights_path": None}, NEEDED)
 
 
-@pytest.mark.parametrize("flag, value, keyword, expected", FLAGS, ids=[f[0] for f in FLAGS])
+@pytest.mark.parametrize("flag, value, keyword, expected", FLAGS, ids=flag_ids(FLAGS))
 def test_each_flag_reaches_its_argument(captured, flag, value, keyword, expected):
-    default = captured()
-    given = captured(*([flag] if value is None else [flag, value]))
-    assert given[keyword] == expected and default[keyword] != expected
-    assert {key for key in given if given[key] != default[key]} == {keyword}
+    assert_flag_reaches(captured, flag, value, keyword, expected)
 
 
-@pytest.mark.parametrize("index", range(len(FLAGS)), ids=[f[0] for f in FLAGS])
+@pytest.mark.parametrize("index", range(len(FLAGS)), ids=flag_ids(FLAGS))
 def test_each_flag_reaches_the_writer_or_the_surgery(steps, tmp_path, index):
-    flag, value, changes = step_changes(str(tmp_path))[index]
-    default = steps()
-    given = steps(*([flag] if value is None else [flag, value]))
-    assert {key: given[key] for key in given if given[key] != default.get(key)} == changes
+    assert_flag_changes(steps, *step_changes(str(tmp_path))[index])
 
 
 def test_the_defaults(captured):
@@ -111,17 +86,14 @@ def test_the_defaults(captured):
 
 
 def test_every_flag_is_in_this_test():
-    parser = load_script(SCRIPT).build_parser()
-    flags = {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
-    assert flags - {"--help"} == {flag for flag, *_ in FLAGS}
-    assert [flag for flag, *_ in step_changes("/")] == [flag for flag, *_ in FLAGS]
+    assert parser_flags(SCRIPT) == table_flags(FLAGS)
+    assert flag_ids(step_changes("/")) == flag_ids(FLAGS)
 
 
 @pytest.mark.parametrize("flag, value", [
     ("--train", "0"), ("--val", "0"), ("--val", "x"), ("--size", "64"), ("--seed", "-1")])
 def test_bad_values_are_usage_errors(flag, value, capsys):
-    assert load_script(SCRIPT).main(NEEDED + [flag, value]) == 2
-    assert f"argument {flag}" in capsys.readouterr().err
+    assert_usage_error(SCRIPT, NEEDED + [flag, value], f"argument {flag}", capsys)
 
 
 def test_a_size_that_is_not_8k_plus_1_is_refused_before_anything_is_written(tmp_path, capsys):
@@ -132,5 +104,4 @@ def test_a_size_that_is_not_8k_plus_1_is_refused_before_anything_is_written(tmp_
 
 
 def test_out_is_required(capsys):
-    assert load_script(SCRIPT).main([]) == 2
-    assert "--out" in capsys.readouterr().err
+    assert_usage_error(SCRIPT, [], "--out", capsys)

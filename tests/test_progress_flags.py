@@ -5,6 +5,7 @@ import io
 import pytest
 
 from tests.conftest import load_script
+from tests.flag_harness import Terminal, capture_call
 from pixelfeedback import cli, sweep
 
 # (script, the arguments its parser needs besides --no-progress)
@@ -19,11 +20,6 @@ TOOLS_WITH_BARS = [
     ("tools/synthetic.py", ["--out", "o"]),
     ("weights/fetch.py", ["largefov"]),
 ]
-
-
-class Terminal(io.StringIO):
-    def isatty(self):
-        return True
 
 
 @pytest.mark.parametrize("script, needed", TOOLS_WITH_BARS)
@@ -42,11 +38,7 @@ def test_every_tool_with_bars_has_no_progress(script, needed):
 
 def test_reproduce_tables_bars_follow_the_flag_and_the_terminal(monkeypatch):
     """The sweep's bars used to fill a redirected log with redraws: reproduce had no flag."""
-    script = load_script("tools/reproduce_table.py")
-    seen = []
-    monkeypatch.setattr(sweep, "run_and_report", lambda cfg, table_only: seen.append(cfg.progress))
-    monkeypatch.setattr("sys.stderr", Terminal())
-    assert script.main([]) == 0 and script.main(["--no-progress"]) == 0
-    monkeypatch.setattr("sys.stderr", io.StringIO())
-    assert script.main([]) == 0
+    run = capture_call(monkeypatch, "tools/reproduce_table.py", sweep, "run_and_report")
+    seen = [run()["cfg"].progress, run("--no-progress")["cfg"].progress,
+            run(terminal=False)["cfg"].progress]
     assert seen == [True, False, False]

@@ -5,9 +5,11 @@ import os
 
 import pytest
 
-from tests.conftest import load_script
+from tests.flag_harness import (assert_flag_reaches, capture_call, flag_ids, parser_flags,
+                                table_flags)
 from pixelfeedback import sweep
 
+SCRIPT = "tools/reproduce_table.py"
 # (flag, value, SweepConfig attribute, expected value); paths are made absolute
 FLAGS = [
     ("--out", "elsewhere/t31", "out", os.path.abspath("elsewhere/t31")),
@@ -41,41 +43,28 @@ FLAGS = [
 
 @pytest.fixture
 def captured(monkeypatch):
-    """Runs the script's main() and returns (SweepConfig, table_only) it handed the sweep."""
-    script = load_script("tools/reproduce_table.py")
-    seen = []
-    monkeypatch.setattr(sweep, "run_and_report",
-                        lambda cfg, table_only=False: seen.append((cfg, table_only)))
-
-    def run(*argv):
-        assert script.main(list(argv)) == 0
-        return seen.pop()
-    return run
+    """Runs the script's main() and returns {"cfg": SweepConfig, "table_only": ...} it
+    handed the sweep."""
+    return capture_call(monkeypatch, SCRIPT, sweep, "run_and_report")
 
 
-@pytest.mark.parametrize("flag, value, attribute, expected", FLAGS,
-                         ids=[flag for flag, *_ in FLAGS])
+@pytest.mark.parametrize("flag, value, attribute, expected", FLAGS, ids=flag_ids(FLAGS))
 def test_each_flag_reaches_its_setting(captured, flag, value, attribute, expected):
-    default, _ = captured()
-    cfg, _ = captured(*([flag] if value is None else [flag, value]))
-    assert getattr(cfg, attribute) == expected
-    assert getattr(default, attribute) != expected   # the flag changed it
+    assert_flag_reaches(lambda *argv: captured(*argv)["cfg"], flag, value, attribute,
+                        expected, only=False)
 
 
 def test_the_remaining_flags(captured):
-    cfg, table_only = captured("--table-only", "--no-progress")
-    assert table_only is True and cfg.progress is False
+    call = captured("--table-only", "--no-progress")
+    assert call["table_only"] is True and call["cfg"].progress is False
     # --step-control alone continues DeepLab's stage 1 from --baseline-iterations
-    cfg, _ = captured("--step-control", "--baseline-iterations", "900")
+    cfg = captured("--step-control", "--baseline-iterations", "900")["cfg"]
     assert cfg.step_control == dict(sweep.STAGE1_STEP_SCHEDULE, done=900)
     # the released weights are recognised (their val contamination is warned about)
-    cfg, _ = captured("--init-weights", "weights/train2_iter_8000.caffemodel")
+    cfg = captured("--init-weights", "weights/train2_iter_8000.caffemodel")["cfg"]
     assert cfg.init_trained_on is not None
 
 
 def test_every_flag_of_the_script_is_in_this_test():
-    parser = load_script("tools/reproduce_table.py").build_parser()
-    flags = {option for action in parser._actions for option in action.option_strings
-             if option.startswith("--") and option != "--help"}
-    tested = {flag for flag, *_ in FLAGS} | {"--table-only", "--no-progress", "--step-control"}
-    assert flags == tested
+    tested = table_flags(FLAGS) | {"--table-only", "--no-progress", "--step-control"}
+    assert parser_flags(SCRIPT) == tested

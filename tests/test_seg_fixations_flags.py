@@ -9,7 +9,9 @@ import types
 import numpy as np
 import pytest
 
-from tests.conftest import load_script
+from tests.flag_harness import (assert_flag_changes, assert_flag_reaches, assert_usage_error,
+                                capture_call, flag_ids, parser_flags, record_steps,
+                                table_flags)
 from pixelfeedback import image_fixations, pipeline
 from python_layers import voc_io
 
@@ -48,21 +50,14 @@ FLAGS = [  # (flag, value, args attribute, expected, {recorded pipeline argument
     ("--out", "elsewhere/fix", "out", "elsewhere/fix",
      {"write_outputs.out_dir": "elsewhere/fix", "write_json.path": "elsewhere/fix/summary.json"}),
 ]
-IDS = [f[0] for f in FLAGS]
+IDS = flag_ids(FLAGS)
 DATA_SIDE = 513   # the fake net's input side (the default --size)
 
 
 @pytest.fixture
 def captured(monkeypatch):
     """main() with NEEDED plus the given arguments -> the namespace image_fixations.run got."""
-    script = load_script(SCRIPT)
-    seen = []
-    monkeypatch.setattr(image_fixations, "run", seen.append)
-
-    def run(*argv, needed=NEEDED):
-        assert script.main(list(needed) + list(argv)) == 0
-        return seen.pop()
-    return run
+    return capture_call(monkeypatch, SCRIPT, image_fixations, "run", bind=False, needed=NEEDED)
 
 
 class _Blobs(dict):
@@ -71,11 +66,10 @@ class _Blobs(dict):
 
 
 @pytest.fixture
-def calls(monkeypatch, capsys):
+def calls(monkeypatch):
     """main() with NEEDED plus the given arguments, through the real image_fixations.run
     with the pipeline's functions replaced by recorders -> {"function.parameter": value}
     (by the real functions' parameter names)."""
-    script = load_script(SCRIPT)
     seen = {}
     spec = pipeline.ModelSpec("m", "m.prototxt", "m.caffemodel", "scores", (0.0, 0.0, 0.0),
                               "segmentation", None, None)
@@ -116,29 +110,17 @@ def calls(monkeypatch, capsys):
     recorder(pipeline, "write_flow", [], keep=())
     recorder(voc_io, "write_json", None, keep={"path"})
 
-    def run(*argv, needed=NEEDED):
-        seen.clear()
-        seen["write_flow.called"] = False
-        status = script.main(list(needed) + list(argv))
-        assert status == 0, capsys.readouterr().err
-        return dict(seen)
-    return run
+    return record_steps(monkeypatch, SCRIPT, seen, {"write_flow.called": False}, NEEDED)
 
 
 @pytest.mark.parametrize("flag, value, attribute, expected, changes", FLAGS, ids=IDS)
 def test_each_flag_reaches_the_namespace(captured, flag, value, attribute, expected, changes):
-    default = captured()
-    given = captured(*([flag] if value is None else [flag, value]))
-    assert getattr(given, attribute) == expected and getattr(default, attribute) != expected
-    assert {key for key in vars(given) if getattr(given, key) != getattr(default, key)} == \
-        {attribute}
+    assert_flag_reaches(captured, flag, value, attribute, expected)
 
 
 @pytest.mark.parametrize("flag, value, attribute, expected, changes", FLAGS, ids=IDS)
 def test_each_flag_reaches_the_pipeline(calls, flag, value, attribute, expected, changes):
-    default = calls()
-    given = calls(*([flag] if value is None else [flag, value]))
-    assert {key: given[key] for key in given if given[key] != default.get(key)} == changes
+    assert_flag_changes(calls, flag, value, changes)
 
 
 def test_the_defaults_reach_the_pipeline(calls):
@@ -177,9 +159,7 @@ def test_the_demo_model_takes_score_blob_and_mean(calls, monkeypatch):
 
 
 def test_every_flag_is_in_this_test():
-    parser = load_script(SCRIPT).build_parser()
-    flags = {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
-    assert flags - {"--help"} == {flag for flag, *_ in FLAGS} | {"--flow"}
+    assert parser_flags(SCRIPT) == table_flags(FLAGS) | {"--flow"}
 
 
 @pytest.mark.parametrize("flag, value", [
@@ -187,13 +167,9 @@ def test_every_flag_is_in_this_test():
     ("--sigma", "-1"), ("--sigma", "nan"), ("--radius-fraction", "0"), ("--min-fraction", "1"),
     ("--min-fraction", "-0.1"), ("--alpha", "1.5"), ("--gpu", "-1")])
 def test_bad_values_are_usage_errors(flag, value, capsys):
-    assert load_script(SCRIPT).main(NEEDED + [flag, value]) == 2
-    assert f"argument {flag}" in capsys.readouterr().err
+    assert_usage_error(SCRIPT, NEEDED + [flag, value], f"argument {flag}", capsys)
 
 
 def test_an_image_or_weights_without_a_model_is_an_error_naming_the_flags(capsys):
-    script = load_script(SCRIPT)
-    assert script.main(["--image", "photo.jpg"]) == 2
-    assert "--model" in capsys.readouterr().err
-    assert script.main(["--model", "m.prototxt"]) == 2
-    assert "--image" in capsys.readouterr().err
+    assert_usage_error(SCRIPT, ["--image", "photo.jpg"], "--model", capsys)
+    assert_usage_error(SCRIPT, ["--model", "m.prototxt"], "--image", capsys)

@@ -1,12 +1,9 @@
 """Every flag of weights/fetch.py, through the script's own main(), reaches the argument of
 published_weights.fetch_models it names (issue 20 item 9)."""
-import inspect
-import io
-import sys
-
 import pytest
 
-from tests.conftest import load_script
+from tests.flag_harness import (assert_flag_reaches, assert_usage_error, capture_call,
+                                flag_ids, parser_flags, table_flags)
 from pixelfeedback.nets import published_weights
 from pixelfeedback.paths import WEIGHTS_DIR
 
@@ -24,42 +21,17 @@ FLAGS = [  # (flag, value, fetch_models argument, expected)
 ]
 
 
-class Terminal(io.StringIO):
-    def isatty(self):
-        return True
-
-
 @pytest.fixture
 def captured(monkeypatch):
     """Runs main() with the given arguments; returns the arguments fetch_models received,
     by the real function's parameter names (defaults filled)."""
-    script = load_script(SCRIPT)
-    signature = inspect.signature(published_weights.fetch_models)
-    seen = []
-
-    def fake(*args, **kwargs):
-        bound = signature.bind(*args, **kwargs)
-        bound.apply_defaults()
-        seen.append(dict(bound.arguments))
-
-    monkeypatch.setattr(published_weights, "fetch_models", fake)
     monkeypatch.delenv(published_weights.BASE_URL_ENV, raising=False)
-
-    def run(*argv, terminal=True):
-        # set here, not at fixture setup: pytest's capture replaces stderr for the test call
-        stderr = Terminal() if terminal else io.StringIO()
-        monkeypatch.setattr(sys, "stderr", stderr)
-        assert script.main(list(argv)) == 0, stderr.getvalue()
-        return seen.pop()
-    return run
+    return capture_call(monkeypatch, SCRIPT, published_weights, "fetch_models")
 
 
-@pytest.mark.parametrize("flag, value, keyword, expected", FLAGS, ids=[f[0] for f in FLAGS])
+@pytest.mark.parametrize("flag, value, keyword, expected", FLAGS, ids=flag_ids(FLAGS))
 def test_each_flag_reaches_its_argument(captured, flag, value, keyword, expected):
-    default = captured("largefov")
-    given = captured("largefov", *([flag] if value is None else [flag, value]))
-    assert given[keyword] == expected and default[keyword] != expected
-    assert {key for key in given if given[key] != default[key]} == {keyword}
+    assert_flag_reaches(captured, flag, value, keyword, expected, "largefov")
 
 
 def test_the_names_and_the_defaults(captured):
@@ -82,11 +54,8 @@ def test_no_bars_when_stderr_is_not_a_terminal(captured):
 
 
 def test_every_flag_is_in_this_test():
-    parser = load_script(SCRIPT).build_parser()
-    flags = {o for a in parser._actions for o in a.option_strings if o.startswith("--")}
-    assert flags - {"--help"} == {flag for flag, *_ in FLAGS}
+    assert parser_flags(SCRIPT) == table_flags(FLAGS)
 
 
 def test_a_flag_without_its_value_is_a_usage_error(capsys):
-    assert load_script(SCRIPT).main(["--dest"]) == 2
-    assert "argument --dest" in capsys.readouterr().err
+    assert_usage_error(SCRIPT, ["--dest"], "argument --dest", capsys)
