@@ -203,3 +203,22 @@ def test_ci_runs_the_readme_test_command():
     head = readme.split("\n## ", 1)[0]
     assert "make test" in head and "make demo" in head
 
+
+
+def test_make_test_needs_no_cuda_build_but_ci_goes_on_to_the_cuda_check():
+    """A newcomer's `make test` runs the tests without the 25-minute CUDA compile; CI
+    (CI=true, as .ci/run is run) goes on to `make cuda-check` after them."""
+    def dry_run(ci):
+        env = {k: v for k, v in os.environ.items() if k != "CI"}
+        if ci:
+            env["CI"] = "true"
+        return subprocess.run(["make", "-n", "--no-print-directory", "test"], cwd=REPO, env=env,
+                              capture_output=True, text=True).stdout
+
+    plain, ci = dry_run(False), dry_run(True)
+    assert '-m pytest -m "not cuda_build"' in plain and "--cuda" not in plain
+    assert "cuda-check" not in plain
+    assert "make --no-print-directory cuda-check" in ci
+    makefile = open(os.path.join(REPO, "Makefile")).read()
+    assert re.search(r"^cuda-check: cuda-build gpu-bundle\n\t\$\(PY\) -m pytest -m cuda_build",
+                     makefile, re.M)
