@@ -99,12 +99,13 @@ def test_dockerfiles_call_the_tested_recipe():
     assert re.search(r"^FROM debian:bookworm", cuda, re.M)
     assert "COPY docker/patches docker/patches" in cuda
     builds = [line for line in cuda.replace("\\\n", " ").splitlines()
-              if line.startswith("RUN bash docker/build_caffe.sh")]
+              if line.startswith("RUN ") and "bash docker/build_caffe.sh" in line]
     assert len(builds) == 2
     for line in builds:
         assert " --cuda " in line and "--cuda-home" not in line
-        arch = re.search(r'--cuda-arch "([\d ]+)"', line).group(1).split()
-        assert arch[0] == "75" and arch[-1] == "90"  # CUDA 13: compute capability 7.5 to 9.0
+        assert '--cuda-arch "$CUDA_ARCH"' in line   # the build argument picks them
+    arch = re.search(r'^ARG CUDA_ARCH="([\d ]+)"', cuda, re.M).group(1).split()
+    assert arch[0] == "75" and arch[-1] == "90"  # CUDA 13: compute capability 7.5 to 9.0
     assert "H100" in cuda and "driver 580" in cuda  # says which GPUs it serves
 
 
