@@ -198,6 +198,42 @@ def int_at_least(minimum):
     return parse
 
 
+def int_between(minimum, maximum):
+    """argparse type factory: an integer in [``minimum``, ``maximum``]."""
+    requirement = f"an integer from {minimum} to {maximum}"
+    at_least = int_at_least(minimum)
+
+    def parse(text):
+        try:
+            value = at_least(text)
+        except argparse.ArgumentTypeError:
+            raise _type_error(requirement, text) from None
+        if value > maximum:
+            raise _type_error(requirement, text)
+        return value
+
+    parse.__name__ = "int_between"
+    return parse
+
+
+def size_8k_plus_1(minimum=9):
+    """argparse type factory: an image or crop size of the form 8k+1 and >= ``minimum``, so
+    that DeepLab-LargeFOV's stride 8 divides it exactly (129, 321, 513)."""
+    requirement = f"an integer 8k+1 >= {minimum} (e.g. 129, 321, 513)"
+
+    def parse(text):
+        try:
+            value = int(text)
+        except (TypeError, ValueError):
+            raise _type_error(requirement, text) from None
+        if value < minimum or (value - 1) % 8:
+            raise _type_error(requirement, text)
+        return value
+
+    parse.__name__ = "size_8k_plus_1"
+    return parse
+
+
 positive_int = int_at_least(1)
 positive_int.__doc__ = "argparse type: an integer >= 1."
 positive_int.__name__ = "positive_int"

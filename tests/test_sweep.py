@@ -299,8 +299,8 @@ def assert_refused_before_training(status, err, out, match):
     ("--lambdas", "0.1,0.1", "('0.1' twice)"),
     ("--seeds", "", "--seeds: must be a comma-separated list of integers >= 0 (seeds), got ''"),
     ("--seeds", "x", "got 'x' ('x' is not one)"),
-    ("--test-size", "100", "the test size (--test-size) must be 8k+1"),
-    ("--crop", "32", "the training crop (--crop) must be 8k+1"),
+    ("--test-size", "100", "--test-size: must be an integer 8k+1 >= 9"),
+    ("--crop", "32", "--crop: must be an integer 8k+1 >= 9"),
     ("--snapshot-every", "5", "--snapshot-every) must be an integer between 1 and the "
                               "iterations (4), got 5"),
 ])

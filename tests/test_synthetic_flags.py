@@ -57,11 +57,11 @@ def test_out_is_required(capsys):
 
 
 @pytest.mark.parametrize("flag, value, named", [("--size", "66", "8k+1"),
-                                                ("--train", "100000", "99999")])
-def test_values_argparse_lets_through_are_refused_before_anything_is_written(
+                                                ("--train", "100000", "from 1 to 99999")])
+def test_the_librarys_limits_are_checked_by_argparse_naming_the_flag(
         flag, value, named, tmp_path, capsys):
-    # 8k+1 and the five-digit ids are the library's checks: exit 2 with one error line
+    # 8k+1 and the five-digit ids: usage errors naming the flag, nothing written
     out = tmp_path / "synthetic"
     assert load_script(SCRIPT).main(["--out", str(out), flag, value]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and named in err and not out.exists()
+    assert f"argument {flag}" in err and named in err and not out.exists()

@@ -36,7 +36,7 @@ def build_parser():
                         help="training list file, relative to the repository root "
                              f"(default {largefov.DEFAULT_LIST})")
     parser.add_argument("--batch-size", type=cli.positive_int, default=10, help="images per batch (10)")
-    parser.add_argument("--crop", type=cli.int_at_least(9), default=321, help="training crop, 8k+1 (321)")
+    parser.add_argument("--crop", type=cli.size_8k_plus_1(), default=321, help="training crop, 8k+1 (321)")
     parser.add_argument("--iterations", type=cli.positive_int, default=2000,
                         help="fine-tuning iterations (2000; the thesis does not say)")
     parser.add_argument("--baseline-iterations", type=cli.positive_int, default=6000,

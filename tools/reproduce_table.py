@@ -47,9 +47,9 @@ def build_parser():
                         help="snapshots kept per run once its training finished, newest "
                              "first (the final weights are always kept)")
     parser.add_argument("--batch-size", type=cli.positive_int, default=10)
-    parser.add_argument("--crop", type=cli.positive_int, default=321,
+    parser.add_argument("--crop", type=cli.size_8k_plus_1(), default=321,
                         help="training crop (8k+1)")
-    parser.add_argument("--test-size", type=cli.positive_int, default=513,
+    parser.add_argument("--test-size", type=cli.size_8k_plus_1(), default=513,
                         help="test input size (8k+1, at least the largest val image)")
     parser.add_argument("--width-div", type=cli.positive_int, default=1,
                         help="divide every layer's channels (1 = the real LargeFOV)")

@@ -14,11 +14,12 @@ def build_parser():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_out(parser, None, "data set root (created)", required=True)
-    parser.add_argument("--train", type=cli.positive_int, default=200,
-                        help="training images (default 200)")
-    parser.add_argument("--val", type=cli.positive_int, default=50,
+    parser.add_argument("--train", type=cli.int_between(1, 99999), default=200,
+                        help="training images (default 200; ids have five digits)")
+    parser.add_argument("--val", type=cli.int_between(1, 99999), default=50,
                         help="validation images (default 50)")
-    cli.add_size(parser, 129, "image side, 8k+1, at least 65", minimum=65)
+    parser.add_argument("--size", type=cli.size_8k_plus_1(65), default=129, metavar="N",
+                        help="image side, 8k+1, at least 65 (default: %(default)s)")
     parser.add_argument("--seed", type=cli.nonnegative_int, default=0,
                         help="random seed (default 0)")
     cli.add_progress(parser, "--quiet")
