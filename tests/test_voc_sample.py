@@ -85,3 +85,8 @@ def test_script_refuses_a_folder_it_did_not_write(tmp_path, capsys):
                         "--val", "1", "--size", "65"]) == 0
     assert os.path.isfile(tmp_path / "new" / "VOCdevkit" / "VOC2012" / "ImageSets" /
                           "Segmentation" / "val.txt")
+    capsys.readouterr()
+    assert script.main(["--out", str(tmp_path / "other"), "--size", "100"]) == 2
+    assert "--size" in capsys.readouterr().err and not (tmp_path / "other").exists()
+    with pytest.raises(voc_sample.ToolkitError, match="1 to 9999"):
+        voc_sample.write_voc_folder(str(tmp_path / "x"), n_train=10000)

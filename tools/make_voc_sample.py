@@ -19,11 +19,12 @@ def build_parser():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_out(parser, None, "where VOCdevkit/ and weights/ go (created)", required=True)
-    parser.add_argument("--train", type=cli.positive_int, default=8,
-                        help="training images (default 8)")
-    parser.add_argument("--val", type=cli.positive_int, default=4,
+    parser.add_argument("--train", type=cli.int_between(1, 9999), default=8,
+                        help="training images (default 8; ids have four digits)")
+    parser.add_argument("--val", type=cli.int_between(1, 9999), default=4,
                         help="val images (default 4)")
-    cli.add_size(parser, 129, "image side, 8k+1, at least 65", minimum=65)
+    parser.add_argument("--size", type=cli.size_8k_plus_1(65), default=129, metavar="N",
+                        help="image side, 8k+1, at least 65 (default: %(default)s)")
     parser.add_argument("--seed", type=cli.nonnegative_int, default=0,
                         help="random seed of the synthetic images (default 0)")
     parser.add_argument("--no-weights", action="store_true",

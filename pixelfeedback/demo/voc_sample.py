@@ -48,9 +48,9 @@ def to_voc_label(label):
 
 def write_voc_folder(voc_root, n_train=8, n_val=4, size=129, seed=0):
     """Write the VOC2012-layout folder ``voc_root``; returns {split: [ids]}."""
-    if n_train < 1 or n_val < 1:
-        raise ToolkitError(f"need at least one training and one val image, got "
-                           f"--train {n_train} --val {n_val}")
+    if not (1 <= n_train <= 9999 and 1 <= n_val <= 9999):
+        raise ToolkitError(f"--train and --val must be 1 to 9999 images (ids have four "
+                           f"digits), got --train {n_train} --val {n_val}")
     if size < 65 or (size - 1) % 8:
         raise ToolkitError(f"--size must be 8k+1 and at least 65, got {size}")
     if os.path.isdir(os.path.join(voc_root, "JPEGImages")) and \
