@@ -61,6 +61,7 @@ def test_make_demo_is_a_reduced_version_of_the_powered_table():
                 "train_images"):
         assert full[key] == powered[key], key
     assert full["more_seeds"] == () and powered["more_seeds"]
+    assert powered["step_control"] and not full["step_control"]
     assert set(full["losses"]) <= set(powered["losses"])
     assert set(full["lambdas"]) <= set(powered["lambdas"])
     assert len(full["losses"]) * len(full["lambdas"]) < \

@@ -65,20 +65,21 @@ TABLE31_SMALL = {"train_images": RECIPE["data"]["n_train"], "val_images": 500,
                  "fixation_images": 12, "experiment_images": 30,
                  "losses": ("correlation", "cosine", "selective_correlation", "selective_cosine"),
                  "lambdas": (0.01, 0.05, 0.1, 0.5, 1.0, 5.0), "seeds": (0, 1, 2),
-                 "more_seeds": (3, 4), "normalize": "none",
+                 "more_seeds": (3, 4), "normalize": "none", "step_control": True,
                  "finetune_iterations": 300, "finetune_lr": 1e-3}
 
 # The runs: "table31" (make table31-small), "full" (make demo: the same fine-tunes and val
-# images, two of its cells at the rule's first stage, seeds 0-2 for the cells and both
-# controls, so that it stays within 15 minutes on 2 cores) and "quick" for the tests (fewer
-# images, one short run each).
+# images, two of its cells and the poly control at the rule's first stage, seeds 0-2, no
+# step control: 9 runs of about a minute each on 2 cores, so that it stays within 15
+# minutes) and "quick" for the tests (fewer images, one short run each).
 SETTINGS = {
     "table31": TABLE31_SMALL,
     "full": dict(TABLE31_SMALL, losses=("cosine", "selective_cosine"), lambdas=(0.05,),
-                 more_seeds=()),
+                 more_seeds=(), step_control=False),
     "quick": {"train_images": 100, "val_images": 12, "fixation_images": 4,
               "experiment_images": 6, "losses": ("cosine", "selective_cosine"),
               "lambdas": (0.1,), "seeds": (0,), "more_seeds": (), "normalize": "none",
+              "step_control": True,
               "finetune_iterations": 10, "finetune_lr": 1e-3},
 }
 

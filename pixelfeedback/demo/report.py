@@ -142,9 +142,10 @@ def write_report(out, summary, recipe=RECIPE):
               f"fine-tuning: {b['mean_iou']:.4f} on the same val images.", "",
               {"table31": "This is the powered table (`make table31-small`).",
                "full": "This is a reduced version of the powered table (`make table31-small`):"
-                       " the same fine-tunes and val images, two of its cells and both "
-                       "controls at its rule's first stage (seeds 0-2, none added), so "
-                       "their numbers are the powered table's first-stage ones.",
+                       " the same fine-tunes and val images, two of its cells and the poly "
+                       "control at its rule's first stage (seeds 0-2, none added), so their "
+                       "numbers are the powered table's first-stage ones; the step control "
+                       "is left out here (the powered table runs it).",
                "quick": "Quick mode: a single short run per cell, no statistics."}[
                   summary["mode"]], "",
               "What it shows (paired 95 % intervals in mIoU points; target "

@@ -271,7 +271,7 @@ def _run_steps(out, data_dir, mode, retrain, export, progress, recipe, weights_d
                   f"by {np.mean(drops):.0f} % on average ({summary['salient']['objects_with_drop']}"
                   f" of {len(drops)} objects)")
 
-    with Step(timings, "5. Table 3.1 in small: two controls and the four losses"):
+    with Step(timings, "5. Table 3.1 in small: the controls and the losses"):
         cfg = sweep.SweepConfig(
             out=os.path.join(out, "table"), data_root=data["root"],
             train_list=data["train_list"], val_list=data["val_list"], init_weights=weights,
@@ -280,7 +280,8 @@ def _run_steps(out, data_dir, mode, retrain, export, progress, recipe, weights_d
             test_size=size, width_div=recipe["net"]["width_div"],
             num_classes=recipe["net"]["num_classes"], progress=progress,
             base_lr=settings["finetune_lr"], class_names=synthetic.CLASS_NAMES,
-            step_control=step_control(recipe), normalize=settings["normalize"])
+            step_control=step_control(recipe) if settings["step_control"] else None,
+            normalize=settings["normalize"])
         results, extended = sweep.run_sequential(cfg, settings["more_seeds"], POWER_TARGET,
                                                  EFFECT_TARGET)
         table_rows, table_md = sweep.write_table(cfg, results, title="Table 3.1 on synthetic data")
