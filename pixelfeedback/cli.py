@@ -181,57 +181,40 @@ fraction.__doc__ = "argparse type: a finite number in [0, 1]."
 fraction.__name__ = "fraction"
 
 
-def int_at_least(minimum):
-    """argparse type factory: an integer >= ``minimum`` ("must be an integer >= 1, got 'x'")."""
-    requirement = f"an integer >= {minimum}"
-
+def _checked_int(requirement, accept, name):
+    """argparse type: an integer for which ``accept(value)`` holds, else "must be
+    <requirement>, got '<text>'"."""
     def parse(text):
         try:
             value = int(text)
         except (TypeError, ValueError):
             raise _type_error(requirement, text) from None
-        if value < minimum:
+        if not accept(value):
             raise _type_error(requirement, text)
         return value
 
-    parse.__name__ = "int_at_least"
+    parse.__name__ = name
     return parse
+
+
+def int_at_least(minimum):
+    """argparse type factory: an integer >= ``minimum`` ("must be an integer >= 1, got 'x'")."""
+    return _checked_int(f"an integer >= {minimum}", lambda value: value >= minimum,
+                        "int_at_least")
 
 
 def int_between(minimum, maximum):
     """argparse type factory: an integer in [``minimum``, ``maximum``]."""
-    requirement = f"an integer from {minimum} to {maximum}"
-    at_least = int_at_least(minimum)
-
-    def parse(text):
-        try:
-            value = at_least(text)
-        except argparse.ArgumentTypeError:
-            raise _type_error(requirement, text) from None
-        if value > maximum:
-            raise _type_error(requirement, text)
-        return value
-
-    parse.__name__ = "int_between"
-    return parse
+    return _checked_int(f"an integer from {minimum} to {maximum}",
+                        lambda value: minimum <= value <= maximum, "int_between")
 
 
 def size_8k_plus_1(minimum=9):
     """argparse type factory: an image or crop size of the form 8k+1 and >= ``minimum``, so
     that DeepLab-LargeFOV's stride 8 divides it exactly (129, 321, 513)."""
-    requirement = f"an integer 8k+1 >= {minimum} (e.g. 129, 321, 513)"
-
-    def parse(text):
-        try:
-            value = int(text)
-        except (TypeError, ValueError):
-            raise _type_error(requirement, text) from None
-        if value < minimum or (value - 1) % 8:
-            raise _type_error(requirement, text)
-        return value
-
-    parse.__name__ = "size_8k_plus_1"
-    return parse
+    return _checked_int(f"an integer 8k+1 >= {minimum} (e.g. 129, 321, 513)",
+                        lambda value: value >= minimum and (value - 1) % 8 == 0,
+                        "size_8k_plus_1")
 
 
 positive_int = int_at_least(1)

@@ -265,10 +265,12 @@ def test_number_type_errors_read_well_in_argparse(capsys):
 # ----------------------------------------------------------------------------- the tools' numbers
 
 @pytest.mark.parametrize("script, argv, message", [
-    ("tools/synthetic.py", ["--train", "0"], "argument --train: must be an integer >= 1, got '0'"),
-    ("tools/synthetic.py", ["--val", "0"], "argument --val: must be an integer >= 1, got '0'"),
+    ("tools/synthetic.py", ["--train", "0"],
+     "argument --train: must be an integer from 1 to 99999, got '0'"),
+    ("tools/synthetic.py", ["--val", "0"], "argument --val: must be an integer from 1 to 99999, got '0'"),
     ("tools/synthetic.py", ["--seed", "-1"], "argument --seed: must be an integer >= 0, got '-1'"),
-    ("tools/synthetic.py", ["--size", "33"], "argument --size: must be an integer >= 65, got '33'"),
+    ("tools/synthetic.py", ["--size", "33"],
+     "argument --size: must be an integer 8k+1 >= 65 (e.g. 129, 321, 513), got '33'"),
     ("tools/evaluate.py", ["--model", "m", "--weights", "w", "--data-root", "r", "--list", "l",
                            "--num-classes", "0"],
      "argument --num-classes: must be an integer >= 1, got '0'"),
