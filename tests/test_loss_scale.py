@@ -14,7 +14,6 @@ from tests.test_sweep_summary import CELLS, planted_results
 from pixelfeedback import sweep
 from pixelfeedback.demo import model as demo
 from pixelfeedback.nets import largefov
-from pixelfeedback.runfolder import RunFolder
 from python_layers import ToolkitError
 
 TEMPLATE_NETS = [f"train_{loss}.prototxt" for loss in sweep.LOSSES]
