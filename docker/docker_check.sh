@@ -72,7 +72,9 @@ reason_of() {
 step() {
     local name=$1 log="$LOGS/$1.log" t0 t1 rc
     shift
-    say "== $name: $*"
+    local shown="$*"
+    [[ $1 != eng ]] || shown="$ENGINE ${ENGINE_OPTS[*]}${ENGINE_OPTS[*]:+ }${*:2}"
+    say "== $name: $shown"
     t0=$(date +%s)
     "$@" >"$log" 2>&1
     rc=$?
