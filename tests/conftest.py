@@ -146,3 +146,28 @@ def assert_no_trainer_left(solver_prefix, timeout=10):
     while trainers() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert trainers() == [], "caffe train outlived the process that started it"
+
+
+def run_with_terminal_stderr(argv, cwd, timeout=600):
+    """Run ``argv`` with stderr on a pseudo-terminal (tools draw their bars only on a
+    terminal) and stdout on a pipe; returns (exit status, stdout, stderr text)."""
+    import pty
+    import subprocess
+
+    master, slave = pty.openpty()
+    process = subprocess.Popen(argv, cwd=cwd, stdout=subprocess.PIPE, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:   # EIO once the child closed its end
+            break
+        if not data:
+            break
+        chunks.append(data)
+    os.close(master)
+    stdout = process.stdout.read()
+    process.stdout.close()
+    status = process.wait(timeout=timeout)
+    return status, stdout.decode(errors="replace"), b"".join(chunks).decode(errors="replace")

@@ -16,7 +16,7 @@ from pixelfeedback import sweep, training
 from pixelfeedback.nets import weights as netweights
 from tests.conftest import (REPO, assert_no_trainer_left, kill_once_logged,
                             newest_solverstate_iteration, random_largefov_weights,
-                            write_tiny_voc)
+                            run_with_terminal_stderr, write_tiny_voc)
 
 SCRIPT = os.path.join(REPO, "tools", "reproduce_table.py")
 ITERATIONS, SNAPSHOT = 60, 25
@@ -168,12 +168,13 @@ def test_step_control_continues_the_step_schedule_and_has_its_row(setting, tmp_p
 
 
 def test_progress_bars_and_no_glog_on_the_terminal(setting, tmp_path):
-    done = subprocess.run(argv(setting, tmp_path / "sweep", "--seeds", "0", "--lambdas", "0.1",
-                               "--iterations", "20", "--snapshot-every", "20"),
-                          cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr
-    pieces = re.split(r"[\r\n]", done.stderr)
+    # bars are drawn only on a terminal: stderr is a pseudo-terminal here
+    status, stdout, stderr = run_with_terminal_stderr(
+        argv(setting, tmp_path / "sweep", "--seeds", "0", "--lambdas", "0.1",
+             "--iterations", "20", "--snapshot-every", "20"), REPO)
+    assert status == 0, stderr
+    pieces = re.split(r"[\r\n]", stderr)
     assert any("Table 3.1 sweep" in p and "2/2" in p for p in pieces)
     assert any(p.startswith("control_seed0:") and "20/20" in p and "loss=" in p for p in pieces)
     assert not [p for p in pieces if training.GLOG_LINE.match(p)], "glog reached the terminal"
-    assert "| control (softmax only) |" in done.stdout
+    assert "| control (softmax only) |" in stdout

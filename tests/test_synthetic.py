@@ -262,4 +262,4 @@ def test_command_line(tmp_path, capsys):
     assert script.main(["--out", out, "--train", "2", "--val", "1", "--quiet"]) == 0
     assert "generated" in capsys.readouterr().out
     assert script.main(["--out", out, "--train", "2", "--val", "1", "--size", "100"]) == 2
-    assert "error: size must be 8k+1" in capsys.readouterr().err
+    assert "argument --size: must be an integer 8k+1" in capsys.readouterr().err
