@@ -74,7 +74,8 @@ step() {
     shift
     local shown="$*"
     [[ $1 != eng ]] || shown="$ENGINE ${ENGINE_OPTS[*]}${ENGINE_OPTS[*]:+ }${*:2}"
-    say "== $name: $shown"
+    shown=${shown%%$'\n'*}   # a script argument: its first line only
+    say "== $name: ${shown:0:240}"
     t0=$(date +%s)
     "$@" >"$log" 2>&1
     rc=$?
