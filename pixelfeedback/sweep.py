@@ -149,7 +149,8 @@ class SweepConfig(object):
         """Check everything the sweep needs before anything trains or is written: the
         settings, the GPU (`caffe train -gpu` aborts a CPU-only build), the list files and
         every image and label they name, the initial weights (they load into the net to be
-        trained and are finite) and the disk the snapshots need. Raises ToolkitError naming the setting's flag and what to do. ``run_sweep``
+        trained and are finite) and the disk the snapshots need. Raises ToolkitError naming
+        the setting's flag and what to do. ``run_sweep``
         calls it first."""
         check_settings(self)
         if self.gpu is not None:
@@ -318,9 +319,7 @@ def check_settings(cfg):
     for seed in cfg.control_seed_list():
         _int_at_least(seed, 0, "every control seed")
     _no_repeats(cfg.control_seed_list(), "the control seeds")
-    if cfg.normalize not in largefov.NORMALIZATIONS:
-        raise ToolkitError(f"the template loss's normalisation (--normalize) must be one of "
-                           f"{', '.join(largefov.NORMALIZATIONS)}, got {cfg.normalize!r}")
+    largefov.check_normalize(cfg.normalize)
     _int_at_least(cfg.iterations, 1, "the fine-tuning iterations (--iterations)")
     if not _is_int(cfg.snapshot_every) or not 1 <= cfg.snapshot_every <= cfg.iterations:
         raise ToolkitError(f"the snapshot interval (--snapshot-every) must be an integer "

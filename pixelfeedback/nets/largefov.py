@@ -129,10 +129,11 @@ def _check_loss(loss, lam):
         raise ToolkitError(f"lambda (the template loss weight) must be a number >= 0, got {lam!r}")
 
 
-def _check_normalize(normalize):
+def check_normalize(normalize):
+    """ToolkitError naming --normalize unless ``normalize`` is one of NORMALIZATIONS."""
     if normalize not in NORMALIZATIONS:
-        raise ToolkitError(f"unknown normalisation {normalize!r} of the template loss "
-                           f"(--normalize); use one of {', '.join(NORMALIZATIONS)}")
+        raise ToolkitError(f"the template loss's normalisation (--normalize) must be one of "
+                           f"{', '.join(NORMALIZATIONS)}, got {normalize!r}")
 
 
 def label_positions_per_batch(batch_size, crop):
@@ -157,7 +158,7 @@ def train_net(loss="softmax", lam=0.01, data_root=DEFAULT_DATA_ROOT, list_file=D
     losses. ``stage`` "finetune" trains fc6..fc8 only (thesis 3.4); "baseline" is
     DeepLab's own multipliers (1/2 everywhere, 10/20 for fc8)."""
     _check_loss(loss, lam)
-    _check_normalize(normalize)
+    check_normalize(normalize)
     _check_crop(crop)
     caffe, L, _ = netspec()
     n = caffe.NetSpec()
