@@ -39,8 +39,10 @@ def build_parser():
     parser.add_argument("--quick", action="store_true",
                         help="fewer images and fine-tunes (a few minutes; what the tests run)")
     parser.add_argument("--table31-small", action="store_true",
-                        help="the powered Table 3.1 in small: all four losses at three "
-                        "lambdas, five seeds (about 33 min on 2 cores; resumes)")
+                        help="the powered Table 3.1 in small: all four losses at the thesis's "
+                        "six lambdas, the poly and step controls, seeds 0-2 (two more where "
+                        "a cell's interval is too wide; controls 0-4); about 90 min on 2 "
+                        "cores; resumes")
     parser.add_argument("--retrain", action="store_true",
                         help="train the baseline again instead of using weights/demo/")
     parser.add_argument("--export", action="store_true",
