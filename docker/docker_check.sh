@@ -100,9 +100,18 @@ is_debian_like() {
     [[ -r /etc/os-release ]] && grep -qiE '^(ID|ID_LIKE)=.*(debian|ubuntu)' /etc/os-release
 }
 
+# The packages among "$@" that are not installed; one removed but not purged (its
+# configuration left, `dpkg -s` still answers for it) counts as missing.
+missing_packages() {
+    local p
+    for p in "$@"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || echo "$p"
+    done
+}
+
 apt_install() {  # apt_install PACKAGE...: what is missing, as root
-    local missing=() p
-    for p in "$@"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+    local missing=()
+    mapfile -t missing < <(missing_packages "$@")
     ((${#missing[@]})) || return 0
     is_debian_like || fail engine "no Docker engine answers and this is not Debian or Ubuntu: install podman (with runc) or start Docker, then rerun"
     [[ $(id -u) == 0 ]] || fail engine "no Docker engine answers; installing ${missing[*]} needs root: run as root, or sudo apt-get install -y ${missing[*]}"

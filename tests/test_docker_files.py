@@ -221,3 +221,22 @@ def test_check_script_names_the_reason_of_a_failed_step(tmp_path):
         "docker-check: FAIL: build-cpu: pip: CERTIFICATE_VERIFY_FAILED"
     assert _check_script(tmp_path, "DEBIAN_MIRROR=http://mirror.example/debian/ debian_mirror").stdout \
         == "http://mirror.example/debian\n"
+
+
+def test_check_script_counts_a_removed_package_as_missing(tmp_path):
+    """A package removed but not purged (its configuration left) must be installed again:
+    `dpkg -s` answers for it, so podman "was installed" and the check stopped on a
+    machine where it had been removed."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "dpkg-query"
+    fake.write_text('#!/bin/sh\n'
+                    'for p; do :; done\n'
+                    'case $p in\n'
+                    '  runc) printf "install ok installed" ;;\n'
+                    '  podman) printf "deinstall ok config-files" ;;\n'
+                    '  *) echo "dpkg-query: no packages found matching $p" >&2; exit 1 ;;\n'
+                    'esac\n')
+    fake.chmod(0o755)
+    result = _check_script(tmp_path, f'PATH="{bin_dir}:$PATH" missing_packages podman runc mmdebstrap')
+    assert (result.returncode, result.stdout) == (0, "podman\nmmdebstrap\n")
