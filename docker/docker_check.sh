@@ -116,8 +116,9 @@ apt_install() {  # apt_install PACKAGE...: what is missing, as root
     is_debian_like || fail engine "no Docker engine answers and this is not Debian or Ubuntu: install podman (with runc) or start Docker, then rerun"
     [[ $(id -u) == 0 ]] || fail engine "no Docker engine answers; installing ${missing[*]} needs root: run as root, or sudo apt-get install -y ${missing[*]}"
     say "installing ${missing[*]} (apt-get)"
-    step apt-install bash -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${missing[*]}" \
-        || fail apt-install "$(reason_of "$LOGS/apt-install.log")"
+    local name="apt-install-${missing[0]}"   # one log per install: podman's, then mmdebstrap's
+    step "$name" bash -c "apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${missing[*]}" \
+        || fail "$name" "$(reason_of "$LOGS/$name.log")"
 }
 
 choose_engine() {

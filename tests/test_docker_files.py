@@ -240,3 +240,20 @@ def test_check_script_counts_a_removed_package_as_missing(tmp_path):
     fake.chmod(0o755)
     result = _check_script(tmp_path, f'PATH="{bin_dir}:$PATH" missing_packages podman runc mmdebstrap')
     assert (result.returncode, result.stdout) == (0, "podman\nmmdebstrap\n")
+
+
+def test_check_script_keeps_one_log_per_package_install(tmp_path):
+    """Installing podman, then mmdebstrap, leaves both logs (they once shared one name)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, body in [("dpkg-query", "exit 1"), ("id", "echo 0"),
+                       ("apt-get", 'echo "apt-get $*"')]:
+        (bin_dir / name).write_text(f"#!/bin/sh\n{body}\n")
+        (bin_dir / name).chmod(0o755)
+    result = _check_script(tmp_path, f'PATH="{bin_dir}:$PATH"; is_debian_like() {{ true; }}\n'
+                           'apt_install podman runc && apt_install mmdebstrap')
+    assert result.returncode == 0, result.stdout + result.stderr
+    logs = tmp_path / "check" / "logs"
+    assert sorted(p.name for p in logs.iterdir()) == ["apt-install-mmdebstrap.log",
+                                                      "apt-install-podman.log"]
+    assert "install -y -qq podman runc" in (logs / "apt-install-podman.log").read_text()
