@@ -33,7 +33,7 @@ help:
 	@echo "make prototxt  regenerate prototxt/ from tools/netdef.py and tools/zoo_nets.py"
 	@echo "make bench     run the benchmark scripts (speed ratios measured in one run)"
 	@echo "make slurm-check  docker/slurm_table31.sh on a single-node Slurm of its own (root; not CI; about a minute)"
-	@echo "make docker-check  build the CPU image and run test, demo, fixations, reproduce in it (podman if no Docker; not CI; about 11 min to build cold on 2 cores, 5 min of checks); CUDA=1 also the CUDA image (about 40 min more)"
+	@echo "make docker-check  build the CPU image and run test, demo, fixations, reproduce in it (podman if no Docker; not CI; about 12 min cold on 2 cores); CUDA=1 also the CUDA image (about 13 min more)"
 	@echo "make clean     remove the venv and the Caffe build"
 
 setup:

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # make docker-check: build the CPU image (docker/Dockerfile.cpu) and run the toolkit in it,
 # as a user of `docker run` would; with CUDA=1 also the CUDA image (docker/Dockerfile) for
-# one architecture. Not part of CI: it takes 15 minutes and more on 2 cores (CUDA=1: about
-# 40 more) and, where no Docker engine answers, installs podman.
+# one architecture. Not part of CI: cold on 2 cores it took about 12 minutes (CUDA=1: about
+# 13 more; README, Docker) and, where no Docker engine answers, it installs podman.
 #
 #   bash docker/docker_check.sh            # make docker-check
 #   CUDA=1 bash docker/docker_check.sh     # make docker-check CUDA=1
