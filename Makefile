@@ -24,7 +24,7 @@ GPU_BUNDLE_INPUTS := docker/make_gpu_bundle.sh docker/gpu_check.sh tools/gpu_che
 
 help:
 	@echo "make demo      run the main job (synthetic benchmark: train, fixations, Table 3.1 in small)"
-	@echo "make table31-small  the powered Table 3.1 in small (about 90 min on 2 cores; resumes): runs/table31-small/report.md"
+	@echo "make table31-small  the powered Table 3.1 in small (about 75 min on 2 cores; resumes): runs/table31-small/report.md"
 	@echo "make test      run the test suite (real Caffe; builds it on first use); with CI=true also make cuda-check"
 	@echo "make cuda-check  compile the CUDA 13 Caffe (cached), pack the GPU bundle and run their tests (about 25 min cold)"
 	@echo "make setup     install Debian packages, build Caffe, create $(VENV)"

@@ -41,7 +41,7 @@ def build_parser():
     parser.add_argument("--table31-small", action="store_true",
                         help="the powered Table 3.1 in small: all four losses at the thesis's "
                         "six lambdas, the poly and step controls, seeds 0-2 (two more where "
-                        "a cell's interval is too wide; controls 0-4); about 90 min on 2 "
+                        "a cell's interval is too wide; controls 0-4); about 75 min on 2 "
                         "cores; resumes")
     parser.add_argument("--retrain", action="store_true",
                         help="train the baseline again instead of using weights/demo/")
