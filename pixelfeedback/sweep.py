@@ -150,8 +150,7 @@ class SweepConfig(object):
         settings, the GPU (`caffe train -gpu` aborts a CPU-only build), the list files and
         every image and label they name, the initial weights (they load into the net to be
         trained and are finite) and the disk the snapshots need. Raises ToolkitError naming
-        the setting's flag and what to do. ``run_sweep``
-        calls it first."""
+        the setting's flag and what to do. ``run_sweep`` calls it first."""
         check_settings(self)
         if self.gpu is not None:
             check_gpu(self.gpu, "--gpu")
