@@ -37,13 +37,16 @@ def voc_palette(n=256):
 
 
 def read_image(path):
-    """An image as an (H, W, 3) uint8 BGR array (Caffe's channel order).
+    """An image as an (H, W, 3) uint8 BGR array (Caffe's channel order), its pixels in
+    stored orientation: an EXIF Orientation tag is ignored, as Pillow's header size (the
+    list pre-check) and VOC's labels ignore it, so an image never turns against its label.
 
     A missing, unreadable or truncated file is a ``ToolkitError`` naming it. OpenCV decodes
     a truncated JPEG without an error (the missing part grey), so a JPEG must hold an end
     marker (FF D9) after its last start-of-scan marker (FF DA), as a complete one does;
     other formats are decoded once more by Pillow, which refuses truncated data.
     """
+    stored_orientation = getattr(cv2, "IMREAD_IGNORE_ORIENTATION", 0)  # 0: the GPU bundle's cv2
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise ToolkitError(f"image not found: {path} (check the data root and the list file)")
@@ -52,7 +55,7 @@ def read_image(path):
         raise ToolkitError(f"cannot read image {path}: the file is truncated or corrupt "
                            f"({problem}; a partial download or copy?); replace it or remove "
                            "it from the list")
-    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    image = cv2.imread(path, stored_orientation | cv2.IMREAD_COLOR)
     if image is None:
         raise ToolkitError(f"cannot read image {path}: the file is corrupt or not an image; "
                            "replace it or remove it from the list")
