@@ -24,7 +24,9 @@ def build_parser():
     parser.add_argument("--data-root", default="data/VOCdevkit/VOC2012",
                         help="VOC 2012 folder holding JPEGImages/ and the label folders")
     parser.add_argument("--train-list", default="data/lists/train.txt",
-                        help="DeepLab list file of the fine-tuning images (thesis: VOC 2012 train)")
+                        help="DeepLab list file of the fine-tuning images (VOC 2012 train; the "
+                             "thesis's 'augmentation of ... train, 1456 images' may also "
+                             "mean train_aug)")
     parser.add_argument("--val-list", default="data/lists/val.txt", help="list file evaluated")
     parser.add_argument("--init-weights", default="weights/train2_iter_8000.caffemodel",
                         help="trained LargeFOV the fine-tunes start from")

@@ -34,7 +34,7 @@ NORMALIZE_HELP = ("the template term's normalisation: none (default) = Algorithm
                   "pixels times weaker (16810 at batch 10, crop 321)")
 STAGES = ("finetune", "baseline")
 DEFAULT_DATA_ROOT = "data/VOCdevkit/VOC2012"
-DEFAULT_LIST = "data/lists/train.txt"   # VOC 2012 train, SegmentationClassAug labels
+DEFAULT_LIST = "data/lists/train.txt"   # VOC 2012 train (1,464): docs/voc.md
 DEFAULT_SEED = 0
 SNAPSHOT_DIR = "weights/snapshots"
 IGNORE_LABEL = voc_io.IGNORE_LABEL
