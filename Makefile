@@ -30,7 +30,7 @@ help:
 	@echo "make setup     install Debian packages, build Caffe, create $(VENV)"
 	@echo "make cuda-build  compile (or find in $(CACHE_DIR)) the CUDA 13 Caffe for sm_$(CUDA_ARCH); make cuda-check runs it"
 	@echo "make gpu-bundle  pack it, its libraries, Python and the GPU check into $(GPU_BUNDLE) (<= 45 MiB)"
-	@echo "make prototxt  regenerate prototxt/ from tools/netdef.py and tools/zoo_nets.py"
+	@echo "make prototxt  regenerate prototxt/ with tools/make_prototxt.py (the nets of pixelfeedback/nets/)"
 	@echo "make bench     run the benchmark scripts (speed ratios measured in one run)"
 	@echo "make slurm-check  docker/slurm_table31.sh on a single-node Slurm of its own (root; not CI; about a minute)"
 	@echo "make docker-check  build the CPU image and run test, demo, fixations, reproduce in it (podman if no Docker; not CI; about 12 min cold on 2 cores); CUDA=1 also the CUDA image (about 13 min more)"
