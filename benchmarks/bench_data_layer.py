@@ -20,7 +20,8 @@ os.environ.setdefault("GLOG_minloglevel", "2")
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
 
-from python_layers import seg_data, voc_io  # noqa: E402
+from pixelfeedback import files  # noqa: E402
+from python_layers import seg_data  # noqa: E402
 
 
 def make_dataset(root, count, width=500, height=375, seed=0):
@@ -43,7 +44,7 @@ def make_dataset(root, count, width=500, height=375, seed=0):
         image = np.clip(image + rs.randint(-12, 13, size=image.shape), 0, 255).astype(np.uint8)
         cv2.imwrite(os.path.join(root, "JPEGImages", f"{i:06d}.jpg"), image,
                     [cv2.IMWRITE_JPEG_QUALITY, 90])
-        voc_io.write_label(os.path.join(root, "SegmentationClassAug", f"{i:06d}.png"), label)
+        files.write_label(os.path.join(root, "SegmentationClassAug", f"{i:06d}.png"), label)
         lines.append(f"/JPEGImages/{i:06d}.jpg /SegmentationClassAug/{i:06d}.png\n")
     list_path = os.path.join(root, "train.txt")
     with open(list_path, "w") as f:

@@ -22,7 +22,7 @@ import zipfile
 import zlib
 
 from python_layers import ToolkitError
-from python_layers.voc_io import atomic_path, write_json
+from pixelfeedback.files import atomic_path, write_json
 
 CHUNK = 1 << 20
 TIMEOUT_S = 60

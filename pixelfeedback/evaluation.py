@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from pixelfeedback.data_lists import ALL_OR_NONE, check_pairs
-from pixelfeedback import metrics, reports
+from pixelfeedback import files, metrics, reports
 from pixelfeedback.nets import registry
 from pixelfeedback.nets.loading import load_net
 from pixelfeedback.fixations.rules import NON_FINITE_ADVICE
@@ -290,7 +290,7 @@ def _predict_and_score(folder, net, pairs, has_labels, input_name, output_blob, 
                 continue
             pred = predict_image(net, input_name, output_blob, image, size, mean,
                                  scores_blob, image_path)
-            voc_io.write_label(folder.file(pred_name), pred)
+            files.write_label(folder.file(pred_name), pred)
             ran += 1
             was_reused = False
         else:

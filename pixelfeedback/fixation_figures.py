@@ -24,7 +24,7 @@ import os
 import cv2
 import numpy as np
 
-from pixelfeedback import heatmap, reports
+from pixelfeedback import files, heatmap, reports
 from pixelfeedback.fixations import conv_geometry, pool_geometry
 from pixelfeedback.fixations.rules import PYTHON_RULES
 from pixelfeedback.fixations.rules.index_maps import crop_offsets
@@ -271,7 +271,7 @@ def _write_palette_png(path, bgr, colours=64):
 def _save_png(path, picture):
     """Save a Pillow picture as an optimised PNG, atomically."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with voc_io.atomic_path(path) as tmp:
+    with files.atomic_path(path) as tmp:
         picture.save(tmp, format="PNG", optimize=True)
 
 
@@ -301,7 +301,7 @@ def save_flow_gif(path, image, stages, title="", frame_ms=GIF_FRAME_MS):
                 for frame in frames]
     durations = [frame_ms] * (len(pictures) - 1) + [frame_ms * 3]
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with voc_io.atomic_path(path) as tmp:
+    with files.atomic_path(path) as tmp:
         pictures[0].save(tmp, format="GIF", save_all=True, append_images=pictures[1:],
                          duration=durations, loop=0)
     return path

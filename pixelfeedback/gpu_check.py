@@ -36,7 +36,7 @@ import time
 
 import numpy as np
 
-from pixelfeedback import reports
+from pixelfeedback import files, reports
 from python_layers import ToolkitError, voc_io
 
 PASS, FAIL, SKIP = "pass", "fail", "skipped"
@@ -194,10 +194,10 @@ def write_data(root, count=12, size=(375, 500), num_classes=21, seed=0):
         label[rng.rand(*size) < 0.01] = voc_io.IGNORE_LABEL
         name = f"check_{index:03d}"
         _write_png_rgb(os.path.join(root, "JPEGImages", name + ".png"), image)
-        voc_io.write_label(os.path.join(root, "SegmentationClassAug", name + ".png"), label)
+        files.write_label(os.path.join(root, "SegmentationClassAug", name + ".png"), label)
         lines.append(f"/JPEGImages/{name}.png /SegmentationClassAug/{name}.png")
     list_path = os.path.join(root, "list.txt")
-    voc_io.write_text(list_path, "\n".join(lines) + "\n")
+    files.write_text(list_path, "\n".join(lines) + "\n")
     return root, list_path
 
 
@@ -511,8 +511,8 @@ def write_reports(report, out):
     """Write ``gpu_check.json`` and ``gpu_check.md`` into ``out``; returns both paths."""
     os.makedirs(out, exist_ok=True)
     json_path, md_path = os.path.join(out, "gpu_check.json"), os.path.join(out, "gpu_check.md")
-    voc_io.write_text(json_path, json.dumps(_json_ready(report), indent=1, sort_keys=True) + "\n")
-    voc_io.write_text(md_path, report_markdown(report))
+    files.write_text(json_path, json.dumps(_json_ready(report), indent=1, sort_keys=True) + "\n")
+    files.write_text(md_path, report_markdown(report))
     return json_path, md_path
 
 

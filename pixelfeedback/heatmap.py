@@ -22,7 +22,8 @@ import cv2
 import numpy as np
 from scipy import ndimage, signal
 
-from python_layers import ToolkitError, voc_io
+from pixelfeedback import files
+from python_layers import ToolkitError
 
 RADIUS_FRACTION = 0.1
 MIN_FRACTION = 0.05
@@ -176,7 +177,7 @@ def overlay_heatmap(image, heat, alpha=OVERLAY_ALPHA, colormap=cv2.COLORMAP_JET)
 
 def write_png(path, image):
     """Write a uint8 image (BGR or grey) as a PNG, atomically."""
-    with voc_io.atomic_path(path) as tmp:
+    with files.atomic_path(path) as tmp:
         if not cv2.imwrite(tmp, np.asarray(image)):
             raise OSError(f"cannot write {path}")
     return path
@@ -200,7 +201,7 @@ def write_points_csv(path, points, counts=None):
     """Write fixation points as CSV ``y,x,count`` (duplicates merged), atomically."""
     points, counts = merge_points(points, counts)
     rows = [f"{y},{x},{count:g}" for (y, x), count in zip(points.tolist(), counts.tolist())]
-    voc_io.write_text(path, "\n".join(["y,x,count"] + rows) + "\n")
+    files.write_text(path, "\n".join(["y,x,count"] + rows) + "\n")
     return path
 
 
@@ -255,6 +256,6 @@ def save_fixation_figure(path, image, rows, alpha=OVERLAY_ALPHA, dot_size=4.0, d
             ax.set_axis_off()
     figure.tight_layout()
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with voc_io.atomic_path(path) as tmp:
+    with files.atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=dpi)
     return path

@@ -6,7 +6,7 @@ return the lines tools/seg_fixations.py prints.
 import os
 import tempfile
 
-from pixelfeedback import heatmap, pipeline
+from pixelfeedback import files, heatmap, pipeline
 from pixelfeedback.demo.model import fixation_demo
 from pixelfeedback.nets import registry
 from python_layers import ToolkitError, voc_io
@@ -82,7 +82,7 @@ def _run(args, work_dir):
     def kept(path):  # the demo's generated files live in work_dir and are deleted
         return "(generated, not kept)" if path.startswith(work_dir) else path
 
-    voc_io.write_json(os.path.join(out_dir, "summary.json"), {
+    files.write_json(os.path.join(out_dir, "summary.json"), {
         "model": spec.name, "prototxt": kept(spec.prototxt), "weights": kept(spec.weights),
         "score_blob": spec.score_blob, "shift": args.shift, "k": args.k,
         "max_units": tracker.max_units,

@@ -1,6 +1,6 @@
 """Matplotlib figures without pyplot: each on its own Agg canvas (no display, no global
 state), saved as PNG atomically (a reader never sees half a file)."""
-from python_layers import voc_io
+from pixelfeedback import files
 
 
 def new_figure(width, height):
@@ -18,6 +18,6 @@ def save_figure(figure, path, dpi=100, layout=True):
     it out first with ``tight_layout``; pass False after a layout of your own)."""
     if layout:
         figure.tight_layout()
-    with voc_io.atomic_path(path) as tmp:
+    with files.atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=dpi)
     return path

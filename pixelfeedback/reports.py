@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from python_layers import voc_io
+from pixelfeedback import files
 
 
 def _undefined(value):
@@ -56,7 +56,7 @@ def csv_text(rows, columns):
 
 def write_csv(path, rows, columns):
     """Write dict rows as a CSV file (atomically); returns the path."""
-    voc_io.write_text(path, csv_text(rows, columns))
+    files.write_text(path, csv_text(rows, columns))
     return path
 
 

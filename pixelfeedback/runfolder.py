@@ -6,8 +6,9 @@ A run folder holds the results of one set of settings. Opening it
 1. takes an exclusive lock (``.lock``, an ``fcntl.flock`` that the OS drops when its process
    dies, so ``kill -9`` leaves no stale lock); a second process gets an error naming the
    first one's PID and command line;
-2. removes the temporaries a crashed writer left (``.tmp-*``, what ``voc_io.atomic_path``
-   makes), which is safe because nobody else may write while we hold the lock;
+2. removes the temporaries a crashed writer left (``.tmp-*``, what
+   ``pixelfeedback.files.atomic_path`` makes), which is safe because nobody else may write
+   while we hold the lock;
 3. compares the settings with ``settings.json``: equal settings resume, other settings
    refuse with a message naming each differing setting, ``restart=True`` starts afresh.
 
@@ -36,11 +37,12 @@ import time
 
 import numpy as np
 
-from python_layers import ToolkitError, voc_io
+from pixelfeedback import files
+from python_layers import ToolkitError
 
 LOCK_NAME = ".lock"
 SETTINGS_NAME = "settings.json"
-TMP_PREFIX = ".tmp-"  # voc_io.atomic_path's temporaries
+TMP_PREFIX = ".tmp-"  # files.atomic_path's temporaries
 _LOCK_WAIT_S = 1.0    # how long to wait for a new holder to write its PID into the lock
 _COMMAND_CHARS = 200  # the holder's command line is cut to this length in messages
 
@@ -437,7 +439,7 @@ class RunFolder:
                                for key, old, new in diffs)
             raise ToolkitError(f"{self.name} holds {_article(self.what)} {self.what} of other "
                                f"settings ({listed}); {other}, or {again}")
-        voc_io.write_json(settings_file, self.settings)
+        files.write_json(settings_file, self.settings)
 
     def _clear(self, hint_flag=None):
         """Delete everything but our lock, nested run folders included (refused while
@@ -506,20 +508,20 @@ class RunFolder:
     @contextlib.contextmanager
     def atomic(self, rel):
         """Yield a temporary path beside ``rel``; it is renamed onto ``rel`` when the body
-        succeeds and deleted when it raises (voc_io.atomic_path)."""
-        with voc_io.atomic_path(self._target(rel)) as tmp:
+        succeeds and deleted when it raises (files.atomic_path)."""
+        with files.atomic_path(self._target(rel)) as tmp:
             yield tmp
 
     def write_json(self, rel, obj):
         """Write JSON atomically (NaN as null, sorted keys)."""
-        voc_io.write_json(self._target(rel), json_safe(obj, self.root, rel))
+        files.write_json(self._target(rel), json_safe(obj, self.root, rel))
 
     def read_json(self, rel):
         with open(self.file(rel)) as f:
             return json.load(f)
 
     def write_text(self, rel, text):
-        voc_io.write_text(self._target(rel), text)
+        files.write_text(self._target(rel), text)
 
     def listing(self, rel_dir="", suffix=None):
         """Sorted absolute paths of the finished files in ``rel_dir`` (not recursive):

@@ -40,7 +40,7 @@ import time
 
 import numpy as np
 
-from pixelfeedback import cli, evaluation, metrics, reports
+from pixelfeedback import cli, evaluation, files, metrics, reports
 from pixelfeedback.data_lists import check_list
 from pixelfeedback.messages import note
 from pixelfeedback.nets import largefov, registry
@@ -50,7 +50,7 @@ from pixelfeedback.runfolder import RunFolder
 from pixelfeedback.training import (die_with_parent, final_weights, parse_losses,
                                     prune_snapshots, resumed_from, train, training_seconds,
                                     weights_problem)
-from python_layers import ToolkitError, voc_io
+from python_layers import ToolkitError
 from python_layers.template_similarity import LOSS_NAMES as LOSSES
 
 LAMBDAS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0)
@@ -1016,8 +1016,8 @@ def write_table(cfg, results, title="Table 3.1"):
     rows = summarize(results)
     scale = loss_scale(results, cfg.batch_size, cfg.crop)
     markdown = table_markdown(rows, title, scale)
-    voc_io.write_text(os.path.join(cfg.out, TABLE_FILES[0]), markdown)
-    voc_io.write_text(os.path.join(cfg.out, TABLE_FILES[1]), table_csv(rows, scale))
+    files.write_text(os.path.join(cfg.out, TABLE_FILES[0]), markdown)
+    files.write_text(os.path.join(cfg.out, TABLE_FILES[1]), table_csv(rows, scale))
     subtitle = None
     if scale:
         subtitle = "normalize " + "/".join(scale["normalize"]) + "".join(

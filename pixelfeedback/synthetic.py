@@ -58,6 +58,7 @@ import re
 import cv2
 import numpy as np
 
+from pixelfeedback import files
 from python_layers import ToolkitError, voc_io
 
 CLASS_NAMES = ("background", "cat", "dog", "chair", "sofa")
@@ -387,7 +388,7 @@ def _paths(root, image_id):
 
 
 def _write_jpeg(path, image):
-    with voc_io.atomic_path(path) as tmp:
+    with files.atomic_path(path) as tmp:
         if not cv2.imwrite(tmp, image, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]):
             raise ToolkitError(f"cannot write {path}: check that the folder is writable")
 
@@ -479,7 +480,7 @@ def generate(root, n_train=200, n_val=50, size=129, seed=0, progress=False):
         return _info(root, existing, generated=False)
     if os.path.exists(dataset_path):
         os.unlink(dataset_path)  # a half-done regeneration must never look complete
-    voc_io.write_text(marker_path, "made by tools/synthetic.py; safe to regenerate\n")
+    files.write_text(marker_path, "made by tools/synthetic.py; safe to regenerate\n")
 
     from tqdm import tqdm
 
@@ -495,10 +496,10 @@ def generate(root, n_train=200, n_val=50, size=129, seed=0, progress=False):
             example_rng(seed, split, index), size)
         paths = _paths(root, image_id)
         _write_jpeg(paths["image"], image)
-        voc_io.write_label(paths["label"], label)
-        voc_io.write_label(paths["bodies"], bodies)
-        voc_io.write_label(paths["parts"], parts)
-        voc_io.write_json(paths["annotation"], {
+        files.write_label(paths["label"], label)
+        files.write_label(paths["bodies"], bodies)
+        files.write_label(paths["parts"], parts)
+        files.write_json(paths["annotation"], {
             "id": image_id, "split": split, "size": size, "objects": objects,
             "void_radius": void_radius_for(size),
             "masks": {"bodies": os.path.basename(paths["bodies"]),
@@ -509,9 +510,9 @@ def generate(root, n_train=200, n_val=50, size=129, seed=0, progress=False):
 
     for split, count in (("train", n_train), ("val", n_val)):
         ids = _image_ids(split, count)
-        voc_io.write_text(os.path.join(root, "ImageSets", "Segmentation", split + ".txt"),
-                          "".join(i + "\n" for i in ids))
-        voc_io.write_text(os.path.join(root, "lists", split + ".txt"), "".join(
+        files.write_text(os.path.join(root, "ImageSets", "Segmentation", split + ".txt"),
+                         "".join(i + "\n" for i in ids))
+        files.write_text(os.path.join(root, "lists", split + ".txt"), "".join(
             f"/JPEGImages/{i}.jpg /SegmentationClass/{i}.png\n" for i in ids))
     _remove_stale(root, {image_id for _, image_id in jobs})
 
@@ -530,7 +531,7 @@ def generate(root, n_train=200, n_val=50, size=129, seed=0, progress=False):
         "label_dir": "SegmentationClass",
         "annotation_dir": "Objects",
     }
-    voc_io.write_json(dataset_path, dataset)
+    files.write_json(dataset_path, dataset)
     return _info(root, dataset, generated=True)
 
 

@@ -15,7 +15,8 @@ import tarfile
 import numpy as np
 
 from pixelfeedback import download as dl
-from python_layers import ToolkitError, voc_io
+from pixelfeedback import files
+from python_layers import ToolkitError
 
 BASE_URL_ENV = "TOOLKIT_DATA_BASE_URL"
 
@@ -107,7 +108,7 @@ def extract_voc(archive, dest, progress=True):
         if not os.path.isdir(os.path.join(voc_root, sub)):
             raise ToolkitError(f"{archive} has no VOCdevkit/VOC2012/{sub}; it is not the VOC "
                                "2012 trainval archive")
-    voc_io.write_text(stamp, os.path.basename(archive) + "\n")
+    files.write_text(stamp, os.path.basename(archive) + "\n")
     return voc_root
 
 
@@ -160,13 +161,13 @@ def convert_sbd(archive, voc_root, progress=True):
                 splits[stem] = [line.split()[0] for line in text.splitlines() if line.strip()]
             elif parent == "dataset" and folder == "cls" and ext == ".mat":
                 label = sbd_label(tf.extractfile(member).read(), f"{archive}:{member.name}")
-                voc_io.write_label(os.path.join(aug_dir, stem + ".png"), label)
+                files.write_label(os.path.join(aug_dir, stem + ".png"), label)
                 converted += 1
                 bar.update()
             elif parent == "dataset" and folder == "img" and ext == ".jpg":
                 target = os.path.join(jpeg_dir, base)
                 if not os.path.exists(target):
-                    with voc_io.atomic_path(target) as tmp, open(tmp, "wb") as f:
+                    with files.atomic_path(target) as tmp, open(tmp, "wb") as f:
                         shutil.copyfileobj(tf.extractfile(member), f)
     if converted == 0 or set(splits) != {"train", "val"}:
         raise ToolkitError(f"{archive} has no benchmark_RELEASE/dataset/cls/*.mat or "
@@ -175,7 +176,7 @@ def convert_sbd(archive, voc_root, progress=True):
     for name in sorted(os.listdir(voc_labels)):
         if name.endswith(".png"):
             shutil.copyfile(os.path.join(voc_labels, name), os.path.join(aug_dir, name))
-    voc_io.write_json(sbd_stamp(voc_root), splits)
+    files.write_json(sbd_stamp(voc_root), splits)
     return splits["train"], splits["val"]
 
 
@@ -199,7 +200,7 @@ def write_lists(voc_root, lists_dir, sbd_splits=None):
                                f"label in {voc_root} (e.g. {missing[0]}); the archive is "
                                "incomplete: fetch it again")
         lines = "".join(f"/JPEGImages/{i}.jpg /{label_dir}/{i}.png\n" for i in ids)
-        voc_io.write_text(os.path.join(lists_dir, name + ".txt"), lines)
+        files.write_text(os.path.join(lists_dir, name + ".txt"), lines)
         counts[name] = len(ids)
     return counts
 

@@ -1,10 +1,8 @@
-"""Reading and writing VOC-style data: images, palette label PNGs, DeepLab list files,
-and atomic file writes (so that an interrupted run never leaves a half-written file).
+"""Reading VOC-style data, what the Caffe layers need: images, palette label PNGs,
+DeepLab list files, the VOC palette and constants. The library writes files (labels
+included) through ``pixelfeedback/files.py``.
 """
-import contextlib
-import json
 import os
-import tempfile
 
 import cv2
 import numpy as np
@@ -125,20 +123,6 @@ def read_label(path, num_classes=None, ignore_label=IGNORE_LABEL):
     return label
 
 
-def write_label(path, label):
-    """Write an (H, W) index map as a VOC palette PNG, atomically."""
-    label = np.asarray(label)
-    if label.ndim != 2:
-        raise ValueError(f"label must be 2-D, got shape {label.shape}")
-    if label.size and (label.min() < 0 or label.max() > 255):  # never wrap -1 into 255
-        raise ValueError(f"label values must be 0..255 (class indices, 255 = ignore), got "
-                         f"{label.min()}..{label.max()}")
-    img = Image.fromarray(label.astype(np.uint8), mode="P")
-    img.putpalette(voc_palette().ravel().tolist())
-    with atomic_path(path) as tmp:
-        img.save(tmp, format="PNG")
-
-
 def read_list(path, root=None):
     """Parse a DeepLab list file (``/JPEGImages/x.jpg /SegmentationClassAug/x.png``).
 
@@ -163,34 +147,3 @@ def read_list(path, root=None):
     if not pairs:
         raise ToolkitError(f"list file {path} is empty")
     return pairs
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def write_text(path, text):
-    """Write a text file atomically."""
-    with atomic_path(path) as tmp:
-        with open(tmp, "w") as f:
-            f.write(text)
-
-
-def write_json(path, obj):
-    """Write JSON atomically (sorted keys, indented, trailing newline)."""
-    write_text(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")

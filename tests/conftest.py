@@ -38,6 +38,7 @@ def write_tiny_voc(root, n_images=4, size=(45, 53), num_classes=4, seed=0, list_
     them. Returns the list file's path.
     """
     import cv2
+    from pixelfeedback import files
     from python_layers import voc_io
 
     rs = np.random.RandomState(seed)
@@ -58,7 +59,7 @@ def write_tiny_voc(root, n_images=4, size=(45, 53), num_classes=4, seed=0, list_
             image[y0:y1, x0:x1] = colours[c]
         name = f"img_{i:04d}"
         cv2.imwrite(os.path.join(root, "JPEGImages", name + ".jpg"), image)
-        voc_io.write_label(os.path.join(root, "SegmentationClassAug", name + ".png"), label)
+        files.write_label(os.path.join(root, "SegmentationClassAug", name + ".png"), label)
         lines.append(f"/JPEGImages/{name}.jpg /SegmentationClassAug/{name}.png\n")
     list_path = os.path.join(root, list_name)
     with open(list_path, "w") as f:

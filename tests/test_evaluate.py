@@ -12,7 +12,7 @@ from PIL import Image
 
 from python_layers import ToolkitError, voc_io
 from tests.conftest import REPO, write_tiny_voc
-from pixelfeedback import evaluation, metrics
+from pixelfeedback import evaluation, files, metrics
 from pixelfeedback.nets import largefov
 
 NUM_CLASSES = 4
@@ -411,7 +411,7 @@ def hand_worked(tmp_path, caffe):
         for channel in range(3):
             image[..., channel][pred == channel] = 200
         cv2.imwrite(str(root / "images" / f"h{index}.png"), image)   # lossless
-        voc_io.write_label(str(root / "labels" / f"h{index}.png"), label.astype(np.uint8))
+        files.write_label(str(root / "labels" / f"h{index}.png"), label.astype(np.uint8))
         lines.append(f"/images/h{index}.png /labels/h{index}.png\n")
     (root / "list.txt").write_text("".join(lines))
     prototxt = tmp_path / "copy.prototxt"

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pixelfeedback import evaluation, pipeline, synthetic
+from pixelfeedback import evaluation, files, pipeline, synthetic
 from pixelfeedback import experiments as ex
 from pixelfeedback.fixations import SHIFTS
 from pixelfeedback.nets import largefov, netspec, registry
@@ -213,8 +213,8 @@ def test_location_end_to_end_by_hand(model, data, tmp_path, caffe):
     for name, value in labels:
         shutil.copy(os.path.join(root, "JPEGImages", "val_00000.jpg"),
                     hand / "JPEGImages" / f"{name}.jpg")
-        voc_io.write_label(str(hand / "labels" / f"{name}.png"),
-                           np.full(image.shape[:2], value, np.uint8))
+        files.write_label(str(hand / "labels" / f"{name}.png"),
+                          np.full(image.shape[:2], value, np.uint8))
         lines.append(f"/JPEGImages/{name}.jpg /labels/{name}.png\n")
     list_file = hand / "list.txt"
     list_file.write_text("".join(lines))

@@ -17,6 +17,7 @@ import pytest
 from python_layers import ToolkitError, voc_io
 from tests.conftest import REPO, load_script
 from pixelfeedback import download as dl
+from pixelfeedback import files
 from pixelfeedback.nets import loading, published_weights, registry
 from pixelfeedback.nets import weights as netweights
 
@@ -358,7 +359,7 @@ def png_bytes(label):
     import tempfile
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "x.png")
-        voc_io.write_label(path, label)
+        files.write_label(path, label)
         return read_bytes(path)
 
 
@@ -507,7 +508,6 @@ def test_zoo_urls_are_rewritten_for_mirrors(fetch_weights):
 def test_lists_only_for_an_existing_voc_folder(tmp_path):
     """A mounted VOC2012 folder (the Docker image's case): lists, nothing downloaded."""
     import numpy as np
-    from python_layers import voc_io
     fetch_voc = load_script(os.path.join("tools", "fetch_voc.py"))
     root = tmp_path / "VOC2012"
     sets = root / "ImageSets" / "Segmentation"
@@ -517,11 +517,11 @@ def test_lists_only_for_an_existing_voc_folder(tmp_path):
     for name in "abcd":
         (root / "JPEGImages").mkdir(exist_ok=True)
         (root / "JPEGImages" / f"{name}.jpg").write_bytes(b"x")
-        voc_io.write_label(str(root / "SegmentationClassAug" / f"{name}.png"),
-                           np.zeros((2, 2), np.uint8))
+        files.write_label(str(root / "SegmentationClassAug" / f"{name}.png"),
+                          np.zeros((2, 2), np.uint8))
         if name in "abc":
-            voc_io.write_label(str(root / "SegmentationClass" / f"{name}.png"),
-                               np.zeros((2, 2), np.uint8))
+            files.write_label(str(root / "SegmentationClass" / f"{name}.png"),
+                              np.zeros((2, 2), np.uint8))
     lists = tmp_path / "lists"
     assert fetch_voc.main(["--lists-only", str(root), "--lists-dir", str(lists)]) == 0
     assert (lists / "train.txt").read_text().splitlines() == [

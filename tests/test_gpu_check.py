@@ -158,7 +158,7 @@ def test_png_stand_ins_read_and_write_what_voc_io_needs(tmp_path, shims):
     image = rng.randint(0, 256, (23, 31, 3)).astype(np.uint8)
     label = rng.randint(0, 21, (23, 31)).astype(np.uint8)
     real_cv2.imwrite(str(tmp_path / "real.png"), image)           # Pillow and OpenCV filter
-    real_label = RealImage.fromarray(label, mode="P")  # as voc_io.write_label: 8 bits
+    real_label = RealImage.fromarray(label, mode="P")  # as files.write_label: 8 bits
     real_label.putpalette([v % 256 for v in range(768)])
     real_label.save(tmp_path / "real_label.png")                   # their rows
     cv2, image_module = shims("cv2"), shims("PIL.Image")

@@ -7,6 +7,7 @@ import cv2
 import numpy as np
 import pytest
 
+from pixelfeedback import files
 from python_layers import ToolkitError, voc_io
 from python_layers.seg_data import DEEPLAB_MEAN, crop_window, pad_to, preprocess
 
@@ -46,7 +47,7 @@ def coordinate_voc(root, n_images=3, size=(40, 50)):
         image = np.stack([label, np.tile(np.arange(w), (h, 1)),
                           np.tile(np.arange(h)[:, None], (1, w))], axis=2).astype(np.uint8)
         cv2.imwrite(os.path.join(root, "JPEGImages", f"c{i}.png"), image)
-        voc_io.write_label(os.path.join(root, "SegmentationClassAug", f"c{i}.png"), label)
+        files.write_label(os.path.join(root, "SegmentationClassAug", f"c{i}.png"), label)
         lines.append(f"/JPEGImages/c{i}.png /SegmentationClassAug/c{i}.png\n")
     list_path = os.path.join(root, "list.txt")
     with open(list_path, "w") as f:
@@ -282,8 +283,8 @@ def test_corrupt_image_error_reaches_forward(caffe, tmp_path, tiny_voc, prefetch
 
 def test_label_of_another_size_names_both_files(caffe, tmp_path, tiny_voc):
     root, list_path = tiny_voc
-    voc_io.write_label(os.path.join(root, "SegmentationClassAug", "img_0001.png"),
-                       np.zeros((30, 30), np.uint8))
+    files.write_label(os.path.join(root, "SegmentationClassAug", "img_0001.png"),
+                      np.zeros((30, 30), np.uint8))
     net = data_net(caffe, tmp_path, root=root, list=list_path, batch_size=4, crop_size=33,
                    shuffle=False)
     with pytest.raises(ToolkitError, match=r"img_0001\.png is 30x30 but image .*img_0001\.jpg is 53x45"):
@@ -294,7 +295,7 @@ def test_label_value_neither_class_nor_ignore(caffe, tmp_path, tiny_voc):
     root, list_path = tiny_voc
     label = np.zeros((45, 53), np.uint8)
     label[3, 4] = 30
-    voc_io.write_label(os.path.join(root, "SegmentationClassAug", "img_0000.png"), label)
+    files.write_label(os.path.join(root, "SegmentationClassAug", "img_0000.png"), label)
     net = data_net(caffe, tmp_path, root=root, list=list_path, batch_size=1, crop_size=33,
                    shuffle=False, prefetch=0)
     with pytest.raises(ToolkitError, match=r"img_0000\.png has values \[30\]"):

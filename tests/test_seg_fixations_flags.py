@@ -12,7 +12,7 @@ import pytest
 from tests.flag_harness import (assert_flag_changes, assert_flag_reaches, assert_usage_error,
                                 capture_call, flag_ids, parser_flags, record_steps,
                                 table_flags)
-from pixelfeedback import image_fixations, pipeline
+from pixelfeedback import files, image_fixations, pipeline
 from python_layers import voc_io
 
 SCRIPT = "tools/seg_fixations.py"
@@ -108,7 +108,7 @@ def calls(monkeypatch):
              keep={"out_dir", "stem", "alpha"})
     recorder(pipeline, "write_figure_2_4", None, keep={"alpha"})
     recorder(pipeline, "write_flow", [], keep=())
-    recorder(voc_io, "write_json", None, keep={"path"})
+    recorder(files, "write_json", None, keep={"path"})
 
     return record_steps(monkeypatch, SCRIPT, seen, {"write_flow.called": False}, NEEDED)
 

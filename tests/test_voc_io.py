@@ -1,12 +1,13 @@
 """python_layers/voc_io.py: the VOC palette against colours written out by hand, palette
-label PNGs (read as indices, RGB refused), DeepLab list files, and atomic writes."""
-import json
+label PNGs read (as indices, RGB refused), and DeepLab list files. Writing (atomic files,
+label PNGs) is pixelfeedback/files.py: tests/test_files.py."""
 import os
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from pixelfeedback import files
 from python_layers import ToolkitError, voc_io
 
 # PASCAL VOC's colour of each class (RGB), copied from the VOC devkit's colour map, not
@@ -37,11 +38,6 @@ VOC_COLOURS = {
 }
 
 
-def leftover_temporaries(folder):
-    """Files atomic_path could have left behind in ``folder``."""
-    return [name for name in os.listdir(folder) if name.startswith(".tmp-")]
-
-
 # --- the palette ---------------------------------------------------------------------------
 
 def test_palette_has_the_voc_colours():
@@ -51,21 +47,6 @@ def test_palette_has_the_voc_colours():
         assert tuple(int(v) for v in palette[index]) == colour, index
     assert voc_io.voc_palette(21).tolist() == palette[:21].tolist()
     assert voc_io.VOC_CLASSES[15] == "person" and len(voc_io.VOC_CLASSES) == 21
-
-
-def test_written_label_shows_the_voc_colours_and_reads_back_as_indices(tmp_path):
-    indices = sorted(VOC_COLOURS)
-    label = np.array([indices, indices[::-1]], np.uint8)  # 2 x 22, every class and void
-    path = tmp_path / "label.png"
-    voc_io.write_label(path, label)
-    with Image.open(path) as img:
-        assert img.mode == "P"
-        rgb = np.array(img.convert("RGB"))
-    for row in range(2):
-        for col, index in enumerate(label[row]):
-            assert tuple(int(v) for v in rgb[row, col]) == VOC_COLOURS[int(index)]
-    read = voc_io.read_label(path)
-    assert read.dtype == np.uint8 and read.tolist() == label.tolist()
 
 
 # --- reading labels --------------------------------------------------------------------------
@@ -91,7 +72,7 @@ def test_colour_label_png_is_refused_naming_the_file(tmp_path, mode):
 
 def test_label_values_outside_the_classes_are_named(tmp_path):
     label = np.array([[0, 1, 21], [255, 30, 2]], np.uint8)
-    voc_io.write_label(tmp_path / "bad.png", label)
+    files.write_label(tmp_path / "bad.png", label)
     with pytest.raises(ToolkitError, match=r"bad\.png has values \[21, 30\] .* \(0\.\.20\) "
                                            r"nor the ignore label 255"):
         voc_io.read_label(tmp_path / "bad.png", num_classes=21)
@@ -145,52 +126,3 @@ def test_empty_and_missing_lists_are_refused(tmp_path):
         voc_io.read_list(write_list(tmp_path, "\n  \n"))
     with pytest.raises(ToolkitError, match=r"list file not found: .*nolist\.txt"):
         voc_io.read_list(tmp_path / "nolist.txt")
-
-
-# --- atomic writes ---------------------------------------------------------------------------
-
-def test_atomic_writes_leave_no_temporary_files(tmp_path):
-    voc_io.write_label(tmp_path / "label.png", np.zeros((3, 4), np.uint8))
-    voc_io.write_text(tmp_path / "notes.txt", "first\n")
-    first_inode = os.stat(tmp_path / "notes.txt").st_ino
-    voc_io.write_text(tmp_path / "notes.txt", "second\n")
-    # Replaced by a rename, never rewritten in place: a reader sees the old or the new file.
-    assert os.stat(tmp_path / "notes.txt").st_ino != first_inode
-    voc_io.write_json(tmp_path / "record.json", {"b": 1.5, "a": [1, 2]})
-    assert sorted(os.listdir(tmp_path)) == ["label.png", "notes.txt", "record.json"]
-    assert (tmp_path / "notes.txt").read_text() == "second\n"
-    text = (tmp_path / "record.json").read_text()
-    assert json.loads(text) == {"a": [1, 2], "b": 1.5}
-    assert text.index('"a"') < text.index('"b"') and text.endswith("}\n")  # sorted, newline
-    umask = os.umask(0)
-    os.umask(umask)
-    assert os.stat(tmp_path / "notes.txt").st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
-
-
-def test_an_interrupted_write_keeps_the_old_file_and_no_temporary(tmp_path):
-    target = tmp_path / "results.json"
-    voc_io.write_json(target, {"done": 1})
-    with pytest.raises(KeyboardInterrupt):
-        with voc_io.atomic_path(target) as tmp:
-            with open(tmp, "w") as f:
-                f.write('{"do')  # half written when the run is interrupted
-            raise KeyboardInterrupt
-    assert json.loads(target.read_text()) == {"done": 1}
-    assert leftover_temporaries(tmp_path) == []
-    with pytest.raises(TypeError):  # not JSON: nothing replaces the old file
-        voc_io.write_json(target, {"bad": object()})
-    assert json.loads(target.read_text()) == {"done": 1}
-    assert leftover_temporaries(tmp_path) == []
-
-
-def test_atomic_write_makes_the_folder(tmp_path):
-    voc_io.write_text(tmp_path / "new" / "deeper" / "file.txt", "x")
-    assert (tmp_path / "new" / "deeper" / "file.txt").read_text() == "x"
-    assert leftover_temporaries(tmp_path / "new" / "deeper") == []
-
-
-def test_write_label_refuses_values_outside_0_to_255(tmp_path):
-    for bad in ([[256, 0]], [[-1, 0]]):  # would wrap to 0 and 255 (ignore) silently
-        with pytest.raises(ValueError, match=r"label values must be 0\.\.255"):
-            voc_io.write_label(str(tmp_path / "bad.png"), np.array(bad))
-    assert not os.path.exists(tmp_path / "bad.png")

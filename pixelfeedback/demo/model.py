@@ -10,13 +10,13 @@ import shutil
 
 import numpy as np
 
-from pixelfeedback import pipeline, synthetic
+from pixelfeedback import files, pipeline, synthetic
 from pixelfeedback.download import file_digest
 from pixelfeedback.nets import largefov, registry
 from pixelfeedback.nets.netspec import write_net
 from pixelfeedback.paths import REPO_ROOT
 from pixelfeedback.pipeline import DEFAULT_SCORE_BLOB, ModelSpec
-from python_layers import ToolkitError, voc_io
+from python_layers import ToolkitError
 
 
 DEMO_WEIGHTS_DIR = os.path.join(REPO_ROOT, "weights", "demo")
@@ -132,7 +132,7 @@ def export_baseline(weights, losses, metrics, seconds, train_metrics=None, recip
     lies close to val's when the net did not memorise them."""
     target, recipe_file = weights_files(weights_dir)
     os.makedirs(weights_dir, exist_ok=True)
-    with voc_io.atomic_path(target) as tmp:
+    with files.atomic_path(target) as tmp:
         shutil.copyfile(weights, tmp)
     meta = {"recipe": recipe, "recipe_id": recipe_id(recipe), "sha256": file_digest(target),
             "val_mean_iou": metrics["mean_iou"], "val_class_iou": metrics["class_iou"],
@@ -143,7 +143,7 @@ def export_baseline(weights, losses, metrics, seconds, train_metrics=None, recip
     if train_metrics:
         meta.update(train_mean_iou=train_metrics["mean_iou"],
                     train_images=train_metrics.get("num_images"))
-    voc_io.write_json(recipe_file, meta)
+    files.write_json(recipe_file, meta)
     return meta
 
 

@@ -3,10 +3,9 @@ findings of its Table 3.1 in small stated as measured."""
 import collections
 import os
 
-from pixelfeedback import reports, sweep
+from pixelfeedback import files, reports, sweep
 from pixelfeedback.demo.model import EFFECT_TARGET, POWER_TARGET, RECIPE
 from pixelfeedback.paths import REPO_ROOT
-from python_layers import voc_io
 
 # The powered table as measured on the earlier scale (normalize valid), shown beside
 # today's so that the two scales stand side by side.
@@ -170,5 +169,5 @@ def write_report(out, summary, recipe=RECIPE):
               + f"; the {table.get('runs', 0)} Table 3.1 runs "
               f"{table.get('train_seconds', 0):.0f} s."]
     path = os.path.join(out, "report.md")
-    voc_io.write_text(path, "\n".join(lines) + "\n")
+    files.write_text(path, "\n".join(lines) + "\n")
     return path

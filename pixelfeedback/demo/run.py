@@ -6,7 +6,8 @@ import time
 
 import numpy as np
 
-from pixelfeedback import evaluation, experiments, heatmap, pipeline, reports, sweep, synthetic
+from pixelfeedback import (evaluation, experiments, files, heatmap, pipeline, reports, sweep,
+                           synthetic)
 from pixelfeedback.demo.model import (
     DEMO_WEIGHTS_DIR, EFFECT_TARGET, POWER_TARGET, RECIPE, SETTINGS, committed_baseline, demo_model_files,
     export_baseline, init_weights, model_spec, recipe_id, step_control, weights_files)
@@ -46,7 +47,7 @@ def make_data(data_dir, settings, recipe=RECIPE, progress=True):
                               progress=progress)
     train_pairs = open(info["train_list"]).read().splitlines()[-settings["val_images"]:]
     info["train_subset"] = os.path.join(data_dir, "lists", f"train_last{len(train_pairs)}.txt")
-    voc_io.write_text(info["train_subset"], "\n".join(train_pairs) + "\n")
+    files.write_text(info["train_subset"], "\n".join(train_pairs) + "\n")
     print(f"   {data_dir}: {settings['train_images']} train, {settings['val_images']} val "
           f"images ({'generated' if info['generated'] else 'already there'})")
     return info
@@ -300,7 +301,7 @@ def _run_steps(out, data_dir, mode, retrain, export, progress, recipe, weights_d
 
     summary["timings"] = [(title, round(seconds, 1)) for title, seconds in timings]
     summary["total_seconds"] = round(time.time() - started, 1)
-    voc_io.write_json(os.path.join(out, "summary.json"), summary)
+    files.write_json(os.path.join(out, "summary.json"), summary)
     report = write_report(out, summary, recipe)
     print(f"\nreport: {report}  (total {summary['total_seconds']:.0f} s)")
     return summary

@@ -21,7 +21,7 @@ import tempfile
 import cv2
 import numpy as np
 
-from pixelfeedback import synthetic
+from pixelfeedback import files, synthetic
 from pixelfeedback.demo import model as demo_model
 from pixelfeedback.nets import largefov
 from pixelfeedback.nets.netspec import write_net
@@ -57,8 +57,8 @@ def write_voc_folder(voc_root, n_train=8, n_val=4, size=129, seed=0):
             not os.path.isfile(os.path.join(voc_root, ".voc_sample")):
         raise ToolkitError(f"{voc_root} holds images this tool did not write; choose an "
                            "empty or new folder for --out")
-    voc_io.write_text(os.path.join(voc_root, ".voc_sample"),
-                      "made by tools/make_voc_sample.py; safe to overwrite\n")
+    files.write_text(os.path.join(voc_root, ".voc_sample"),
+                     "made by tools/make_voc_sample.py; safe to overwrite\n")
     ids = {}
     for split, count in (("train", n_train), ("val", n_val)):
         ids[split] = [f"2026_{split}{i:04d}" for i in range(count)]
@@ -66,14 +66,14 @@ def write_voc_folder(voc_root, n_train=8, n_val=4, size=129, seed=0):
             image, label = synthetic.render_example(
                 synthetic.example_rng(seed, split, index), size)[:2]
             path = os.path.join(voc_root, "JPEGImages", image_id + ".jpg")
-            with voc_io.atomic_path(path) as tmp:
+            with files.atomic_path(path) as tmp:
                 if not cv2.imwrite(tmp, image, [cv2.IMWRITE_JPEG_QUALITY,
                                                 synthetic.JPEG_QUALITY]):
                     raise ToolkitError(f"cannot write {path}: check that the folder is writable")
-            voc_io.write_label(os.path.join(voc_root, "SegmentationClass", image_id + ".png"),
-                               to_voc_label(label))
-        voc_io.write_text(os.path.join(voc_root, "ImageSets", "Segmentation", split + ".txt"),
-                          "".join(i + "\n" for i in ids[split]))
+            files.write_label(os.path.join(voc_root, "SegmentationClass", image_id + ".png"),
+                              to_voc_label(label))
+        files.write_text(os.path.join(voc_root, "ImageSets", "Segmentation", split + ".txt"),
+                         "".join(i + "\n" for i in ids[split]))
     return ids
 
 
@@ -118,7 +118,7 @@ def voc21_weights(out_path, source=demo_model.DEMO_WEIGHTS):
                 for k, blob in enumerate(blobs):
                     large.params[name][k].data[...] = blob.data
         os.makedirs(os.path.dirname(os.path.abspath(out_path)), exist_ok=True)
-        with voc_io.atomic_path(out_path) as tmp_path:
+        with files.atomic_path(out_path) as tmp_path:
             large.save(tmp_path)
     return out_path
 

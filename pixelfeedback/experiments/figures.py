@@ -4,6 +4,7 @@ import collections
 
 import numpy as np
 
+from pixelfeedback import files
 from pixelfeedback.experiments.measures import nan_mean
 from pixelfeedback.experiments.tables import fraction_column
 from pixelfeedback.fixations import SHIFTS
@@ -23,7 +24,7 @@ def _new_figure(width, height):
 def _save_figure(figure, path, dpi=100):
     """Save as PNG through a temporary beside ``path`` (a reader never sees half a file)."""
     figure.tight_layout()
-    with voc_io.atomic_path(path) as tmp:
+    with files.atomic_path(path) as tmp:
         figure.savefig(tmp, format="png", dpi=dpi)
     return path
 

@@ -6,13 +6,13 @@ import collections
 import os
 import sys
 
+from pixelfeedback import files
 from pixelfeedback.nets import registry
 from pixelfeedback.nets.largefov import (
     DEFAULT_DATA_ROOT, DEFAULT_LIST, DEFAULT_NORMALIZE, DEFAULT_SEED, LOSSES, SNAPSHOT_DIR, baseline_solver,
     deploy_net, experiment_name, solver, test_net, train_net)
 from pixelfeedback.nets.netspec import to_text
 from pixelfeedback.paths import PROTOTXT_DIR, REPO_ROOT
-from python_layers import voc_io
 
 
 def render_all(lam=0.01, data_root=DEFAULT_DATA_ROOT, list_file=DEFAULT_LIST, batch_size=10,
@@ -52,7 +52,7 @@ def write_all(out_dir=None, **options):
     paths = []
     for name, text in render_all(out_dir=out_dir, **options).items():
         path = os.path.join(out_dir, name)
-        voc_io.write_text(path, text)
+        files.write_text(path, text)
         paths.append(path)
     return paths
 
