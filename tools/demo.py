@@ -4,7 +4,8 @@ with real Caffe, in minutes, with nothing downloaded.
 
 1. generate the synthetic data set (pixelfeedback/synthetic.py: cat/dog and chair/sofa share a body
    and differ only by a small part);
-2. the baseline: a reduced-width DeepLab-LargeFOV trained from scratch with `caffe train`
+2. the baseline: a reduced-width DeepLab-LargeFOV trained with `caffe train` from
+   weights/demo/stage0_synthetic300.caffemodel
    (the trained model is committed under weights/demo/ with the recipe that made it, and
    reused while the recipe matches; --retrain trains it again);
 3. segmentation fixations on val images, and the share of fixations that fall on the
@@ -13,9 +14,10 @@ with real Caffe, in minutes, with nothing downloaded.
 4. experiment 4: mask the part, segment again, and measure the drop of the class's
    activation over the rest of the body;
 5. Table 3.1 in small, fine-tuned from the baseline as the thesis does (fc6-fc8 only,
-   poly): a poly control, a step-schedule control and template-similarity losses, paired
-   by seed (--table31-small: the powered table, every cell's paired 95 % interval sized
-   to +-0.5 mIoU points; without it a reduced version of it: fewer cells);
+   poly): a poly control and template-similarity losses, paired by seed (--table31-small:
+   the powered table with a step-schedule control too, every cell's paired 95 % interval
+   sized to +-0.5 mIoU points; without it a reduced version of it: two cells, no step
+   control; --quick: one short run each, a step control included);
 6. a Markdown report with its figures: <out>/report.md.
 
 Every step caches its results, so a second run only rewrites the report.
