@@ -577,8 +577,16 @@ step_link_venv() {
 #!/bin/sh
 # Runs the Caffe tool with this venv's Python packages, pycaffe and the repository
 # (python_layers) importable, so that 'module: "python_layers.x"' layers load.
+# caffe train runs through tools/caffe_guard.py: -weights and -gpu are checked before
+# Caffe could abort on them, and a non-finite loss stops the training. Every other
+# command runs the binary unchanged.
 export PATH="$VENV/bin:\$PATH"
 export PYTHONPATH="$REPO:$(pycaffe_dir):$site\${PYTHONPATH:+:\$PYTHONPATH}"
+for argument in "\$@"; do
+    if [ "\$argument" = train ]; then
+        exec "$VENV/bin/python" "$REPO/tools/caffe_guard.py" "$PREFIX/bin/caffe" "\$@"
+    fi
+done
 exec "$PREFIX/bin/caffe" "\$@"
 EOF
     chmod +x "$VENV/bin/caffe"

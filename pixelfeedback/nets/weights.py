@@ -56,6 +56,216 @@ def read_caffemodel(path):
     return model
 
 
+# --- one streaming pass over a binary caffemodel -------------------------------------------
+# Field numbers of caffe.proto (NetParameter, LayerParameter, V1/V0 layers, BlobProto): the
+# file is walked as protobuf wire data, so a 500 MB VGG-16 model is read once, in chunks,
+# without a NetParameter in memory, and its values are checked for NaN/inf on the way.
+
+BlobSummary = collections.namedtuple("BlobSummary", "shape legacy count non_finite")
+_LAYER_FIELDS = {100: (1, 7, None), 2: (4, 6, 1)}    # net field: (name, blobs, V0 layer)
+_V0_FIELDS = (1, 50, None)
+SCAN_CHUNK = 4 << 20                                  # bytes of values read at a time
+
+
+class _Wire:
+    """Reads protobuf wire data from a file, keeping the byte position."""
+
+    def __init__(self, f, path, size):
+        self.f, self.path, self.size, self.pos = f, path, size, 0
+
+    def cut(self):
+        return ToolkitError(
+            f"{self.path} is not a whole Caffe model: its data stop at byte {self.size} in "
+            "the middle of a field (a truncated download or copy?); re-download it or pass a "
+            ".caffemodel written by Caffe")
+
+    def bad(self, what):
+        start = ""
+        if self.pos <= 1:
+            with open(self.path, "rb") as f:
+                head = f.read(64).lstrip().lower()
+            if head.startswith((b"<", b"{")):
+                start = ", it starts like a web page or a text file"
+        return ToolkitError(f"{self.path} is not a Caffe model ({what} at byte {self.pos}"
+                            f"{start}); re-download it or pass a .caffemodel written by Caffe")
+
+    def read(self, count, end):
+        if self.pos + count > end:
+            raise self.cut()
+        data = self.f.read(count)
+        if len(data) < count:
+            raise self.cut()
+        self.pos += count
+        return data
+
+    def varint(self, end):
+        value = shift = 0
+        while True:
+            byte = self.read(1, end)[0]
+            value |= (byte & 0x7F) << shift
+            if not byte & 0x80:
+                return value
+            shift += 7
+            if shift > 63:
+                raise self.bad("a number longer than 10 bytes")
+
+    def fields(self, end):
+        """(field number, wire type, value) until ``end``; a length-delimited field yields
+        its length and is skipped unless the caller read it."""
+        while self.pos < end:
+            key = self.varint(end)
+            number, wire = key >> 3, key & 7
+            if number == 0 or wire not in (0, 1, 2, 5):
+                raise self.bad(f"no protobuf field (key {key})")
+            if wire == 0:
+                yield number, wire, self.varint(end)
+            elif wire in (1, 5):
+                yield number, wire, self.read(8 if wire == 1 else 4, end)
+            else:
+                length = self.varint(end)
+                stop = self.pos + length
+                if stop > end:
+                    raise self.cut()
+                yield number, wire, length
+                if self.pos != stop:
+                    self.f.seek(stop)
+                    self.pos = stop
+
+    def values(self, length, dtype):
+        """(count, non-finite count) of ``length`` bytes of packed ``dtype`` values."""
+        if length % dtype.itemsize:
+            raise self.bad(f"{length} bytes of {dtype.itemsize}-byte values")
+        count = bad = 0
+        left = length
+        while left:
+            chunk = np.frombuffer(self.read(min(left, SCAN_CHUNK), self.pos + left), dtype)
+            count += chunk.size
+            bad += int(chunk.size - np.count_nonzero(np.isfinite(chunk)))
+            left -= chunk.nbytes
+        return count, bad
+
+
+def _scan_blob(wire, end):
+    dims, legacy, shaped = {}, False, False
+    counts = {np.dtype("<f4"): [0, 0], np.dtype("<f8"): [0, 0]}
+    for number, kind, value in wire.fields(end):
+        if number == 7 and kind == 2:
+            shaped, shape = True, []
+            for dim_number, dim_kind, dim in wire.fields(wire.pos + value):
+                if dim_number == 1 and dim_kind == 2:
+                    stop = wire.pos + dim
+                    while wire.pos < stop:
+                        shape.append(wire.varint(stop))
+                elif dim_number == 1 and dim_kind == 0:
+                    shape.append(dim)
+            dims["shape"] = tuple(shape)
+        elif number in (5, 8):
+            dtype = np.dtype("<f4" if number == 5 else "<f8")
+            if kind == 2:
+                count, bad = wire.values(value, dtype)
+            else:
+                count, bad = 1, int(not np.isfinite(np.frombuffer(value, dtype)[0]))
+            counts[dtype][0] += count
+            counts[dtype][1] += bad
+        elif number in (1, 2, 3, 4) and kind == 0:
+            legacy = True
+            dims[number] = value - (1 << 64) if value >= 1 << 63 else value
+    if shaped:
+        shape, legacy = dims["shape"], False
+    elif legacy:
+        shape = tuple(dims.get(n, 0) for n in (1, 2, 3, 4))
+    else:
+        shape = ()
+    doubles = counts[np.dtype("<f8")]
+    count, bad = doubles if doubles[0] else counts[np.dtype("<f4")]  # Caffe reads doubles first
+    return BlobSummary(shape, legacy, count, bad)
+
+
+def _scan_layer(wire, end, name_field, blobs_field, v0_field):
+    name, blobs = None, []
+    for number, kind, value in wire.fields(end):
+        if kind != 2:
+            continue
+        if number == name_field:
+            name = wire.read(value, wire.pos + value).decode("utf-8", "replace")
+        elif number == blobs_field:
+            blobs.append(_scan_blob(wire, wire.pos + value))
+        elif number == v0_field:   # a V0 layer inside a V1 one: its name and blobs count
+            v0_name, v0_blobs = _scan_layer(wire, wire.pos + value, *_V0_FIELDS)
+            name, blobs = name or v0_name, blobs or v0_blobs
+    return name, blobs
+
+
+def scan_caffemodel(path):
+    """{layer name: [BlobSummary(shape, legacy, count, non_finite)]} of a binary caffemodel,
+    in file order (V2 ``layer`` and V1 ``layers``), from one streaming pass: no
+    NetParameter is built, values are read in chunks and counted where NaN or inf. A
+    missing, empty, cut-short or non-protobuf file, a file without layers, and a blob
+    whose values do not fill its shape (Caffe would abort) are a ToolkitError naming it."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ToolkitError(f"weights file not found: {path} (fetch it with weights/fetch.py "
+                           "or pass the path of a trained .caffemodel)")
+    size = os.path.getsize(path)
+    if size == 0:
+        raise ToolkitError(f"{path} is empty (0 bytes: an interrupted download or a full "
+                           "disk?); re-download it or pass a .caffemodel written by Caffe")
+    layers = collections.OrderedDict()
+    with open(path, "rb", buffering=1 << 16) as f:
+        wire = _Wire(f, path, size)
+        for number, kind, value in wire.fields(size):
+            if number in _LAYER_FIELDS and kind == 2:
+                name, blobs = _scan_layer(wire, wire.pos + value, *_LAYER_FIELDS[number])
+                layers[name or ""] = blobs
+    if not layers:
+        raise ToolkitError(f"{path} holds no layers; it is not a trained .caffemodel "
+                           "(re-download it or pass a .caffemodel written by Caffe)")
+    for name, blobs in layers.items():
+        for index, blob in enumerate(blobs):
+            needed = int(np.prod(blob.shape, dtype=np.int64))
+            if blob.count != needed:
+                raise ToolkitError(
+                    f"{path}: layer {name!r} blob {index} holds {blob.count} values but its "
+                    f"shape {blob.shape} needs {needed} (a corrupt or cut file); "
+                    "re-download it or pass a .caffemodel written by Caffe")
+    return layers
+
+
+def summary_fits(expected, blob):
+    """``shapes_match`` for a BlobSummary: Caffe's Blob::ShapeEquals."""
+    if blob.legacy:
+        return len(expected) <= 4 and (1,) * (4 - len(expected)) + tuple(expected) == blob.shape
+    return tuple(expected) == blob.shape
+
+
+def fit_report(path, net_shapes):
+    """How the caffemodel at ``path`` fits a net whose layers have the parameter shapes
+    ``net_shapes`` ({layer: [shape]}, every layer, [] for one without parameters), as
+    Caffe's CopyTrainedLayersFrom copies by layer name: (mismatches, missing, non_finite)
+    lists of messages (count or shape mismatches Caffe aborts on; net layers with
+    parameters the file does not set, by name; layers holding NaN or inf). One streaming
+    pass (``scan_caffemodel``, whose errors it raises)."""
+    layers = scan_caffemodel(path)
+    mismatches, non_finite = [], []
+    for name, blobs in layers.items():
+        bad = sum(b.non_finite for b in blobs)
+        if bad:
+            non_finite.append(f"layer {name!r} holds {bad} NaN or inf value(s) of "
+                              f"{sum(b.count for b in blobs)}")
+        if name not in net_shapes:
+            continue
+        wanted = net_shapes[name]
+        if len(blobs) != len(wanted):
+            mismatches.append(f"layer {name}: {len(blobs)} blobs in the caffemodel, "
+                              f"{len(wanted)} in the prototxt")
+            continue
+        mismatches += [f"layer {name} blob {index}: caffemodel {blob.shape}, prototxt "
+                       f"{tuple(want)}" for index, (blob, want) in enumerate(zip(blobs, wanted))
+                       if not summary_fits(want, blob)]
+    missing = [name for name, wanted in net_shapes.items() if wanted and name not in layers]
+    return mismatches, missing, non_finite
+
+
 def caffemodel_shapes(path):
     """{layer name: [(blob shape, legacy)]} of a caffemodel's layers with blobs, in file order;
     a legacy blob (no ``shape``) gives its (num, channels, height, width) and legacy=True."""
