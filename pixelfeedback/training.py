@@ -17,6 +17,8 @@ once the run finishes. A failure on a full disk (the log says ENOSPC, or the run
 file system has no room for one more snapshot) is reported as such, naming the mount and
 the free space. Each session's command line starts a line of its own in the log, so
 ``resumed_from`` and ``training_seconds`` read a failed and rerun session as a resume.
+A non-finite loss in the log stops the trainer at once: ``TrainingDiverged`` names the
+iteration, the run folder and its last snapshot with finite weights.
 """
 import datetime
 import errno
@@ -390,18 +392,13 @@ def _stop(process):
             continue
 
 
-class _LogProgress:
-    """A progress bar for one `caffe train` (iteration, loss, time per iteration, ETA),
-    read from the new lines of its log."""
+class _LogTail:
+    """The complete new lines of a log as it is written, from byte ``offset`` on."""
 
-    def __init__(self, log_path, offset, total, start, description):
-        from tqdm import tqdm
-
+    def __init__(self, log_path, offset):
         self.log_path, self.offset, self.pending = log_path, offset, ""
-        self.bar = tqdm(total=total, initial=start, desc=description, unit="it",
-                        leave=False, dynamic_ncols=True)
 
-    def poll(self):
+    def read(self):
         with open(self.log_path, "rb") as f:
             f.seek(self.offset)
             text = f.read().decode(errors="replace")
@@ -409,6 +406,20 @@ class _LogProgress:
         text, self.pending = self.pending + text, ""
         if text and not text.endswith("\n"):
             text, _, self.pending = text.rpartition("\n")
+        return text
+
+
+class _LogProgress:
+    """A progress bar for one `caffe train` (iteration, loss, time per iteration, ETA),
+    fed the new lines of its log."""
+
+    def __init__(self, total, start, description):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, initial=start, desc=description, unit="it",
+                        leave=False, dynamic_ncols=True)
+
+    def update(self, text):
         for iteration, loss in parse_losses(text):
             self.bar.update(max(iteration - self.bar.n, 0))
             self.bar.set_postfix(loss=f"{loss:.4g}", refresh=False)
@@ -418,13 +429,80 @@ class _LogProgress:
         self.bar.close()
 
 
+class TrainingDiverged(ToolkitError):
+    """`caffe train` logged a non-finite loss and was stopped there. ``iteration``: the
+    iteration of that loss; ``run_dir`` and ``log_path``: the run's folder and log;
+    ``last_finite_weights``: the newest snapshot .caffemodel written before that iteration
+    whose values are all finite (``last_finite_snapshot``), or None. Pickles (for the
+    sweep's worker processes)."""
+
+    def __init__(self, message, iteration, run_dir, log_path, last_finite_weights):
+        super().__init__(message, iteration, run_dir, log_path, last_finite_weights)
+        self.iteration, self.run_dir, self.log_path = iteration, run_dir, log_path
+        self.last_finite_weights = last_finite_weights
+
+    def __str__(self):
+        return self.args[0]
+
+    @classmethod
+    def stopped(cls, iteration, loss, run_dir, log_path, solver_path):
+        """The error of a training stopped at ``iteration`` for the non-finite ``loss``."""
+        weights = last_finite_snapshot(run_dir, before=iteration)
+        kept = (f"the last finite snapshot is {weights}" if weights
+                else "no snapshot before it holds finite weights")
+        return cls(f"the training loss became non-finite ({loss} at iteration {iteration}) "
+                   f"for {solver_path}: caffe train was stopped there; {kept}; see "
+                   f"{log_path} (a lower learning rate or lambda may help)",
+                   iteration, run_dir, log_path, weights)
+
+
+def first_non_finite_loss(log_text):
+    """(iteration, loss text) of the first non-finite loss of a training log, or None."""
+    for match in LOSS_LINE.finditer(log_text):
+        if not math.isfinite(float(match.group(2))):
+            return int(match.group(1)), match.group(2)
+    return None
+
+
+def last_finite_snapshot(run_dir, before=None):
+    """The newest ``*_iter_<N>.caffemodel`` of run_dir (N < ``before`` when given) that
+    reads back whole and holds no NaN or inf (one streaming pass each), or None."""
+    from pixelfeedback.nets.weights import scan_caffemodel
+
+    by_iteration = snapshots(run_dir)
+    for iteration in sorted(by_iteration, reverse=True):
+        if before is not None and iteration >= before:
+            continue
+        for path in by_iteration[iteration]:
+            if not path.endswith(".caffemodel"):
+                continue
+            try:
+                layers = scan_caffemodel(path)
+            except ToolkitError:
+                continue
+            if not any(blob.non_finite for blobs in layers.values() for blob in blobs):
+                return path
+    return None
+
+
+def _kill(process):
+    """Stop a trainer and its process group at once (SIGKILL: nothing more is written)."""
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    process.wait()
+
+
 def train(solver_path, run_dir, init_weights=None, gpu=None, log_name="train.log",
           progress=False, description="train"):
     """`caffe train` from the repository root; resumes from the newest usable snapshot.
 
     Returns the (iteration, loss) pairs of the log (of all sessions of this run). A crash
-    or a non-finite loss is a ToolkitError quoting the log's last error line and naming
-    the log. ``progress``: a bar read from the log (titled ``description``).
+    is a ToolkitError quoting the log's last error line and naming the log. A non-finite
+    loss in the log stops `caffe train` at once (the log is read every 0.2 s) and raises
+    ``TrainingDiverged`` (its iteration, the run folder, the last finite snapshot).
+    ``progress``: a bar read from the log (titled ``description``).
     """
     from python_layers.seg_data import START_BATCH_ENV  # imports Caffe
 
@@ -452,28 +530,37 @@ def train(solver_path, run_dir, init_weights=None, gpu=None, log_name="train.log
         raise
     with log:
         offset = log.tell()
-        bar = (_LogProgress(log_path, offset, _max_iter(solver_path), start, description)
-               if progress else None)
+        tail = _LogTail(log_path, offset)
+        bar = _LogProgress(_max_iter(solver_path), start, description) if progress else None
         process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=log,
                                    stderr=subprocess.STDOUT, env=env, start_new_session=True,
                                    preexec_fn=die_with_parent(os.getpid()))
+        diverged = None
         try:
-            while True:
+            while diverged is None:
                 try:
-                    status = process.wait(timeout=0.5)
+                    status = process.wait(timeout=0.2)
                     break
                 except subprocess.TimeoutExpired:
+                    text = tail.read()
+                    diverged = first_non_finite_loss(text)
                     if bar:
-                        bar.poll()
+                        bar.update(text)
+            if diverged:
+                _kill(process)
         finally:
             if process.poll() is None:  # we are being interrupted: never leave it behind
                 _stop(process)
             if bar:
-                bar.poll()
+                bar.update(tail.read())
                 bar.close()
     with open(log_path, "rb") as f:
         data = f.read()
     text = data.decode(errors="replace")
+    diverged = first_non_finite_loss(data[offset:].decode(errors="replace"))
+    if diverged:   # seen here, or by the caffe wrapper's guard, which stopped it (exit 3)
+        usable_snapshot(run_dir)
+        raise TrainingDiverged.stopped(*diverged, run_dir, log_path, solver_path)
     if status != 0:
         how = (f"killed by signal {signal.Signals(-status).name}" if status < 0
                else f"exit {status}")
@@ -486,9 +573,9 @@ def train(solver_path, run_dir, init_weights=None, gpu=None, log_name="train.log
         raise ToolkitError(f"caffe train failed ({how}) for {solver_path}: {cause} "
                            f"(the whole log: {log_path})")
     losses = parse_losses(text)
-    if any(not math.isfinite(loss) for _, loss in losses):
-        raise ToolkitError(f"the training loss became non-finite; see {log_path} (a lower "
-                           "learning rate or lambda may help)")
+    diverged = first_non_finite_loss(text)   # in an earlier session of this run
+    if diverged:
+        raise TrainingDiverged.stopped(*diverged, run_dir, log_path, solver_path)
     remove_set_aside(run_dir)
     return losses
 
