@@ -144,8 +144,9 @@ def train_net_shapes(solver):
     if len(sources) != 1:
         raise ToolkitError(f"solver {solver} must name exactly one train net (net: or "
                            f"train_net:), it names {len(sources) or 'none'}")
-    os.environ["GLOG_minloglevel"] = "2"   # this process's own Caffe: quiet (the trainer's env is apart)
     import caffe
+
+    caffe.init_log(2)   # this process's own Caffe logs errors only (the trainer logs apart)
 
     with tempfile.TemporaryDirectory(prefix="caffe-guard-") as tmp:
         net_path = getattr(parameters, sources[0])
@@ -198,22 +199,19 @@ def run_watched(command, environment, solver=None):
         if process.poll() is None:
             process.send_signal(signum)
 
-    previous = {s: signal.signal(s, forward) for s in _FORWARDED_SIGNALS}
+    for signum in _FORWARDED_SIGNALS:   # kept until this process ends
+        signal.signal(signum, forward)
     diverged = None
-    try:
-        for line in iter(process.stderr.readline, b""):
-            _write(line)
-            if diverged is None:
-                found = LOSS_LINE.search(line.decode(errors="replace"))
-                if found and not math.isfinite(float(found.group(2))):
-                    diverged = (int(found.group(1)), found.group(2))
-                    # SIGKILL: SIGINT makes Caffe snapshot the NaN weights, SIGTERM makes
-                    # glog print a stack
-                    process.kill()
-        status = process.wait()
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    for line in iter(process.stderr.readline, b""):
+        _write(line)
+        if diverged is None:
+            found = LOSS_LINE.search(line.decode(errors="replace"))
+            if found and not math.isfinite(float(found.group(2))):
+                diverged = (int(found.group(1)), found.group(2))
+                # SIGKILL: on SIGINT Caffe snapshots the NaN weights, on SIGTERM glog
+                # prints a stack
+                process.kill()
+    status = process.wait()
     if diverged:
         iteration, loss = diverged
         where = f" in {solver}" if solver else ""
