@@ -78,14 +78,19 @@ def verify_file(path, sha256=None, md5=None, what=None, progress=False, hint=Non
 
 
 def download(url, dest, sha256=None, md5=None, progress=True, record=None, member=None,
-             resume=True):
+             resume=True, check=None, replace_record=False, replace_advice=None):
     """Fetch ``url`` to ``dest`` atomically; returns {"path", "sha256", "size", "recorded"}
     ("sha256" is None when neither given, recorded nor asked for by ``record``).
 
     sha256 / md5: expected digests of the file at ``dest`` (with ``member``, of the
     extracted member). record: JSON checksum file; when ``sha256`` is None and the record
     has an entry for ``basename(dest)``, that entry is verified, and when it has none the
-    new sha256 is recorded ("recorded": True). member: the url is a zip or tar archive and
+    new sha256 is recorded ("recorded": True, also when it replaced one). check: called
+    with the path of the downloaded file before it is renamed onto ``dest`` or recorded;
+    a ToolkitError it raises deletes the download (a file that is not what it should be is
+    never kept nor recorded). replace_record: a recorded sha256 is not verified but
+    replaced by the new file's (once ``check`` passed). replace_advice: how to do that,
+    said on a mismatch with the record. member: the url is a zip or tar archive and
     ``dest`` becomes its member of that name (the archive is deleted afterwards).
     resume: continue a ``.part`` file left by an interrupted download.
     """
@@ -93,11 +98,12 @@ def download(url, dest, sha256=None, md5=None, progress=True, record=None, membe
     name = os.path.basename(dest)
     known = read_checksums(record).get(name) if record else None
     hint = None
-    if sha256 is None and known:
+    if sha256 is None and known and not replace_record:
         sha256 = known.get("sha256")
         hint = (f"The sha256 was recorded in {record} at the first download, so the file on "
                 "the server (or the mirror) changed or the transfer was corrupted. Try again; "
-                f"if the new file is intended, delete the entry {name!r} from {record}")
+                "if the new file is intended, "
+                + (replace_advice or f"delete the entry {name!r} from {record}"))
     folder = os.path.dirname(os.path.abspath(dest))
     os.makedirs(folder, exist_ok=True)
 
@@ -107,6 +113,8 @@ def download(url, dest, sha256=None, md5=None, progress=True, record=None, membe
         try:
             verify_file(part, sha256, md5, what=f"{url} (for {dest})", progress=progress,
                         hint=hint)
+            if check is not None:
+                check(part)
         except ToolkitError:
             os.unlink(part)  # a wrong file is not worth resuming
             raise
@@ -120,6 +128,8 @@ def download(url, dest, sha256=None, md5=None, progress=True, record=None, membe
                 extract_member(archive_part, member, tmp, url=url)
                 verify_file(tmp, sha256, md5, what=f"{member} in {url}", progress=progress,
                             hint=hint)
+                if check is not None:
+                    check(tmp)
             except ToolkitError:
                 os.unlink(archive_part)  # a wrong archive is not worth resuming
                 raise
@@ -128,7 +138,7 @@ def download(url, dest, sha256=None, md5=None, progress=True, record=None, membe
 
     size = os.path.getsize(dest)
     recorded = False
-    if record and not known:
+    if record and (not known or (replace_record and known.get("sha256") != digest)):
         record_checksum(record, name, digest, url=url, size=size)
         recorded = True
     return {"path": dest, "sha256": digest, "size": size, "recorded": recorded}

@@ -319,15 +319,17 @@ def test_v1_caffemodel_with_legacy_blobs(fetch_weights, tiny_models, tmp_path, c
     assert mismatches[0] == "layer conv1 blob 0: caffemodel (5, 3, 3, 3), prototxt (4, 3, 3, 3)"
 
 
-def test_fetch_command_line_with_base_url_env(server, tmp_path):
-    server.files["/mirror/train2_iter_8000.caffemodel"] = PAYLOAD
+def test_fetch_command_line_with_base_url_env(server, tmp_path, tiny_models):
+    # --no-shape-check: any whole caffemodel is taken (issue 28: never random bytes)
+    payload = read_bytes(tiny_models[1])
+    server.files["/mirror/train2_iter_8000.caffemodel"] = payload
     env = dict(os.environ, TOOLKIT_WEIGHTS_BASE_URL=server.url + "/mirror")
     script = os.path.join(REPO, "weights", "fetch.py")
     done = subprocess.run([sys.executable, script, "largefov", "--dest", str(tmp_path),
                            "--no-shape-check", "--no-progress"],
                           capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
-    assert (tmp_path / "train2_iter_8000.caffemodel").read_bytes() == PAYLOAD
+    assert (tmp_path / "train2_iter_8000.caffemodel").read_bytes() == payload
     assert "voc2012_val" in done.stdout  # the trained-on caveat
     listed = subprocess.run([sys.executable, script, "--list", "--dest", str(tmp_path)],
                             capture_output=True, text=True)

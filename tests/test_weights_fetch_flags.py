@@ -14,6 +14,7 @@ FLAGS = [  # (flag, value, fetch_models argument, expected)
     ("--list", None, "list_only", True),
     ("--verify", None, "verify", True),
     ("--force", None, "force", True),
+    ("--replace-checksum", None, "replace_checksum", True),
     ("--dest", "elsewhere/weights", "dest", "elsewhere/weights"),
     ("--base-url", "http://mirror.example/w", "base_url", "http://mirror.example/w"),
     ("--no-shape-check", None, "shapes", False),
@@ -37,7 +38,7 @@ def test_each_flag_reaches_its_argument(captured, flag, value, keyword, expected
 def test_the_names_and_the_defaults(captured):
     assert captured() == dict(names=[], fetch_all=False, list_only=False, verify=False,
                               dest=WEIGHTS_DIR, base_url=None, force=False, progress=True,
-                              shapes=True)
+                              shapes=True, replace_checksum=False)
     assert captured("largefov", "fcn8s")["names"] == ["largefov", "fcn8s"]
     assert captured("--verify", "fcn8s")["names"] == ["fcn8s"]
 

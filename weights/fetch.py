@@ -6,10 +6,17 @@
     python weights/fetch.py --list                 what is known, what is present
     python weights/fetch.py --verify [names]       check files already here (no download)
 
+    python weights/fetch.py largefov --replace-checksum   download again, record anew
+
 Checksums of these files were never published, so the sha256 of the first download is
 recorded in weights/checksums.json and every later download or --verify is checked
-against it. After a download the caffemodel's parameter shapes are compared with the
-model's deploy prototxt (Caffe would abort on a mismatch), naming each layer that differs.
+against it. A sha256 is recorded only for a file that reads as a whole caffemodel of
+finite values whose parameter shapes fit the model's deploy prototxt (Caffe would abort on
+a mismatch; each layer that differs is named); anything else (an HTML error page from a
+mirror, a cut file) is neither kept nor recorded. --verify checks and never records.
+A sha256 recorded for a bad file (by an older version of this script) makes every good
+download a "sha256 mismatch": --replace-checksum downloads again and, once the new file
+passes the checks, records its sha256 in place of the old one.
 """
 import argparse
 import os
@@ -31,13 +38,18 @@ def build_parser():
                         help="check files already present (sha256, shapes); download nothing")
     parser.add_argument("--force", action="store_true",
                         help="download again even when the file is present")
+    parser.add_argument("--replace-checksum", action="store_true",
+                        help="download again and, once the file reads as a caffemodel that "
+                             "fits the deploy net, record its sha256 in place of the one "
+                             "in checksums.json (which a bad earlier download may have left)")
     parser.add_argument("--dest", default=WEIGHTS_DIR,
                         help="folder for the caffemodels and checksums.json (default weights/)")
     parser.add_argument("--base-url", default=os.environ.get(BASE_URL_ENV),
                         help="mirror serving the same file names (default: the published "
                              f"hosts; also set by ${BASE_URL_ENV})")
     parser.add_argument("--no-shape-check", action="store_true",
-                        help="skip comparing the caffemodel with the deploy prototxt")
+                        help="skip comparing the caffemodel with the deploy prototxt (it "
+                             "must still read as a whole caffemodel)")
     cli.add_progress(parser)
     return parser
 
@@ -46,7 +58,7 @@ def main(argv=None):
     return cli.main(build_parser(), lambda args: published_weights.fetch_models(
         args.names, fetch_all=args.all, list_only=args.list, verify=args.verify, dest=args.dest,
         base_url=args.base_url, force=args.force, progress=cli.show_progress(args),
-        shapes=not args.no_shape_check), argv)
+        shapes=not args.no_shape_check, replace_checksum=args.replace_checksum), argv)
 
 
 if __name__ == "__main__":

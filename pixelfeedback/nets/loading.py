@@ -18,7 +18,7 @@ import shutil
 import subprocess
 import sys
 
-from pixelfeedback.nets.weights import blob_shape, load_weights, read_caffemodel, shapes_match
+from pixelfeedback.nets.weights import fit_report, load_weights, missing_note
 from python_layers import ToolkitError
 
 PHASES = ("TEST", "TRAIN")
@@ -265,7 +265,8 @@ def load_net(prototxt, weights=None, gpu=None, phase="TEST", require_all=True):
 
 
 def prototxt_shapes(prototxt):
-    """{layer name: [parameter shapes]} of a net, from Caffe's own shape inference.
+    """{layer name: [parameter shapes]} of every layer of a net ([] for a layer without
+    parameters), from Caffe's own shape inference.
 
     The net is only constructed (parameters filled, no forward pass); activations are
     allocated lazily by Caffe, so even a 513x513 deploy net stays small.
@@ -274,27 +275,12 @@ def prototxt_shapes(prototxt):
 
     check_prototxt(prototxt)
     net = caffe.Net(prototxt, caffe.TEST)
-    return {name: [tuple(b.data.shape) for b in blobs] for name, blobs in net.params.items()}
+    return {name: [tuple(b.data.shape) for b in layer.blobs]
+            for name, layer in zip(net._layer_names, net.layers)}
 
 
 def shape_report(caffemodel, prototxt):
-    """(mismatches, notes): layers Caffe would reject, and layers the file does not set."""
-    model = read_caffemodel(caffemodel)
-    blobs_of = {layer.name: list(layer.blobs) for layer in list(model.layer) + list(model.layers)
-                if layer.blobs}
-    mismatches, notes = [], []
-    for name, net_blobs in prototxt_shapes(prototxt).items():
-        if name not in blobs_of:
-            notes.append(f"layer {name} has no weights in {os.path.basename(caffemodel)} "
-                         "(it keeps its filler initialisation)")
-            continue
-        model_blobs = blobs_of[name]
-        if len(model_blobs) != len(net_blobs):
-            mismatches.append(f"layer {name}: {len(model_blobs)} blobs in the caffemodel, "
-                              f"{len(net_blobs)} in the prototxt")
-            continue
-        for index, (blob, want) in enumerate(zip(model_blobs, net_blobs)):
-            if not shapes_match(want, blob):
-                mismatches.append(f"layer {name} blob {index}: caffemodel {blob_shape(blob)}, "
-                                  f"prototxt {want}")
-    return mismatches, notes
+    """(mismatches, notes): layers Caffe would reject, and layers the file does not set
+    (``weights.fit_report`` against ``prototxt_shapes``)."""
+    mismatches, missing, _ = fit_report(caffemodel, prototxt_shapes(prototxt))
+    return mismatches, [missing_note(name, caffemodel) for name in missing]

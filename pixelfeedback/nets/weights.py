@@ -266,6 +266,12 @@ def fit_report(path, net_shapes):
     return mismatches, missing, non_finite
 
 
+def missing_note(layer, path):
+    """The note on a net layer the caffemodel at ``path`` gives no weights."""
+    return (f"layer {layer} has no weights in {os.path.basename(path)} (it keeps its filler "
+            "initialisation)")
+
+
 def caffemodel_shapes(path):
     """{layer name: [(blob shape, legacy)]} of a caffemodel's layers with blobs, in file order;
     a legacy blob (no ``shape``) gives its (num, channels, height, width) and legacy=True."""
