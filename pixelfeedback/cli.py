@@ -237,6 +237,92 @@ def mean_type(text):
         raise _type_error(requirement, text) from None
 
 
+def comma_list(item_type, what):
+    """argparse type factory: a non-empty comma-separated list of ``item_type`` values (a
+    type of this module such as ``nonnegative_float``), none twice. A list or tuple (a
+    library caller's value) is checked item by item the same way.
+
+    ``comma_list(nonnegative_int, "integers >= 0")("0,x")`` says
+    "must be a comma-separated list of integers >= 0, got '0,x' ('x' is not one)".
+    """
+    requirement = f"must be a comma-separated list of {what}"
+
+    def parse(text):
+        if isinstance(text, (list, tuple)):
+            parts, shown = list(text), ",".join(map(str, text))
+        else:
+            parts = [part.strip() for part in str(text).split(",") if part.strip()]
+            shown = text
+        if not parts:
+            raise argparse.ArgumentTypeError(f"{requirement}, got {shown!r} (none given)")
+        values = []
+        for part in parts:
+            try:
+                value = item_type(part)
+            except (argparse.ArgumentTypeError, TypeError, ValueError):
+                raise argparse.ArgumentTypeError(
+                    f"{requirement}, got {shown!r} ({str(part)!r} is not one)") from None
+            if value in values:
+                raise argparse.ArgumentTypeError(
+                    f"{requirement}, got {shown!r} ({str(part)!r} twice)")
+            values.append(value)
+        return tuple(values)
+
+    parse.__name__ = "comma_list"
+    return parse
+
+
+def one_of(choices, what):
+    """argparse type factory: one of ``choices`` (strings), e.g. a loss name."""
+    def parse(text):
+        if text not in choices:
+            raise argparse.ArgumentTypeError(
+                f"must be {what}: one of {', '.join(choices)}; got {text!r}")
+        return text
+
+    parse.__name__ = "one_of"
+    return parse
+
+
+def shard_spec(text):
+    """argparse type: ``I/N`` (1 <= I <= N) -> (I, N); a pair is checked the same way."""
+    parts = list(text) if isinstance(text, (list, tuple)) else str(text).split("/")
+    try:
+        index, count = (int(part) for part in parts)
+    except (TypeError, ValueError):
+        index = count = None
+    if index is None or not 1 <= index <= count:
+        raise argparse.ArgumentTypeError(
+            f"must be I/N, this process's part I of N (1 <= I <= N), e.g. 2/4; got {text!r}")
+    return index, count
+
+
+def step_schedule(text):
+    """argparse type: ``BASE_LR,GAMMA,STEPSIZE,DONE`` of a step schedule -> {"base_lr",
+    "gamma", "stepsize", "done"} (a dict with those keys is checked the same way);
+    ``stage1`` (what ``--step-control`` alone gives: argparse passes its const through
+    this too) stays ``"stage1"``, DeepLab's stage-1 schedule continued from the baseline's
+    iterations."""
+    if text == "stage1":
+        return "stage1"
+    keys = ("base_lr", "gamma", "stepsize", "done")
+    if isinstance(text, dict):
+        parts = [text[key] for key in keys] if sorted(text) == sorted(keys) else []
+    else:
+        parts = [part.strip() for part in str(text).split(",")]
+    try:
+        if len(parts) != 4:
+            raise ValueError
+        base_lr, gamma = positive_float(parts[0]), float_in(0, 1, low_inclusive=False)(parts[1])
+        stepsize, done = positive_int(parts[2]), nonnegative_int(parts[3])
+    except (argparse.ArgumentTypeError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"must be BASE_LR,GAMMA,STEPSIZE,DONE (the baseline's step schedule and the "
+            f"iteration it stopped at; base_lr > 0, 0 < gamma <= 1), e.g. 0.001,0.1,2000,6000; "
+            f"got {text!r}") from None
+    return dict(zip(keys, (base_lr, gamma, stepsize, done)))
+
+
 # ----------------------------------------------------------------------------- shared flags
 
 def add_gpu(parser):

@@ -22,7 +22,7 @@ The libraries are checked first and stop the check when one is missing (fail fas
 With ``--cpu`` the check runs here without a GPU: the GPU halves of the passes and the GPU
 tests are skipped, the timings are taken on the CPU (for the pipeline, not the numbers).
 Only numpy, protobuf, six, pycaffe and the toolkit's nets, training and report modules are
-imported (never pixelfeedback.sweep, whose imports reach SciPy): the bundle carries nothing
+imported (of pixelfeedback.sweep only its plan, which needs nothing more): the bundle carries nothing
 else (its stand-ins for pycaffe's scikit-image/SciPy imports and for cv2/PIL are in
 docker/gpu_bundle/shims/).
 """
@@ -53,7 +53,6 @@ TIMING_BATCH = 10      # the sweep's batch
 # and the slowest gradient checks) and the benchmark.
 TESTS_FILTER = "*/2.*:*GPU*:PlatformTest.*:-LSTM*:RNN*:BenchmarkTest*"
 VOC12_VAL_IMAGES = 1449  # the images each sweep run is evaluated on (VOC 2012 val)
-DEFAULT_SEEDS = (0, 1, 2)  # the seeds tools/reproduce_table.py runs by default
 ITERATION_SPEED = re.compile(r"Iteration (\d+) \(([0-9.]+) iter/s, ([0-9.]+)s/(\d+) iters\)")
 NO_GPU = "no GPU: --cpu"
 
@@ -403,14 +402,13 @@ def sweep_wall_time(timings, runs, iterations, val_images=VOC12_VAL_IMAGES):
             "total_seconds": total, "total_hours": total / 3600.0, "per_run": rows}
 
 
-def sweep_plan(seeds=DEFAULT_SEEDS):
-    """The runs of the Table 3.1 sweep (pixelfeedback.sweep's defaults: the control and 4
-    losses x 6 lambdas per seed, 2000 iterations each) as JSON data. The bundle maker stores
-    it in MANIFEST.json: the sweep's module imports more than the bundle carries."""
-    from pixelfeedback.sweep import SweepConfig
-    config = SweepConfig(seeds=seeds)
+def sweep_plan(seeds=None):
+    """The runs of the Table 3.1 sweep (tools/reproduce_table.py's defaults, or these
+    ``seeds``) as JSON data. The bundle maker stores it in MANIFEST.json."""
+    from pixelfeedback.sweep.plan import SweepConfig
+    config = SweepConfig() if seeds is None else SweepConfig(seeds=seeds)
     return {"runs": [list(run) for run in config.runs()], "iterations": config.iterations,
-            "seeds": list(seeds)}
+            "seeds": list(config.seeds)}
 
 
 def step_extrapolation(timings, plan):

@@ -1,6 +1,7 @@
 """Segmentation scores as the thesis computes them (Algorithm 2, SPEC section 5), a
 Student-t confidence interval for repeated runs, and the paired difference of two sets of
-runs with its interval and minimum detectable effect (the Table 3.1 sweep).
+runs with its interval and minimum detectable effect, and Welch's unpaired interval (the
+Table 3.1 sweep).
 
 One confusion matrix is accumulated over the whole split (never a mean of per-image
 scores): rows are ground-truth classes, columns predicted classes, pixels labelled 255
@@ -125,6 +126,23 @@ def mean_ci(values, level=0.95):
     std = float(values.std(ddof=1))
     half_width = float(stats.t.ppf((1 + level) / 2, n - 1) * std / np.sqrt(n))
     return ConfidenceInterval(mean, mean - half_width, mean + half_width, half_width, std, n, level)
+
+
+def welch_ci(a, b, level=0.95):
+    """Mean of a - b and the half width of its Welch-t confidence interval (NaN if either
+    has fewer than two values; 0 when both spreads are 0): the unpaired comparison."""
+    from scipy import stats
+
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    diff = float(a.mean() - b.mean())
+    if a.size < 2 or b.size < 2:
+        return diff, float("nan")
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    se = float(np.sqrt(va + vb))
+    if se == 0:
+        return diff, 0.0
+    dof = (va + vb) ** 2 / (va ** 2 / (a.size - 1) + vb ** 2 / (b.size - 1))
+    return diff, float(stats.t.ppf((1 + level) / 2, dof) * se)
 
 
 PairedDifference = collections.namedtuple(

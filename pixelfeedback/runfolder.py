@@ -342,6 +342,10 @@ class RunFolder:
     hint_flag / out_flag: the command-line options the messages suggest (None: library
     wording). Use it as a context manager, or call ``close()``, to release the lock.
 
+    absent_means: {key: value} of settings added after folders were made without them: a
+    folder whose settings.json lacks the key resumes when the current value is the one its
+    runs had (settings.json is left as it is).
+
     shared: cooperating processes of the same settings (the shards of a sweep) may hold the
     folder at once; each locks the items it works on (``try_child``). The first one in
     claims the folder as above; the others only compare the settings (no temporaries are
@@ -352,7 +356,7 @@ class RunFolder:
     path = staticmethod(SettingPath)  # RunFolder.path(p): mark a path in the settings
 
     def __init__(self, path, settings, *, what="run", restart=False, hint_flag="--restart",
-                 out_flag="--out", shared=False):
+                 out_flag="--out", shared=False, absent_means=None):
         self.name = os.fspath(path)  # as given, for messages
         self.root = os.path.abspath(self.name)
         self.what = what
@@ -360,6 +364,8 @@ class RunFolder:
         if not isinstance(settings, dict):
             raise TypeError(f"settings must be a dict, got {type(settings).__name__}")
         self.settings = json_safe(settings, self.root)
+        # settings added after folders were made without them: {key: the value they had}
+        self.absent_means = json_safe(absent_means or {}, self.root)
         try:
             os.makedirs(self.root, exist_ok=True)
         except FileExistsError:
@@ -432,7 +438,9 @@ class RunFolder:
             except ValueError as exc:
                 raise ToolkitError(f"{settings_file} is unreadable ({exc}); {other}, or "
                                    f"{again}") from None
-            diffs = settings_diff(stored, self.settings)
+            diffs = [(key, old, new) for key, old, new in settings_diff(stored, self.settings)
+                     if not (old is _ABSENT and key in self.absent_means
+                             and _equal(new, self.absent_means[key]))]
             if not diffs:
                 return
             listed = "; ".join(f"{key}: {_show(old)} there, {_show(new)} now"

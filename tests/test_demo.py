@@ -5,7 +5,8 @@ import os
 
 import pytest
 
-from pixelfeedback import evaluation, sweep, synthetic
+from pixelfeedback import evaluation, synthetic
+from pixelfeedback.sweep import plan
 from pixelfeedback.nets import weights as netweights
 
 from pixelfeedback.demo import model as demo
@@ -89,7 +90,7 @@ def test_quick_demo_end_to_end(tmp_path):
     assert salient["objects_with_drop"] > salient["objects"] / 2
     # the small Table 3.1: the poly control, the step control and the chosen losses
     losses = [row["loss"] for row in summary["table"]["rows"]]
-    assert losses == ["control", sweep.CONTROL_STEP, "cosine", "selective_cosine"]
+    assert losses == ["control", plan.CONTROL_STEP, "cosine", "selective_cosine"]
     assert all(0 <= row["mean"] <= 1 for row in summary["table"]["rows"])
     assert summary["table"]["findings"][0].startswith("Schedule switch alone")
     # the report and its figures

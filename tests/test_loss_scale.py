@@ -11,12 +11,12 @@ import pytest
 
 from tests.conftest import REPO, load_script
 from tests.test_sweep_summary import CELLS, planted_results
-from pixelfeedback import sweep
+from pixelfeedback.sweep import checks, driver, one_run, plan, store, summary, table, thesis
 from pixelfeedback.demo import model as demo
 from pixelfeedback.nets import largefov
-from python_layers import ToolkitError
+from python_layers import ToolkitError, template_similarity
 
-TEMPLATE_NETS = [f"train_{loss}.prototxt" for loss in sweep.LOSSES]
+TEMPLATE_NETS = [f"train_{loss}.prototxt" for loss in thesis.LOSSES]
 
 
 def loss_param(net_text):
@@ -52,17 +52,18 @@ def test_make_prototxt_normalize_reaches_every_template_net(tmp_path):
 
 
 def test_an_unknown_normalisation_is_refused():
-    with pytest.raises(ToolkitError, match="--normalize"):
+    # one check, the layer's own (the net builder writes its param_str through it)
+    with pytest.raises(ToolkitError, match="'normalize' must be one of 'none', 'valid', got 'mean'"):
         largefov.train_net("cosine", 0.1, normalize="mean")
-    cfg = sweep.SweepConfig(normalize="average")
+    # a library caller's value is checked where it enters, by the flag's own parser
     with pytest.raises(ToolkitError, match=r"--normalize.*'average'"):
-        sweep.check_settings(cfg)
+        plan.SweepConfig(normalize="average")
 
 
 def test_reproduce_table_passes_normalize_to_the_sweep(monkeypatch):
     script = load_script("tools/reproduce_table.py")
     seen = []
-    monkeypatch.setattr(sweep, "run_and_report", lambda cfg, table_only: seen.append(cfg))
+    monkeypatch.setattr(driver, "run_and_report", lambda cfg, table_only: seen.append(cfg))
     assert script.main(["--normalize", "valid"]) == 0
     assert script.main([]) == 0
     assert [cfg.normalize for cfg in seen] == ["valid", "none"]
@@ -70,20 +71,20 @@ def test_reproduce_table_passes_normalize_to_the_sweep(monkeypatch):
 
 def test_a_valid_sweep_folder_is_refused_by_a_none_sweep_naming_normalize(tmp_path):
     out = str(tmp_path / "sweep")
-    with sweep.open_sweep_folder(sweep.SweepConfig(out=out, normalize="valid")):
+    with store.open_sweep_folder(plan.SweepConfig(out=out, normalize="valid")):
         pass
     with pytest.raises(ToolkitError, match="normalize: 'valid' there, 'none' now"):
-        sweep.open_sweep_folder(sweep.SweepConfig(out=out))
+        store.open_sweep_folder(plan.SweepConfig(out=out))
     # the same normalisation resumes
-    sweep.open_sweep_folder(sweep.SweepConfig(out=out, normalize="valid")).close()
+    store.open_sweep_folder(plan.SweepConfig(out=out, normalize="valid")).close()
 
 
 def test_the_run_solver_carries_the_sweeps_normalisation(tmp_path):
-    for normalize in largefov.NORMALIZATIONS:
-        cfg = sweep.SweepConfig(out=str(tmp_path), normalize=normalize, iterations=4)
+    for normalize in template_similarity.NORMALIZATIONS:
+        cfg = plan.SweepConfig(out=str(tmp_path), normalize=normalize, iterations=4)
         run_dir = tmp_path / normalize
-        solver, _ = sweep.write_solver(cfg, sweep.Run("selective_cosine", 0.5, 0),
-                                       str(run_dir), cfg.init_weights)
+        solver, _ = one_run.write_solver(cfg, plan.Run("selective_cosine", 0.5, 0),
+                                         str(run_dir))
         text = (run_dir / "train_selective_cosine.prototxt").read_text()
         assert loss_param(text) == {"similarity": "cosine", "selective": True,
                                     "normalize": normalize, "template_grad": False}
@@ -95,18 +96,18 @@ def with_scale(results, normalize="none", pixels=2890):
 
 def test_the_table_title_names_the_normalisation_and_the_pixels_per_batch():
     results = with_scale(planted_results())
-    scale = sweep.loss_scale(results)
+    scale = summary.loss_scale(results)
     assert scale == {"normalize": ["none"], "pixels": [2890]}
-    markdown = sweep.table_markdown(sweep.summarize(results), "Table 3.1", scale)
+    markdown = table.table_markdown(summary.summarize(results), "Table 3.1", scale)
     title = markdown.splitlines()[0]
     assert "normalize none" in title and "2,890 label pixels per batch" in title
     assert "Algorithm 3 literally" in markdown
     # results from before the setting was recorded were trained on valid
     legacy = [{k: v for k, v in r.items() if k not in ("normalize", "label_pixels_per_batch")}
               for r in results]
-    assert sweep.loss_scale(legacy, batch_size=10, crop=321) == {
+    assert summary.loss_scale(legacy, batch_size=10, crop=321) == {
         "normalize": ["valid"], "pixels": [16810]}
-    rows = list(csv.DictReader(sweep.table_csv(sweep.summarize(results), scale).splitlines()))
+    rows = list(csv.DictReader(table.table_csv(summary.summarize(results), scale).splitlines()))
     assert {row["normalize"] for row in rows} == {"none"}
     assert {row["label_pixels_per_batch"] for row in rows} == {"2890"}
 
@@ -122,10 +123,10 @@ def test_table_only_keeps_every_finished_run_whatever_the_command_line_names(tmp
     """A sweep ran the thesis's six lambdas; --table-only with two must not drop the rest."""
     out = str(tmp_path / "sweep")
     plant_folder(out, with_scale(planted_results()))
-    cfg = sweep.SweepConfig(out=out, losses=("cosine",), lambdas=(0.1, 0.5), progress=False)
-    sweep.run_and_report(cfg, table_only=True)
+    cfg = plan.SweepConfig(out=out, losses=("cosine",), lambdas=(0.1, 0.5), progress=False)
+    driver.run_and_report(cfg, table_only=True)
     rows = list(csv.DictReader(open(os.path.join(out, "table31.csv"))))
-    cells = {(row["loss"], float(row["lambda"])) for row in rows if row["loss"] in sweep.LOSSES}
+    cells = {(row["loss"], float(row["lambda"])) for row in rows if row["loss"] in thesis.LOSSES}
     assert cells == set(CELLS)
     printed = capsys.readouterr().out
     assert "not finished" not in printed   # no plan recorded: nothing counted as missing
@@ -134,26 +135,26 @@ def test_table_only_keeps_every_finished_run_whatever_the_command_line_names(tmp
 
 def test_unfinished_runs_are_counted_against_the_folders_plans(tmp_path, capsys):
     out = str(tmp_path / "sweep")
-    cfg = sweep.SweepConfig(out=out, losses=sweep.LOSSES, lambdas=sweep.LAMBDAS,
+    cfg = plan.SweepConfig(out=out, losses=thesis.LOSSES, lambdas=thesis.LAMBDAS,
                             seeds=(0, 1, 2, 3))
-    with sweep.open_sweep_folder(cfg) as folder:
-        sweep.record_plan(folder, cfg)
+    with store.open_sweep_folder(cfg) as folder:
+        store.record_plan(folder, cfg)
     plant_folder(out, with_scale(planted_results()))
-    planned = sweep.planned_run_names(out)
+    planned = store.planned_run_names(out)
     assert len(planned) == 4 + 24 * 4
     # a narrower command line changes neither the table nor the count
-    sweep.run_and_report(sweep.SweepConfig(out=out, lambdas=(0.1,)), table_only=True)
+    driver.run_and_report(plan.SweepConfig(out=out, lambdas=(0.1,)), table_only=True)
     printed = capsys.readouterr().out
     assert f"24 of the {len(planned)} runs planned in {out} are not finished" in printed
 
 
 def test_write_table_draws_the_figure_beside_the_table(tmp_path):
     out = str(tmp_path)
-    cfg = sweep.SweepConfig(out=out)
+    cfg = plan.SweepConfig(out=out)
     results = with_scale(planted_results())
     results += [dict(r, loss="control_step", run=r["run"].replace("control", "control_step"),
                      mean_iou=r["mean_iou"] - 0.002) for r in results if r["loss"] == "control"]
-    sweep.write_table(cfg, results, title="Table 3.1 planted")
+    table.write_table(cfg, results, title="Table 3.1 planted")
     import cv2
     image = cv2.imread(os.path.join(out, "table31.png"))
     assert image is not None and image.shape[0] > 400 and image.shape[1] > 800
@@ -168,7 +169,7 @@ def row(loss, lam, diff, ci):
 
 
 def test_the_power_target_by_hand():
-    met = sweep.target_met
+    met = summary.target_met
     assert met(row("cosine", 0.1, 0.001, 0.005), 0.005, 0.02)       # narrow enough
     assert not met(row("cosine", 0.1, 0.001, 0.0051), 0.005, 0.02)  # too wide, small effect
     assert met(row("cosine", 5, -0.25, 0.08), 0.005, 0.02)          # large effect, excludes 0
@@ -192,33 +193,33 @@ def test_the_sequential_rule_adds_seeds_only_where_the_target_is_missed(monkeypa
     def fake_run_sweep(cfg):
         calls.append((cfg.losses, cfg.lambdas, cfg.seeds, cfg.control_seeds))
         for run in cfg.runs():
-            if run.loss == sweep.CONTROL:
+            if run.loss == plan.CONTROL:
                 value = control[run.seed]
             else:
                 value = control[run.seed] + planted[(run.loss, run.lam)][run.seed]
-            done[sweep.run_name(run)] = {"run": sweep.run_name(run), "loss": run.loss,
+            done[plan.run_name(run)] = {"run": plan.run_name(run), "loss": run.loss,
                                          "lambda": run.lam, "seed": run.seed,
                                          "mean_iou": value}
         return list(done.values())
 
-    monkeypatch.setattr(sweep, "run_sweep", fake_run_sweep)
-    cfg = sweep.SweepConfig(out=str(tmp_path), losses=("cosine", "selective_cosine"),
+    monkeypatch.setattr(driver, "run_sweep", fake_run_sweep)
+    cfg = plan.SweepConfig(out=str(tmp_path), losses=("cosine", "selective_cosine"),
                             lambdas=(0.01, 5.0), seeds=(0, 1, 2), progress=False)
-    results, extended = sweep.run_sequential(cfg, (3, 4), 0.005, 0.02)
+    results, extended = driver.run_sequential(cfg, (3, 4), 0.005, 0.02)
     assert extended == [("selective_cosine", 5.0)]
     assert calls == [(("cosine", "selective_cosine"), (0.01, 5.0), (0, 1, 2), (0, 1, 2, 3, 4)),
                      (("selective_cosine",), (5.0,), (3, 4), (0, 1, 2, 3, 4))]
     assert len(results) == 5 + 4 * 3 + 2
     calls.clear()
-    again, extended_again = sweep.run_sequential(cfg, (3, 4), 0.005, 0.02)
+    again, extended_again = driver.run_sequential(cfg, (3, 4), 0.005, 0.02)
     assert extended_again == extended and len(again) == len(results)
     assert cfg.seeds == (0, 1, 2) and cfg.control_seeds is None   # cfg left as it was
 
 
 def test_the_powered_small_table_is_the_thesiss_grid_on_algorithm_3s_scale():
     powered = demo.SETTINGS["table31"]
-    assert tuple(powered["losses"]) == tuple(sweep.LOSSES)
-    assert tuple(powered["lambdas"]) == tuple(sweep.LAMBDAS)
+    assert tuple(powered["losses"]) == tuple(thesis.LOSSES)
+    assert tuple(powered["lambdas"]) == tuple(thesis.LAMBDAS)
     assert powered["normalize"] == "none" and demo.SETTINGS["full"]["normalize"] == "none"
     assert powered["seeds"] == (0, 1, 2) and powered["more_seeds"] == (3, 4)
     assert (demo.POWER_TARGET, demo.EFFECT_TARGET) == (0.005, 0.02)

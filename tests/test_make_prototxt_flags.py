@@ -16,6 +16,8 @@ FLAGS = [  # (flag, value, write_or_check keyword, expected)
     ("--batch-size", "3", "batch_size", 3),
     ("--crop", "129", "crop", 129),
     ("--iterations", "40", "iterations", 40),
+    ("--baseline-list", "l/aug.txt", "baseline_list", "l/aug.txt"),
+    ("--baseline-batch-size", "30", "baseline_batch_size", 30),
     ("--baseline-iterations", "90", "baseline_iterations", 90),
     ("--seed", "-1", "seed", None),
     ("--width-div", "8", "width_div", 8),

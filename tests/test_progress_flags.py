@@ -6,7 +6,8 @@ import pytest
 
 from tests.conftest import load_script
 from tests.flag_harness import Terminal, capture_call
-from pixelfeedback import cli, sweep
+from pixelfeedback import cli
+from pixelfeedback.sweep import driver
 
 # (script, the arguments its parser needs besides --no-progress)
 TOOLS_WITH_BARS = [
@@ -38,7 +39,7 @@ def test_every_tool_with_bars_has_no_progress(script, needed):
 
 def test_reproduce_tables_bars_follow_the_flag_and_the_terminal(monkeypatch):
     """The sweep's bars used to fill a redirected log with redraws: reproduce had no flag."""
-    run = capture_call(monkeypatch, "tools/reproduce_table.py", sweep, "run_and_report")
+    run = capture_call(monkeypatch, "tools/reproduce_table.py", driver, "run_and_report")
     seen = [run()["cfg"].progress, run("--no-progress")["cfg"].progress,
             run(terminal=False)["cfg"].progress]
     assert seen == [True, False, False]

@@ -7,7 +7,7 @@ import pytest
 
 from tests.flag_harness import (assert_flag_reaches, capture_call, flag_ids, parser_flags,
                                 table_flags)
-from pixelfeedback import sweep
+from pixelfeedback.sweep import driver, plan
 
 SCRIPT = "tools/reproduce_table.py"
 # (flag, value, SweepConfig attribute, expected value); paths are made absolute
@@ -36,7 +36,9 @@ FLAGS = [
      {"base_lr": 0.01, "gamma": 0.5, "stepsize": 100, "done": 300}),
     ("--baseline-from", "w/vgg.caffemodel", "baseline_from", os.path.abspath("w/vgg.caffemodel")),
     ("--baseline-list", "l/aug.txt", "baseline_list", os.path.abspath("l/aug.txt")),
+    ("--baseline-batch-size", "7", "baseline_batch_size", 7),
     ("--baseline-iterations", "12", "baseline_iterations", 12),
+    ("--base-lr", "0.002", "base_lr", 0.002),
     ("--restart", None, "restart", True),
 ]
 
@@ -45,7 +47,7 @@ FLAGS = [
 def captured(monkeypatch):
     """Runs the script's main() and returns {"cfg": SweepConfig, "table_only": ...} it
     handed the sweep."""
-    return capture_call(monkeypatch, SCRIPT, sweep, "run_and_report")
+    return capture_call(monkeypatch, SCRIPT, driver, "run_and_report")
 
 
 @pytest.mark.parametrize("flag, value, attribute, expected", FLAGS, ids=flag_ids(FLAGS))
@@ -59,7 +61,7 @@ def test_the_remaining_flags(captured):
     assert call["table_only"] is True and call["cfg"].progress is False
     # --step-control alone continues DeepLab's stage 1 from --baseline-iterations
     cfg = captured("--step-control", "--baseline-iterations", "900")["cfg"]
-    assert cfg.step_control == dict(sweep.STAGE1_STEP_SCHEDULE, done=900)
+    assert cfg.step_control == dict(plan.STAGE1_STEP_SCHEDULE, done=900)
     # the released weights are recognised (their val contamination is warned about)
     cfg = captured("--init-weights", "weights/train2_iter_8000.caffemodel")["cfg"]
     assert cfg.init_trained_on is not None

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, random_largefov_weights
-from pixelfeedback import data_lists, sweep
+from pixelfeedback import cli, data_lists
+from pixelfeedback.sweep import checks, driver, one_run, plan, summary, table, thesis
+from python_layers import ToolkitError
 from pixelfeedback import training
 
 LOG = """I1125 solver.cpp:239] Iteration 0 (0 iter/s, 0.5s/10 iters), loss = 1.5
@@ -31,12 +33,12 @@ def record(loss, lam, seed, miou):
 def test_summary_against_a_hand_computation():
     results = [record("control", 0.0, 0, 0.50), record("control", 0.0, 1, 0.60),
                record("cosine", 0.1, 0, 0.60), record("cosine", 0.1, 1, 0.70)]
-    rows = sweep.summarize(results, losses=("cosine",), lambdas=(0.1,))
+    rows = summary.summarize(results, losses=("cosine",), lambdas=(0.1,))
     control, cosine = rows
     # control: mean 0.55, s = 0.0707, n = 2, t(0.975, 1) = 12.706 -> half width 0.6353
     assert control["mean"] == pytest.approx(0.55)
     assert control["ci"] == pytest.approx(12.7062 * 0.070711 / np.sqrt(2), rel=1e-3)
-    assert control["thesis"] == sweep.THESIS_BASELINE
+    assert control["thesis"] == thesis.BASELINE
     # cosine: mean 0.65; difference to the control 0.10; Welch: each variance 0.005 / 2,
     # se = sqrt(0.0025 + 0.0025) = 0.07071, dof = 0.005^2 / (2 * 0.0025^2) = 2,
     # t(0.975, 2) = 4.303 -> half width 0.3042
@@ -44,22 +46,22 @@ def test_summary_against_a_hand_computation():
     assert cosine["diff"] == pytest.approx(0.10)
     assert cosine["diff_ci"] == pytest.approx(4.3027 * 0.070711, rel=1e-3)
     assert cosine["thesis"] == 0.6321  # Table 3.1, cosine, lambda 0.1
-    markdown = sweep.table_markdown(rows)
+    markdown = table.table_markdown(rows)
     assert "| control (softmax only) | 0 | 2 | 0.5500 |" in markdown
     assert "| cosine | 0.1 | 2 | 0.6500 |" in markdown and "+0.1000" in markdown
-    assert sweep.table_csv(rows).splitlines()[0].startswith("loss,lambda,seeds,mean_iou,ci95")
+    assert table.table_csv(rows).splitlines()[0].startswith("loss,lambda,seeds,mean_iou,ci95")
 
 
 def test_single_seed_gives_no_interval():
-    rows = sweep.summarize([record("control", 0.0, 0, 0.5), record("cosine", 0.01, 0, 0.6)],
+    rows = summary.summarize([record("control", 0.0, 0, 0.5), record("cosine", 0.01, 0, 0.6)],
                         losses=("cosine",), lambdas=(0.01,))
     assert np.isnan(rows[1]["ci"]) and np.isnan(rows[1]["diff_ci"])
-    assert "n/a" in sweep.table_markdown(rows)
+    assert "n/a" in table.table_markdown(rows)
 
 
 def test_unknown_loss_is_refused():
-    with pytest.raises(sweep.ToolkitError, match="unknown loss 'cosin'"):
-        sweep.SweepConfig(losses=("cosin",))
+    with pytest.raises(ToolkitError, match="unknown loss 'cosin'"):
+        plan.SweepConfig(losses=("cosin",))
 
 
 class Interrupted(Exception):
@@ -71,7 +73,7 @@ def small_sweep(tmp_path, tiny_voc, caffe):
     """A reduced-width sweep config on the tiny data set with random initial weights."""
     root, list_path = tiny_voc
     init = random_largefov_weights(str(tmp_path), caffe)
-    return sweep.SweepConfig(out=str(tmp_path / "sweep"), data_root=root, train_list=list_path,
+    return plan.SweepConfig(out=str(tmp_path / "sweep"), data_root=root, train_list=list_path,
                           val_list=list_path, init_weights=init, losses=("cosine",),
                           lambdas=(0.01, 0.1), seeds=(0, 1), iterations=4, batch_size=2,
                           crop=33, test_size=65, width_div=32, num_classes=4, progress=False)
@@ -79,7 +81,7 @@ def small_sweep(tmp_path, tiny_voc, caffe):
 
 def test_sweep_runs_is_interrupted_resumes_and_writes_the_table(small_sweep):
     cfg = small_sweep
-    assert [sweep.run_name(r) for r in cfg.runs()] == [
+    assert [plan.run_name(r) for r in cfg.runs()] == [
         "control_seed0", "control_seed1", "cosine_lam0.01_seed0", "cosine_lam0.01_seed1",
         "cosine_lam0.1_seed0", "cosine_lam0.1_seed1"]
     finished = []
@@ -90,13 +92,13 @@ def test_sweep_runs_is_interrupted_resumes_and_writes_the_table(small_sweep):
             raise Interrupted()
 
     with pytest.raises(Interrupted):
-        sweep.run_sweep(cfg, on_result=stop_after_two)
+        driver.run_sweep(cfg, on_result=stop_after_two)
     ledger = os.path.join(cfg.out, "results")
     first = {name: os.path.getmtime(os.path.join(ledger, name + ".json")) for name in finished}
     assert sorted(os.listdir(ledger)) == sorted(n + ".json" for n in finished)
 
     seen = []
-    results = sweep.run_sweep(cfg, on_result=lambda r: seen.append(r["run"]))
+    results = driver.run_sweep(cfg, on_result=lambda r: seen.append(r["run"]))
     assert len(results) == 6 and len(seen) == 6
     for name, mtime in first.items():  # finished runs were not run again
         assert os.path.getmtime(os.path.join(ledger, name + ".json")) == mtime
@@ -107,7 +109,7 @@ def test_sweep_runs_is_interrupted_resumes_and_writes_the_table(small_sweep):
     control = json.load(open(os.path.join(ledger, "control_seed0.json")))
     assert control["loss"] == "control" and control["lambda"] == 0.0
 
-    rows, markdown = sweep.write_table(cfg, results)
+    rows, markdown = table.write_table(cfg, results)
     assert [(r["loss"], r["lam"], r["n"]) for r in rows] == [
         ("control", 0.0, 2), ("cosine", 0.01, 2), ("cosine", 0.1, 2)]
     assert os.path.isfile(os.path.join(cfg.out, "table31.md"))
@@ -124,12 +126,13 @@ def test_sweep_runs_is_interrupted_resumes_and_writes_the_table(small_sweep):
 def test_optional_stage1_baseline_is_trained_first_and_fine_tuned_from(small_sweep):
     cfg = small_sweep
     cfg.baseline_from, cfg.baseline_iterations = cfg.init_weights, 4
+    cfg.baseline_list = cfg.train_list
     cfg.init_weights = "/nonexistent/not-used.caffemodel"
     cfg.lambdas, cfg.seeds = (0.1,), (0,)
     cfg.normalize = "valid"   # the option, not the default: it reaches the net and the result
-    assert [sweep.run_name(r) for r in cfg.runs()] == ["baseline", "control_seed0",
+    assert [plan.run_name(r) for r in cfg.runs()] == ["baseline", "control_seed0",
                                                    "cosine_lam0.1_seed0"]
-    results = sweep.run_sweep(cfg)
+    results = driver.run_sweep(cfg)
     assert len(results) == 3
     assert {r["normalize"] for r in results} == {"valid"}
     assert {r["label_pixels_per_batch"] for r in results} == {2 * 5 * 5}   # batch 2, crop 33
@@ -137,16 +140,20 @@ def test_optional_stage1_baseline_is_trained_first_and_fine_tuned_from(small_swe
     assert '\\"normalize\\": \\"valid\\"' in net
     log = open(os.path.join(cfg.out, "runs", "control_seed0", "train.log")).read()
     assert os.path.join(cfg.out, "runs", "baseline", "baseline_iter_4.caffemodel") in log
-    rows, markdown = sweep.write_table(cfg, results)
+    # stage 1 has its own recipe: DeepLab's batch 20, not the fine-tunes' batch 2
+    baseline_net = open(os.path.join(cfg.out, "runs", "baseline", "train_baseline.prototxt")).read()
+    assert '\\"batch_size\\": 20' in baseline_net and '\\"batch_size\\": 2,' in net
+    assert results[0]["run"] == "baseline" and results[0]["batch_size"] == 20
+    rows, markdown = table.write_table(cfg, results)
     assert [r["loss"] for r in rows] == ["baseline", "control", "cosine"]
-    assert rows[0]["thesis"] == sweep.THESIS_BASELINE and rows[1]["thesis"] is None
+    assert rows[0]["thesis"] == thesis.BASELINE and rows[1]["thesis"] is None
     assert "stage-1 baseline" in markdown
 
 
 def test_missing_initial_weights_is_a_clear_error(small_sweep):
     small_sweep.init_weights = "/nonexistent/train2_iter_8000.caffemodel"
-    with pytest.raises(sweep.ToolkitError, match="initial weights not found"):
-        sweep.run_sweep(small_sweep)
+    with pytest.raises(ToolkitError, match="initial weights not found"):
+        driver.run_sweep(small_sweep)
 
 
 def test_cli_help_and_errors(tmp_path):
@@ -157,7 +164,7 @@ def test_cli_help_and_errors(tmp_path):
         assert option in help_text
     result = subprocess.run([sys.executable, script, "--losses", "nope", "--out",
                              str(tmp_path)], capture_output=True, text=True)
-    assert result.returncode == 2 and "error: unknown loss 'nope'" in result.stderr
+    assert result.returncode == 2 and "error: argument --losses: unknown loss 'nope'" in result.stderr
 
 
 def test_a_rerun_with_other_settings_is_refused_never_mixed(small_sweep):
@@ -165,20 +172,20 @@ def test_a_rerun_with_other_settings_is_refused_never_mixed(small_sweep):
     never be tabulated beside 5-iteration ones (it used to say "(done, skipped)")."""
     cfg = small_sweep
     cfg.lambdas, cfg.seeds = (0.1,), (0,)
-    sweep.run_sweep(cfg)
-    longer = sweep.SweepConfig(**{**vars(small_sweep), "iterations": 5, "snapshot_every": None})
-    with pytest.raises(sweep.ToolkitError, match=r"holds a Table 3.1 sweep of other settings "
+    driver.run_sweep(cfg)
+    longer = plan.SweepConfig(**{**vars(small_sweep), "iterations": 5, "snapshot_every": None})
+    with pytest.raises(ToolkitError, match=r"holds a Table 3.1 sweep of other settings "
                        r"\(iterations: 4 there, 5 now\); pass another --out, or --restart"):
-        sweep.run_sweep(longer)
+        driver.run_sweep(longer)
     # another seed is the same setting: the sweep is extended, finished runs are kept
-    extended = sweep.SweepConfig(**{**vars(small_sweep), "seeds": (0, 1), "snapshot_every": None})
+    extended = plan.SweepConfig(**{**vars(small_sweep), "seeds": (0, 1), "snapshot_every": None})
     ran = []
-    sweep.run_sweep(extended, on_result=lambda r: ran.append((r["run"], r["seconds"])))
+    driver.run_sweep(extended, on_result=lambda r: ran.append((r["run"], r["seconds"])))
     assert [name for name, _ in ran] == ["control_seed0", "control_seed1", "cosine_lam0.1_seed0",
                                          "cosine_lam0.1_seed1"]
     # --restart discards the old runs and trains with the new settings
     longer.restart = True
-    results = sweep.run_sweep(longer)
+    results = driver.run_sweep(longer)
     assert {r["iterations"] for r in results} == {5}
 
 
@@ -188,14 +195,14 @@ def test_a_second_sweep_on_the_same_folder_names_the_first(small_sweep, tmp_path
 
     holder = subprocess.Popen([sys.executable, "-c", (
         "import sys, time; from pixelfeedback.runfolder import RunFolder\n"
-        "from pixelfeedback import sweep\n"
-        f"cfg = sweep.SweepConfig(**{{k: v for k, v in {vars(small_sweep)!r}.items()}})\n"
+        "from pixelfeedback.sweep import plan\n"
+        f"cfg = plan.SweepConfig(**{{k: v for k, v in {vars(small_sweep)!r}.items()}})\n"
         "folder = RunFolder(cfg.out, cfg.fingerprint(), what='Table 3.1 sweep')\n"
         "print('locked', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        with pytest.raises(sweep.ToolkitError, match=rf"in use by process {holder.pid}\b"):
-            sweep.run_sweep(small_sweep)
+        with pytest.raises(ToolkitError, match=rf"in use by process {holder.pid}\b"):
+            driver.run_sweep(small_sweep)
     finally:
         holder.kill()
         holder.wait()
@@ -213,7 +220,7 @@ def test_paired_difference_per_cell_marks_a_gain_only_where_its_interval_clears_
     results += [record("cosine", 0.5, s, control[s] + e)
                 for s, e in zip((0, 1, 2), (0.002, -0.002, 0.0))]
     results.append(record("cosine", 0.5, 3, 0.9))
-    rows = sweep.summarize(results, losses=("cosine",), lambdas=(0.1, 0.5))
+    rows = summary.summarize(results, losses=("cosine",), lambdas=(0.1, 0.5))
     _, gain, none = rows
     # paired differences 0.021, 0.019, 0.020: mean 0.020, sd 0.001, n 3
     # half width t(0.975, 2) * 0.001 / sqrt(3) = 4.3027 * 0.000577 = 0.002484
@@ -226,14 +233,14 @@ def test_paired_difference_per_cell_marks_a_gain_only_where_its_interval_clears_
     assert none["paired_n"] == 3 and none["paired_diff"] == pytest.approx(0.0, abs=1e-12)
     assert none["gain"] == "no"
 
-    markdown = sweep.table_markdown(rows)
+    markdown = table.table_markdown(rows)
     assert "| paired Δ ± CI |" in markdown and "| gain? |" in markdown
     assert "| cosine | 0.1 | 3 | " in markdown
     assert "| 3 | +0.0200 ± 0.0025 | 0.0031 | yes |" in markdown
     assert "| cosine | 0.5 | 4 | " in markdown and "| no |" in markdown
     assert "(t(0.975, n−1) + t(0.80, n−1))·sd/√n" in markdown
 
-    lines = sweep.table_csv(rows).splitlines()
+    lines = table.table_csv(rows).splitlines()
     header = lines[0].split(",")
     for column in ("paired_seeds", "paired_diff", "paired_ci95", "paired_mde80", "gain"):
         assert column in header
@@ -252,8 +259,8 @@ def no_training(monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("a run started training before the arguments were checked")
 
-    monkeypatch.setattr(sweep, "train", fail)
-    monkeypatch.setattr(sweep, "evaluate_weights", fail)
+    monkeypatch.setattr(one_run, "train", fail)
+    monkeypatch.setattr(one_run, "evaluate_weights", fail)
 
 
 @pytest.fixture
@@ -374,9 +381,9 @@ def test_missing_baseline_init_is_refused_and_init_weights_then_not_needed(small
     cfg = small_sweep
     cfg.init_weights = "/nonexistent/not-used.caffemodel"
     cfg.baseline_from = "/nonexistent/vgg16_20M.caffemodel"
-    with pytest.raises(sweep.ToolkitError, match=r"--baseline-from\) not found: "
+    with pytest.raises(ToolkitError, match=r"--baseline-from\) not found: "
                                                   r"/nonexistent/vgg16_20M"):
-        sweep.run_sweep(cfg)
+        driver.run_sweep(cfg)
     assert not os.path.exists(cfg.out)
 
 
@@ -395,7 +402,7 @@ def test_the_disk_estimate_refuses_when_the_snapshots_would_not_fit(tiny_voc, tm
     root, list_path = tiny_voc
     init = tmp_path / "init.caffemodel"
     init.write_bytes(b"\0" * 1_000_000)
-    cfg = sweep.SweepConfig(out=str(tmp_path / "sweep"), data_root=root, train_list=list_path,
+    cfg = plan.SweepConfig(out=str(tmp_path / "sweep"), data_root=root, train_list=list_path,
                             val_list=list_path, init_weights=str(init), losses=("cosine",),
                             lambdas=(0.1,), seeds=(0, 1), iterations=8, snapshot_every=2,
                             batch_size=2, crop=33, test_size=65, width_div=32, num_classes=4,
@@ -403,17 +410,17 @@ def test_the_disk_estimate_refuses_when_the_snapshots_would_not_fit(tiny_voc, tm
     # 4 runs (2 controls, 2 cosine); a snapshot = 1 MB caffemodel + 1 MB solverstate = 2 MB;
     # each run writes 8 / 2 = 4 snapshots and keeps 2 (4 MB): 4 x 4 MB = 16 MB kept, plus the
     # 2 more snapshots (4 MB) a run holds while it trains: 20 MB.
-    need, parts = sweep.disk_needed(cfg)
+    need, parts = checks.disk_needed(cfg)
     assert need == 20_000_000 and parts == {"runs": 4, "snapshot_bytes": 2_000_000}
     usage = collections.namedtuple("usage", "total used free")
     monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9, 19_000_000))
-    with pytest.raises(sweep.ToolkitError, match=r"need about 20\.0 MB but the filesystem of "
+    with pytest.raises(ToolkitError, match=r"need about 20\.0 MB but the filesystem of "
                        r".*sweep has 19\.0 MB free \(4 runs to do, 2\.0 MB a snapshot"):
-        sweep.run_sweep(cfg)
+        driver.run_sweep(cfg)
     assert not os.path.exists(cfg.out)
     cfg.keep_snapshots = 1  # 4 x 2 MB + 3 x 2 MB = 14 MB: fits
-    assert sweep.disk_needed(cfg)[0] == 14_000_000
-    assert sweep.check_disk(cfg) == (14_000_000, 19_000_000)
+    assert checks.disk_needed(cfg)[0] == 14_000_000
+    assert checks.check_disk(cfg) == (14_000_000, 19_000_000)
 
 
 def test_prune_snapshots_keeps_the_newest_and_always_the_final_weights(tmp_path):
@@ -432,14 +439,14 @@ def test_prune_snapshots_keeps_the_newest_and_always_the_final_weights(tmp_path)
 def test_only_the_last_snapshots_of_a_run_are_kept(small_sweep):
     cfg = small_sweep
     cfg.lambdas, cfg.seeds, cfg.snapshot_every, cfg.keep_snapshots = (0.1,), (0,), 1, 1
-    results = sweep.run_sweep(cfg)
+    results = driver.run_sweep(cfg)
     assert len(results) == 2
     for name in ("control_seed0", "cosine_lam0.1_seed0"):
         run_dir = os.path.join(cfg.out, "runs", name)
         kept = sorted(f for f in os.listdir(run_dir) if "_iter_" in f)
         assert [f.split("_iter_")[1] for f in kept] == ["4.caffemodel", "4.solverstate"], kept
     # a rerun finds the finished runs and still tabulates them
-    assert len(sweep.run_sweep(cfg)) == 2
+    assert len(driver.run_sweep(cfg)) == 2
 
 
 def broken_copy(init, tmp_path, how, caffe):
@@ -466,8 +473,8 @@ def test_broken_initial_weights_are_refused_before_any_training(small_sweep, no_
                                                                 tmp_path, caffe, how, match):
     cfg = small_sweep
     cfg.init_weights = broken_copy(cfg.init_weights, tmp_path, how, caffe)
-    with pytest.raises(sweep.ToolkitError, match=r"initial weights \(--init-weights\)") as info:
-        sweep.run_sweep(cfg)
+    with pytest.raises(ToolkitError, match=r"initial weights \(--init-weights\)") as info:
+        driver.run_sweep(cfg)
     assert match in str(info.value)
     assert not os.path.exists(cfg.out)
 
@@ -479,7 +486,7 @@ def test_initial_weights_of_another_net_are_refused_naming_the_flag(small_sweep,
     """The demo's 5-class weights given to a 21-class sweep failed at the first caffe train."""
     cfg = small_sweep
     setattr(cfg, setting, value)
-    with pytest.raises(sweep.ToolkitError, match="do not fit the net this sweep trains") as info:
-        sweep.run_sweep(cfg)
+    with pytest.raises(ToolkitError, match="do not fit the net this sweep trains") as info:
+        driver.run_sweep(cfg)
     assert flag in str(info.value) and "has shape" in str(info.value)
     assert not os.path.exists(cfg.out)

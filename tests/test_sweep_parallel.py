@@ -12,7 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from pixelfeedback import sweep, training
+from pixelfeedback import training
+from pixelfeedback.sweep import driver, plan, store, summary, table
 from pixelfeedback.nets import weights as netweights
 from tests.conftest import (REPO, assert_no_trainer_left, kill_once_logged,
                             newest_solverstate_iteration, random_largefov_weights,
@@ -40,7 +41,7 @@ def setting(tmp_path_factory, caffe):
 
 
 def config(setting, out, **changes):
-    return sweep.SweepConfig(out=str(out), **dict(setting, **changes))
+    return plan.SweepConfig(out=str(out), **dict(setting, **changes))
 
 
 def argv(setting, out, *extra):
@@ -59,7 +60,7 @@ def uninterrupted(setting, tmp_path_factory):
     """The whole sweep in one process, in one go: (folder, table CSV)."""
     out = tmp_path_factory.mktemp("one_process") / "sweep"
     cfg = config(setting, out)
-    sweep.run_and_report(cfg)
+    driver.run_and_report(cfg)
     return out, open(out / "table31.csv").read()
 
 
@@ -71,7 +72,7 @@ def final_weight_bytes(out, run, iterations=ITERATIONS):
 
 def test_kill_9_of_the_sweep_then_rerun_is_bit_identical_and_recorded(setting, tmp_path):
     one_go = tmp_path / "one_go"
-    sweep.run_and_report(config(setting, one_go, seeds=(0,), lambdas=(0.1,),
+    driver.run_and_report(config(setting, one_go, seeds=(0,), lambdas=(0.1,),
                                 iterations=KILL_TEST_ITERATIONS))
     out = tmp_path / "sweep"
     command = argv(setting, out, "--seeds", "0", "--lambdas", "0.1",
@@ -116,9 +117,9 @@ def test_two_shards_at_once_write_the_table_of_one_process(setting, tmp_path, un
 def test_device_workers_split_the_runs_and_agree_with_one_process(setting, tmp_path,
                                                                     uninterrupted):
     cfg = config(setting, tmp_path / "sweep", devices=[None, None])  # two CPU workers
-    results = sweep.run_sweep(cfg)
+    results = driver.run_sweep(cfg)
     assert len(results) == 6
-    sweep.write_table(cfg, results)
+    table.write_table(cfg, results)
     assert open(tmp_path / "sweep" / "table31.csv").read() == uninterrupted[1]
     assert {r["device"] for r in results} == {"cpu"}
     for record in results:
@@ -130,22 +131,22 @@ def test_a_run_another_process_holds_is_left_to_it(setting, tmp_path, capfd):
     cfg = config(setting, tmp_path / "sweep", lambdas=(0.1,), seeds=(0,), iterations=4,
                  snapshot_every=None)
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import time; from pixelfeedback import sweep\n"
-        f"cfg = sweep.SweepConfig(**{vars(cfg)!r})\n"
-        "folder = sweep.open_sweep_folder(cfg)\n"
+        "import time; from pixelfeedback.sweep import plan, store\n"
+        f"cfg = plan.SweepConfig(**{vars(cfg)!r})\n"
+        "folder = store.open_sweep_folder(cfg)\n"
         "run = folder.child('runs/control_seed0', {'run': 'control_seed0'})\n"
         "print('holding', flush=True); time.sleep(120)")], cwd=REPO, stdout=subprocess.PIPE,
         text=True)
     try:
         assert holder.stdout.readline().strip() == "holding"
-        results = sweep.run_sweep(cfg)
+        results = driver.run_sweep(cfg)
         assert [r["run"] for r in results] == ["cosine_lam0.1_seed0"]
         assert "1 run(s) were being trained by other processes (control_seed0)" in \
             capfd.readouterr().err
     finally:
         holder.kill()
         holder.wait()
-    assert sorted(r["run"] for r in sweep.run_sweep(cfg)) == ["control_seed0",
+    assert sorted(r["run"] for r in driver.run_sweep(cfg)) == ["control_seed0",
                                                               "cosine_lam0.1_seed0"]
 
 
@@ -153,16 +154,16 @@ def test_step_control_continues_the_step_schedule_and_has_its_row(setting, tmp_p
     schedule = {"base_lr": 0.01, "gamma": 0.5, "stepsize": 3, "done": 4}
     cfg = config(setting, tmp_path / "sweep", lambdas=(0.1,), iterations=4,
                  snapshot_every=None, step_control=schedule)
-    results = sweep.run_sweep(cfg)
+    results = driver.run_sweep(cfg)
     solver = open(tmp_path / "sweep" / "runs" / "control_step_seed0" /
                   "solver_control.prototxt").read()
     # lr 0.01 * 0.5**floor(4/3) from here, halved where iteration 4 + i reaches 6
     assert 'lr_policy: "multistep"' in solver and "base_lr: 0.005" in solver
     assert "gamma: 0.5" in solver and "stepvalue: 2" in solver
-    rows = sweep.summarize(results, cfg.losses, cfg.lambdas)
-    step = [r for r in rows if r["loss"] == sweep.CONTROL_STEP]
+    rows = summary.summarize(results, cfg.losses, cfg.lambdas)
+    step = [r for r in rows if r["loss"] == plan.CONTROL_STEP]
     assert len(step) == 1 and step[0]["n"] == 2 and step[0]["paired_n"] == 2
-    assert "control, step schedule continued" in sweep.table_markdown(rows)
+    assert "control, step schedule continued" in table.table_markdown(rows)
     poly = json.load(open(tmp_path / "sweep" / "results" / "control_seed0.json"))
     assert poly["loss"] == "control"
 

@@ -1,4 +1,4 @@
-"""The Table 3.1 summary (pixelfeedback.sweep.summarize, table_markdown, table_csv) for all 24
+"""The Table 3.1 summary (pixelfeedback.summary.summarize, table_markdown, table_csv) for all 24
 cells of the thesis's table (4 losses x 6 lambdas) against a hand computation on planted
 results: every cell has its own known shift from the control and its own known spread over
 seeds, so a summary that swapped lambdas, losses or seeds, or paired a run with another
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pixelfeedback import sweep
+from pixelfeedback.sweep import summary, thesis
+from pixelfeedback.sweep import table as sweep_table
 
 # The control's planted mean IoU per seed: mean 0.55, deviations -0.05, +0.05, 0, 0, so its
 # sample variance is 2 * 0.05**2 / 3. Seed 3 has no loss run: it enters the control's
@@ -109,11 +110,11 @@ def planted_results():
 
 @pytest.fixture(scope="module")
 def rows():
-    return sweep.summarize(planted_results(), losses=LOSSES, lambdas=LAMBDAS)
+    return summary.summarize(planted_results(), losses=LOSSES, lambdas=LAMBDAS)
 
 
 def test_the_thesis_grid_is_the_sweeps_default():
-    assert tuple(sweep.LOSSES) == LOSSES and tuple(sweep.LAMBDAS) == LAMBDAS
+    assert tuple(thesis.LOSSES) == LOSSES and tuple(thesis.LAMBDAS) == LAMBDAS
     assert len(CELLS) == 24
 
 
@@ -151,7 +152,7 @@ def assert_shown(text, value, what):
 
 
 def test_every_cell_of_the_markdown_table_matches_the_hand_computation(rows):
-    table = markdown_cells(sweep.table_markdown(rows))
+    table = markdown_cells(sweep_table.table_markdown(rows))
     for (loss, lam), want in EXPECTED.items():
         what = (loss, lam)
         shown = table[TITLES[loss], f"{lam:g}"]
@@ -181,7 +182,7 @@ CSV_COLUMNS = {"mean_iou": "mean", "ci95": "ci", "diff_vs_control": "diff",
 
 def test_every_cell_of_the_csv_table_matches_the_hand_computation(rows):
     table = {(record["loss"], float(record["lambda"])): record
-             for record in csv.DictReader(io.StringIO(sweep.table_csv(rows)))}
+             for record in csv.DictReader(io.StringIO(sweep_table.table_csv(rows)))}
     for cell, want in EXPECTED.items():
         shown = table[cell]
         assert int(shown["seeds"]) == 3 and int(shown["paired_seeds"]) == 3, cell
@@ -211,7 +212,7 @@ def test_pairs_are_made_by_seed_whatever_is_missing_on_either_side(loss_seeds, c
                 "mean_iou": v} for s, v in control.items()]
     results += [{"run": f"cosine_lam0.1_seed{s}", "loss": "cosine", "lambda": 0.1, "seed": s,
                  "mean_iou": 0.5 + 0.01 * s + delta[s]} for s in loss_seeds]
-    row = sweep.summarize(results)[-1]
+    row = summary.summarize(results)[-1]
     differences = [delta[s] for s in pairs]  # by hand: loss - control of the same seed
     sd = np.std(differences, ddof=1)
     assert row["paired_n"] == len(pairs)

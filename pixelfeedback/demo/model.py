@@ -16,6 +16,7 @@ from pixelfeedback.nets import largefov, registry
 from pixelfeedback.nets.netspec import write_net
 from pixelfeedback.paths import REPO_ROOT
 from pixelfeedback.pipeline import DEFAULT_SCORE_BLOB, ModelSpec
+from pixelfeedback.sweep import thesis
 from python_layers import ToolkitError
 
 
@@ -55,7 +56,7 @@ RECIPE = {
 # 0.3; the full-size default, the thesis's 1e-4 for the project's 2000, is 0.2: not the
 # same, and the thesis gives no iteration count), batch 10 at crop 129 (at most 2,890
 # label pixels per batch), 500 val images. The sequential rule, fixed
-# before any run of this table on "none" (sweep.run_sequential): every loss cell gets seeds
+# before any run of this table on "none" (sweep.driver.run_sequential): every loss cell gets seeds
 # 0-2 and both controls seeds 0-4; a loss cell whose paired 95 % interval of (loss -
 # control) is wider than +-POWER_TARGET and is not an effect beyond +-EFFECT_TARGET whose
 # interval excludes zero gets seeds 3 and 4 as well, once; the table reports whatever that
@@ -64,8 +65,7 @@ POWER_TARGET = 0.005
 EFFECT_TARGET = 0.02
 TABLE31_SMALL = {"train_images": RECIPE["data"]["n_train"], "val_images": 500,
                  "fixation_images": 12, "experiment_images": 30,
-                 "losses": ("correlation", "cosine", "selective_correlation", "selective_cosine"),
-                 "lambdas": (0.01, 0.05, 0.1, 0.5, 1.0, 5.0), "seeds": (0, 1, 2),
+                 "losses": thesis.LOSSES, "lambdas": thesis.LAMBDAS, "seeds": (0, 1, 2),
                  "more_seeds": (3, 4), "normalize": "none", "step_control": True,
                  "finetune_iterations": 300, "finetune_lr": 1e-3}
 

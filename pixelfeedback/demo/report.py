@@ -3,7 +3,10 @@ findings of its Table 3.1 in small stated as measured."""
 import collections
 import os
 
-from pixelfeedback import files, reports, sweep
+from pixelfeedback import files, reports
+from pixelfeedback.sweep.plan import CONTROL_STEP, LOSS_TITLES
+from pixelfeedback.sweep.summary import target_met
+from python_layers.template_similarity import LOSS_NAMES
 from pixelfeedback.demo.model import EFFECT_TARGET, POWER_TARGET, RECIPE
 from pixelfeedback.paths import REPO_ROOT
 
@@ -25,24 +28,24 @@ def _difference(diff, half_width, mde, verdict):
 
 
 def table_findings(rows, target=POWER_TARGET, effect=EFFECT_TARGET):
-    """What the table (``sweep.summarize``'s rows) shows, as sentences: the schedule switch
+    """What the table (``sweep.summary.summarize``'s rows) shows, as sentences: the schedule switch
     alone (poly control - step control: minus the step control's paired difference), each
     loss cell against the poly control (gain, harm or no detectable change by its paired
     95 % interval), and how many cells met the power target (paired interval within
     +-``target``, or an effect beyond +-``effect`` whose interval excludes zero)."""
     lines = []
     for row in rows:
-        if row["loss"] == sweep.CONTROL_STEP and row["paired_n"]:
+        if row["loss"] == CONTROL_STEP and row["paired_n"]:
             verdict = {"yes": "worse", "worse": "yes"}.get(row["gain"], row["gain"])
             lines.append(f"Schedule switch alone (poly control - step control, "
                          f"{row['paired_n']} seeds): " + _difference(
                              -row["paired_diff"], row["paired_ci"], row["paired_mde"],
                              verdict) + ".")
-    cells = [row for row in rows if row["loss"] in sweep.LOSSES and row["paired_n"]]
+    cells = [row for row in rows if row["loss"] in LOSS_NAMES and row["paired_n"]]
     if not cells:
         return lines
     counts = collections.Counter(row["gain"] for row in cells)
-    met = sum(sweep.target_met(row, target, effect) for row in cells)
+    met = sum(target_met(row, target, effect) for row in cells)
     widest = max(cells, key=lambda row: row["paired_ci"])
     lines.append("Losses against the poly control: " + ", ".join(
         f"{counts[v]} {VERDICTS[v]}" for v in VERDICTS if counts[v]) + f" of {len(cells)} cells.")
@@ -50,12 +53,12 @@ def table_findings(rows, target=POWER_TARGET, effect=EFFECT_TARGET):
                  f"within ±{points(target, False)} points, or an effect beyond "
                  f"±{points(effect, False)} points whose interval excludes zero; widest "
                  f"interval ±{points(widest['paired_ci'], False)}: "
-                 f"{sweep.LOSS_TITLES[widest['loss']]} λ={widest['lam']:g}).")
+                 f"{LOSS_TITLES[widest['loss']]} λ={widest['lam']:g}).")
     largest = max(cells, key=lambda row: abs(row["paired_diff"]))
     lines.append(f"Largest paired difference of any cell: {points(largest['paired_diff'])} points "
-                 f"({sweep.LOSS_TITLES[largest['loss']]} λ={largest['lam']:g}); the thesis "
+                 f"({LOSS_TITLES[largest['loss']]} λ={largest['lam']:g}); the thesis "
                  "reports +1.5 points for the selective cosine at λ=0.05.")
-    lines += [f"- {sweep.LOSS_TITLES[row['loss']]} λ={row['lam']:g}: " + _difference(
+    lines += [f"- {LOSS_TITLES[row['loss']]} λ={row['lam']:g}: " + _difference(
         row["paired_diff"], row["paired_ci"], row["paired_mde"], row["gain"]) for row in cells]
     return lines
 
@@ -129,7 +132,7 @@ def write_report(out, summary, recipe=RECIPE):
               f"whose paired interval is wider than ±{points(POWER_TARGET, False)} points and is "
               f"not an effect beyond ±{points(EFFECT_TARGET, False)} points that excludes zero "
               f"gets {len(settings.get('more_seeds', ()))} more, once ("
-              + (", ".join(f"{sweep.LOSS_TITLES[loss]} λ={lam:g}"
+              + (", ".join(f"{LOSS_TITLES[loss]} λ={lam:g}"
                            for loss, lam in table.get("extended", [])) or "none")
               + " needed them). " if settings.get("more_seeds") else
                  f"Seeds: {len(settings['seeds'])} per cell. ")

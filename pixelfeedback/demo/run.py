@@ -6,7 +6,7 @@ import time
 
 import numpy as np
 
-from pixelfeedback import (evaluation, experiments, files, heatmap, pipeline, reports, sweep,
+from pixelfeedback import (evaluation, experiments, files, heatmap, pipeline, reports,
                            synthetic)
 from pixelfeedback.demo.model import (
     DEMO_WEIGHTS_DIR, EFFECT_TARGET, POWER_TARGET, RECIPE, SETTINGS, committed_baseline, demo_model_files,
@@ -15,6 +15,9 @@ from pixelfeedback.demo.report import table_findings, write_report
 from pixelfeedback.nets import largefov, registry
 from pixelfeedback.paths import REPO_ROOT
 from pixelfeedback.runfolder import RunFolder
+from pixelfeedback.sweep.driver import run_sequential
+from pixelfeedback.sweep.plan import SweepConfig
+from pixelfeedback.sweep.table import TABLE_FILES, write_table
 from pixelfeedback.training import parse_losses, train, training_seconds, weights_problem
 from python_layers import ToolkitError, voc_io
 
@@ -273,7 +276,7 @@ def _run_steps(out, data_dir, mode, retrain, export, progress, recipe, weights_d
                   f" of {len(drops)} objects)")
 
     with Step(timings, "5. Table 3.1 in small: the controls and the losses"):
-        cfg = sweep.SweepConfig(
+        cfg = SweepConfig(
             out=os.path.join(out, "table"), data_root=data["root"],
             train_list=data["train_list"], val_list=data["val_list"], init_weights=weights,
             losses=settings["losses"], lambdas=settings["lambdas"], seeds=settings["seeds"],
@@ -283,16 +286,16 @@ def _run_steps(out, data_dir, mode, retrain, export, progress, recipe, weights_d
             base_lr=settings["finetune_lr"], class_names=synthetic.CLASS_NAMES,
             step_control=step_control(recipe) if settings["step_control"] else None,
             normalize=settings["normalize"])
-        results, extended = sweep.run_sequential(cfg, settings["more_seeds"], POWER_TARGET,
+        results, extended = run_sequential(cfg, settings["more_seeds"], POWER_TARGET,
                                                  EFFECT_TARGET)
-        table_rows, table_md = sweep.write_table(cfg, results, title="Table 3.1 on synthetic data")
+        table_rows, table_md = write_table(cfg, results, title="Table 3.1 on synthetic data")
         summary["table"] = {"rows": table_rows, "markdown": table_md,
                             "findings": table_findings(table_rows),
                             "extended": [[loss, lam] for loss, lam in extended],
                             "normalize": settings["normalize"],
                             "label_pixels_per_batch": largefov.label_positions_per_batch(
                                 cfg.batch_size, cfg.crop),
-                            "figure": "table/" + sweep.TABLE_FILES[2],
+                            "figure": "table/" + TABLE_FILES[2],
                             "runs": len(results),
                             "train_seconds": round(sum(r.get("train_seconds", 0)
                                                        for r in results), 1)}

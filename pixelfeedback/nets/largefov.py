@@ -12,6 +12,7 @@ prototxt text). ``pixelfeedback.nets.prototxt`` writes the checked-in ``prototxt
 relative to the repository root (``caffe train`` runs there); paths outside the
 repository stay absolute.
 """
+import collections
 import json
 import os
 
@@ -23,18 +24,25 @@ from python_layers import ToolkitError, template_similarity, voc_io
 
 TEMPLATE_LOSSES = tuple(template_similarity.LOSS_NAMES)
 LOSSES = ("softmax",) + TEMPLATE_LOSSES
-# How the template term is normalised (SPEC section 3): "none" (the default) is Algorithm 3
-# literally, the sum over the batch's pixels divided by the number of classes; "valid" also
-# divides by the valid pixels, so the same lambda is about that many times weaker.
-NORMALIZATIONS = template_similarity.NORMALIZATIONS
-DEFAULT_NORMALIZE = NORMALIZATIONS[0]
-NORMALIZE_HELP = ("the template term's normalisation: none (default) = Algorithm 3 literally, "
-                  "the sum over the batch's pixels divided by the classes; valid = also "
-                  "divided by the valid pixels, so the same lambda is about batch x label "
-                  "pixels times weaker (16810 at batch 10, crop 321)")
+# The template term's normalisation (SPEC section 3): its values and default are the
+# layer's (python_layers.template_similarity.NORMALIZATIONS); "none" is Algorithm 3.
+DEFAULT_NORMALIZE = template_similarity.DEFAULT_PARAMS["normalize"]
 STAGES = ("finetune", "baseline")
 DEFAULT_DATA_ROOT = "data/VOCdevkit/VOC2012"
-DEFAULT_LIST = "data/lists/train.txt"   # VOC 2012 train (1,464): docs/voc.md
+# The two training recipes: each setting's default is defined here once (the sweep's flags,
+# tools/make_prototxt.py and the builders below read them).
+Recipe = collections.namedtuple("Recipe", ["list_file", "batch_size", "crop", "lr_policy",
+                                           "base_lr", "gamma", "stepsize", "power",
+                                           "iterations"])
+# The thesis's fine-tune (section 3.4): poly from 1e-4 at batch 10 on VOC 2012 train
+# (1,464 images: the thesis's "train" of 1456 images is ambiguous with train_aug, docs/voc.md);
+# the thesis gives no iteration count: 2000 is this project's choice (SPEC section 3).
+FINETUNE = Recipe("data/lists/train.txt", 10, 321, "poly", 1e-4, None, None, 0.9, 2000)
+# DeepLab-LargeFOV's stage 1 from the ImageNet init (SPEC section 2): step (x0.1 every 2000)
+# from 1e-3 at batch 20 on train_aug (10,582 images), 6000 iterations: the recipe of the
+# thesis's baseline 0.6225 (the author's Caffe figure, "From Caffe").
+STAGE1 = Recipe("data/lists/train_aug.txt", 20, 321, "step", 1e-3, 0.1, 2000, None, 6000)
+DEFAULT_LIST = FINETUNE.list_file
 DEFAULT_SEED = 0
 SNAPSHOT_DIR = "weights/snapshots"
 IGNORE_LABEL = voc_io.IGNORE_LABEL
@@ -129,13 +137,6 @@ def _check_loss(loss, lam):
         raise ToolkitError(f"lambda (the template loss weight) must be a number >= 0, got {lam!r}")
 
 
-def check_normalize(normalize):
-    """ToolkitError naming --normalize unless ``normalize`` is one of NORMALIZATIONS."""
-    if normalize not in NORMALIZATIONS:
-        raise ToolkitError(f"the template loss's normalisation (--normalize) must be one of "
-                           f"{', '.join(NORMALIZATIONS)}, got {normalize!r}")
-
-
 def label_positions_per_batch(batch_size, crop):
     """Pixels of the shrunk label per batch: the most valid pixels a batch can have, and so
     the factor between the two normalisations at the same lambda (2890 for batch 10 at
@@ -150,7 +151,8 @@ def _check_crop(crop):
 
 
 def train_net(loss="softmax", lam=0.01, data_root=DEFAULT_DATA_ROOT, list_file=DEFAULT_LIST,
-              batch_size=10, crop=321, width_div=1, num_classes=21, seed=None,
+              batch_size=FINETUNE.batch_size, crop=FINETUNE.crop, width_div=1, num_classes=21,
+              seed=None,
               stage="finetune", mirror=True, shuffle=True, normalize=DEFAULT_NORMALIZE):
     """The training net: ImageSegData -> trunk -> fc8_voc12 -> SoftmaxWithLoss on the
     shrunk label, plus the template-similarity loss (weight ``lam``, ``normalize`` "none"
@@ -158,7 +160,6 @@ def train_net(loss="softmax", lam=0.01, data_root=DEFAULT_DATA_ROOT, list_file=D
     losses. ``stage`` "finetune" trains fc6..fc8 only (thesis 3.4); "baseline" is
     DeepLab's own multipliers (1/2 everywhere, 10/20 for fc8)."""
     _check_loss(loss, lam)
-    check_normalize(normalize)
     _check_crop(crop)
     caffe, L, _ = netspec()
     n = caffe.NetSpec()
@@ -221,27 +222,29 @@ def experiment_name(loss, stage="finetune"):
     return "control" if loss == "softmax" else loss
 
 
-def solver(net_path, iterations=2000, base_lr=1e-4, seed=None, snapshot=None,
-           snapshot_prefix=None):
-    """The fine-tuning solver of thesis 3.4: poly (power 0.9) from 1e-4, momentum 0.9,
-    weight decay 5e-4, a snapshot at the end (or every ``snapshot`` iterations)."""
+def solver(net_path, iterations=FINETUNE.iterations, base_lr=FINETUNE.base_lr, seed=None,
+           snapshot=None, snapshot_prefix=None):
+    """The fine-tuning solver of thesis 3.4 (``FINETUNE``): poly (power 0.9) from 1e-4,
+    momentum 0.9, weight decay 5e-4, a snapshot at the end (or every ``snapshot``
+    iterations)."""
     s = solver_parameter()
     s.net = repo_relative(net_path)
     s.base_lr = base_lr
-    s.lr_policy = "poly"
-    s.power = 0.9
+    s.lr_policy = FINETUNE.lr_policy
+    s.power = FINETUNE.power
     _common_solver_fields(s, iterations, seed, snapshot, snapshot_prefix)
     return s
 
 
-def baseline_solver(net_path, iterations=6000, base_lr=1e-3, stepsize=2000, seed=None,
-                    snapshot=2000, snapshot_prefix=None):
-    """DeepLab-LargeFOV stage 1: step (x0.1 every 2000) from 1e-3, 6000 iterations."""
+def baseline_solver(net_path, iterations=STAGE1.iterations, base_lr=STAGE1.base_lr,
+                    stepsize=STAGE1.stepsize, seed=None, snapshot=2000, snapshot_prefix=None):
+    """DeepLab-LargeFOV stage 1 (``STAGE1``): step (x0.1 every 2000) from 1e-3, 6000
+    iterations."""
     s = solver_parameter()
     s.net = repo_relative(net_path)
     s.base_lr = base_lr
-    s.lr_policy = "step"
-    s.gamma = 0.1
+    s.lr_policy = STAGE1.lr_policy
+    s.gamma = STAGE1.gamma
     s.stepsize = stepsize
     _common_solver_fields(s, iterations, seed, snapshot, snapshot_prefix)
     return s
@@ -280,7 +283,8 @@ def _common_solver_fields(s, iterations, seed, snapshot, snapshot_prefix):
 
 
 def write_experiment(out_dir, loss, lam=0.01, stage="finetune", data_root=DEFAULT_DATA_ROOT,
-                     list_file=DEFAULT_LIST, batch_size=10, crop=321, width_div=1,
+                     list_file=DEFAULT_LIST, batch_size=FINETUNE.batch_size,
+                     crop=FINETUNE.crop, width_div=1,
                      num_classes=21, seed=None, iterations=None, snapshot=None, base_lr=None,
                      mirror=True, shuffle=True, solver_overrides=None,
                      normalize=DEFAULT_NORMALIZE):
@@ -305,9 +309,11 @@ def write_experiment(out_dir, loss, lam=0.01, stage="finetune", data_root=DEFAUL
     if base_lr is not None:
         options["base_lr"] = base_lr
     if stage == "baseline":
-        s = baseline_solver(net_path, 6000 if iterations is None else iterations, **options)
+        s = baseline_solver(net_path, STAGE1.iterations if iterations is None else iterations,
+                            **options)
     else:
-        s = solver(net_path, 2000 if iterations is None else iterations, **options)
+        s = solver(net_path, FINETUNE.iterations if iterations is None else iterations,
+                   **options)
     for field, value in (solver_overrides or {}).items():
         if isinstance(value, (list, tuple)):
             getattr(s, field)[:] = value

@@ -9,39 +9,45 @@ import sys
 from pixelfeedback import files
 from pixelfeedback.nets import registry
 from pixelfeedback.nets.largefov import (
-    DEFAULT_DATA_ROOT, DEFAULT_LIST, DEFAULT_NORMALIZE, DEFAULT_SEED, LOSSES, SNAPSHOT_DIR, baseline_solver,
-    deploy_net, experiment_name, solver, test_net, train_net)
+    DEFAULT_DATA_ROOT, DEFAULT_NORMALIZE, DEFAULT_SEED, FINETUNE, LOSSES, SNAPSHOT_DIR, STAGE1,
+    baseline_solver, deploy_net, experiment_name, solver, test_net, train_net)
 from pixelfeedback.nets.netspec import to_text
 from pixelfeedback.paths import PROTOTXT_DIR, REPO_ROOT
 
 
-def render_all(lam=0.01, data_root=DEFAULT_DATA_ROOT, list_file=DEFAULT_LIST, batch_size=10,
-               crop=321, iterations=2000, baseline_iterations=6000, seed=DEFAULT_SEED,
-               width_div=1, num_classes=21, test_size=513, out_dir=None,
+def render_all(lam=0.01, data_root=DEFAULT_DATA_ROOT, list_file=FINETUNE.list_file,
+               batch_size=FINETUNE.batch_size, crop=FINETUNE.crop,
+               iterations=FINETUNE.iterations, baseline_list=STAGE1.list_file,
+               baseline_batch_size=STAGE1.batch_size, baseline_iterations=STAGE1.iterations,
+               seed=DEFAULT_SEED, width_div=1, num_classes=21, test_size=513, out_dir=None,
                normalize=DEFAULT_NORMALIZE):
-    """{file name: text} of every generated net and solver: LargeFOV's (with these options)
-    and the registry's other deploy nets (see ``write_all``)."""
+    """{file name: text} of every generated net and solver: LargeFOV's (the fine-tunes with
+    these options, the stage-1 baseline with its own list, batch and iterations) and the
+    registry's other deploy nets (see ``write_all``)."""
     out_dir = os.path.abspath(out_dir) if out_dir else PROTOTXT_DIR
-    files = collections.OrderedDict()
-    data = dict(data_root=data_root, list_file=list_file, batch_size=batch_size, crop=crop,
-                width_div=width_div, num_classes=num_classes, seed=seed)
+    texts = collections.OrderedDict()
+    common = dict(data_root=data_root, crop=crop, width_div=width_div,
+                  num_classes=num_classes, seed=seed)
+    data = {"baseline": dict(common, list_file=baseline_list, batch_size=baseline_batch_size),
+            "finetune": dict(common, list_file=list_file, batch_size=batch_size)}
     runs = [("softmax", "baseline")] + [(loss, "finetune") for loss in LOSSES]
     for loss, stage in runs:
         name = experiment_name(loss, stage)
         net_file = f"train_{name}.prototxt"
-        files[net_file] = to_text(train_net(loss, lam, stage=stage, normalize=normalize, **data))
+        texts[net_file] = to_text(train_net(loss, lam, stage=stage, normalize=normalize,
+                                            **data[stage]))
         prefix = os.path.join(REPO_ROOT, SNAPSHOT_DIR, name)
         net_path = os.path.join(out_dir, net_file)
         if stage == "baseline":
             s = baseline_solver(net_path, baseline_iterations, seed=seed, snapshot_prefix=prefix)
         else:
             s = solver(net_path, iterations, seed=seed, snapshot_prefix=prefix)
-        files[f"solver_{name}.prototxt"] = to_text(s)
-    files["test.prototxt"] = to_text(test_net(width_div, num_classes, test_size))
-    files["deploy.prototxt"] = to_text(deploy_net(width_div, num_classes, test_size))
+        texts[f"solver_{name}.prototxt"] = to_text(s)
+    texts["test.prototxt"] = to_text(test_net(width_div, num_classes, test_size))
+    texts["deploy.prototxt"] = to_text(deploy_net(width_div, num_classes, test_size))
     for build, file_name in registry.published_deploy_nets().values():   # at full size
-        files[file_name] = to_text(build())
-    return files
+        texts[file_name] = to_text(build())
+    return texts
 
 
 def write_all(out_dir=None, **options):

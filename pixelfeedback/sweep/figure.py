@@ -5,6 +5,9 @@ baseline (0.6225; it had no control). Written by the sweep next to table31.md.""
 import numpy as np
 
 from pixelfeedback.plotting import new_figure, save_figure
+from pixelfeedback.sweep import thesis
+from pixelfeedback.sweep.plan import CONTROL, CONTROL_STEP, LOSS_TITLES
+from python_layers.template_similarity import LOSS_NAMES
 
 POINTS = 100.0  # mIoU -> points
 
@@ -36,22 +39,19 @@ def _point_ticks(ax):
     ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:+g}" if value else "0"))
 
 
-def table_figure(path, rows, losses, loss_titles, thesis_table, thesis_lambdas,
-                 thesis_baseline, control="control", step_control="control_step",
-                 title="Table 3.1", subtitle=None):
-    """Write the figure of ``rows`` (``sweep.summarize``) for ``losses`` (one panel each) to
-    ``path``; returns the path, or None when no loss has a row. ``thesis_table`` maps a loss
-    to its numbers at ``thesis_lambdas``."""
-    losses = [loss for loss in losses if any(r["loss"] == loss for r in rows)]
+def table_figure(path, rows, title="Table 3.1", subtitle=None):
+    """Write the figure of ``rows`` (``summary.summarize``), one panel per loss with a row,
+    to ``path``; returns the path, or None when no loss has a row."""
+    losses = [loss for loss in LOSS_NAMES if any(r["loss"] == loss for r in rows)]
     if not losses:
         return None
     columns = 2 if len(losses) > 1 else 1
     lines = -(-len(losses) // columns)
     figure = new_figure(5.2 * columns, 3.6 * lines + (0.5 if subtitle else 0.3))
     axes = np.atleast_1d(figure.subplots(lines, columns, squeeze=False).ravel())
-    poly = next((r for r in rows if r["loss"] == control), None)
-    step = next((r for r in rows if r["loss"] == step_control), None)
-    all_lams = sorted({float(lam) for lam in thesis_lambdas}
+    poly = next((r for r in rows if r["loss"] == CONTROL), None)
+    step = next((r for r in rows if r["loss"] == CONTROL_STEP), None)
+    all_lams = sorted(set(thesis.LAMBDAS)
                       | {r["lam"] for r in rows if r["loss"] in losses})
     for ax, loss in zip(axes, losses):
         if poly is not None and np.isfinite(poly["ci"]):
@@ -71,10 +71,10 @@ def table_figure(path, rows, losses, loss_titles, thesis_table, thesis_lambdas,
         for lam, diff, n in zip(lams[shown], diffs[shown], np.asarray(counts)[shown]):
             ax.annotate(f"n={n}", (lam, diff), textcoords="offset points", xytext=(4, 4),
                         fontsize=7, color="tab:blue")
-        if loss in thesis_table:
-            ax.plot(thesis_lambdas, (np.asarray(thesis_table[loss], float) - thesis_baseline)
+        if loss in thesis.TABLE:
+            ax.plot(thesis.LAMBDAS, (np.asarray(thesis.TABLE[loss], float) - thesis.BASELINE)
                     * POINTS, "s--", mfc="none", color="tab:red", lw=1.0,
-                    label=f"thesis: Δ vs its baseline {thesis_baseline:g} (one run, no control)")
+                    label=f"thesis: Δ vs its baseline {thesis.BASELINE:g} (one run, no control)")
         ax.set_xscale("log")
         ax.set_xticks(all_lams)
         ax.set_xticklabels([f"{lam:g}" for lam in all_lams], fontsize=8)
@@ -82,7 +82,7 @@ def table_figure(path, rows, losses, loss_titles, thesis_table, thesis_lambdas,
         _point_ticks(ax)
         ax.set_xlabel("λ (loss weight)")
         ax.set_ylabel("Δ mIoU, points (symlog)")
-        ax.set_title(loss_titles.get(loss, loss), fontsize=10)
+        ax.set_title(LOSS_TITLES.get(loss, loss), fontsize=10)
         ax.grid(alpha=0.3)
     for ax in axes[len(losses):]:
         ax.set_visible(False)

@@ -1,0 +1,59 @@
+"""The sweep's folder: one shared run folder (pixelfeedback.runfolder) holding the result of
+every finished run (``results/<run>.json``), each run's training folder (``runs/<run>/``),
+and the plans of every sweep that ran into it (``plans/<hash>.json``), so that a table
+rebuilt later counts what is unfinished against all of them."""
+import contextlib
+import fcntl
+import glob
+import hashlib
+import json
+import os
+
+from pixelfeedback.runfolder import RunFolder
+from pixelfeedback.sweep.plan import run_name
+from pixelfeedback.sweep.settings import folder_history
+
+PLANS_DIR = "plans"
+
+
+def open_sweep_folder(cfg, restart=False):
+    """The sweep's run folder, shared by the processes of these settings (shards, GPU
+    workers, a second sweep that helps): each takes the runs no one holds."""
+    return RunFolder(cfg.out, cfg.fingerprint(), what="Table 3.1 sweep", restart=restart,
+                     shared=True, absent_means=folder_history(cfg))
+
+
+def record_plan(folder, cfg):
+    """Note the runs this sweep plans (all shards', one file per distinct plan)."""
+    names = [run_name(run) for run in cfg.runs()]
+    digest = hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
+    rel = os.path.join(PLANS_DIR, digest + ".json")
+    if not folder.has(rel):
+        folder.write_json(rel, names)
+
+
+def planned_run_names(out):
+    """Every run any sweep into ``out`` planned (``record_plan``), in first-seen order."""
+    names = []
+    for path in sorted(glob.glob(os.path.join(out, PLANS_DIR, "*.json"))):
+        with open(path) as f:
+            names += [name for name in json.load(f) if name not in names]
+    return names
+
+
+def load_results(out):
+    """The result records of every finished run in ``out``, by run name."""
+    results = []
+    for path in sorted(glob.glob(os.path.join(out, "results", "*.json"))):
+        with open(path) as f:
+            results.append(json.load(f))
+    return results
+
+
+@contextlib.contextmanager
+def table_lock(out):
+    """Shards finishing at once write the table one after the other, each from the results
+    as they are when it writes (so the last one written is complete)."""
+    with open(os.path.join(out, ".table.lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield

@@ -1,0 +1,93 @@
+"""A sweep folder made by the toolkit before the sweep became a package resumes after it and
+gives the same files.
+
+``tests/fixtures/sweep_made_before_the_split/`` was made at commit 9635848 (the last one
+with ``pixelfeedback/sweep.py``) with the configuration of ``config`` below: ``expected/``
+holds what the whole sweep wrote in one go (settings.json, every result, the plan, the
+table), ``resume_me/`` the same sweep interrupted after its first five runs (the stage-1
+baseline and both controls; their snapshots' .solverstate files, evaluation predictions and
+the controls' weights deleted to keep it small). Its data set and initial weights lie
+inside it, so that its settings hold relative paths."""
+import glob
+import json
+import os
+import shutil
+
+import pytest
+
+from tests.conftest import REPO
+from pixelfeedback.sweep import driver, plan
+
+FIXTURE = os.path.join(REPO, "tests", "fixtures", "sweep_made_before_the_split")
+VOLATILE = ("seconds", "train_seconds")  # wall-clock times of the run that wrote a result
+
+
+def config(out):
+    return plan.SweepConfig(
+        out=out, data_root=os.path.join(out, "data"),
+        train_list=os.path.join(out, "data", "train.txt"),
+        val_list=os.path.join(out, "data", "train.txt"),
+        init_weights=os.path.join(out, "init.caffemodel"),
+        baseline_from=os.path.join(out, "init.caffemodel"),
+        baseline_list=os.path.join(out, "data", "train.txt"), baseline_iterations=20,
+        baseline_batch_size=2,  # before stage 1 had its own recipe it trained at --batch-size
+        losses=("cosine", "selective_correlation"), lambdas=(0.1, 1.0), seeds=(0, 1),
+        iterations=20, base_lr=0.01, batch_size=2, crop=33, test_size=65, width_div=32,
+        num_classes=4, step_control=dict(plan.STAGE1_STEP_SCHEDULE, done=20),
+        keep_snapshots=1, progress=False)
+
+
+def without(record, keys):
+    return {key: value for key, value in record.items() if key not in keys}
+
+
+@pytest.fixture(scope="module")
+def resumed(tmp_path_factory):
+    """The old folder resumed to the end by today's code, and its table written."""
+    out = str(tmp_path_factory.mktemp("earlier") / "resume_me")
+    shutil.copytree(os.path.join(FIXTURE, "resume_me"), out)
+    before = sorted(os.listdir(os.path.join(out, "results")))
+    cfg = config(out)
+    driver.run_and_report(cfg)
+    return out, before
+
+
+def test_the_earlier_folder_resumes_and_trains_only_what_it_lacked(resumed):
+    out, before = resumed
+    assert before == ["baseline.json", "control_seed0.json", "control_seed1.json",
+                      "control_step_seed0.json", "control_step_seed1.json"]
+    expected = sorted(os.listdir(os.path.join(FIXTURE, "expected", "results")))
+    assert sorted(os.listdir(os.path.join(out, "results"))) == expected
+    for name in before:  # the finished runs were not run again
+        with open(os.path.join(out, "results", name), "rb") as new, \
+                open(os.path.join(FIXTURE, "resume_me", "results", name), "rb") as old:
+            assert new.read() == old.read(), name
+
+
+def test_its_settings_and_plan_stay_byte_identical(resumed):
+    out, _ = resumed
+    for name in ["settings.json"] + [os.path.basename(p) for p in
+                                     glob.glob(os.path.join(FIXTURE, "expected", "*.json"))
+                                     if not p.endswith("settings.json")]:
+        source = os.path.join(out, name if name == "settings.json" else os.path.join("plans", name))
+        with open(source, "rb") as new, open(os.path.join(FIXTURE, "expected", name), "rb") as old:
+            assert new.read() == old.read(), name
+
+
+def test_every_result_equals_the_one_the_earlier_version_wrote(resumed):
+    out, _ = resumed
+    for path in sorted(glob.glob(os.path.join(FIXTURE, "expected", "results", "*.json"))):
+        name = os.path.basename(path)
+        with open(path) as f:
+            old = json.load(f)
+        with open(os.path.join(out, "results", name)) as f:
+            new = json.load(f)
+        assert without(new, VOLATILE) == without(old, VOLATILE), name
+
+
+def test_the_table_is_byte_identical(resumed):
+    out, _ = resumed
+    for name in ("table31.csv", "table31.md"):
+        with open(os.path.join(out, name), "rb") as new, \
+                open(os.path.join(FIXTURE, "expected", name), "rb") as old:
+            assert new.read() == old.read(), name
