@@ -27,14 +27,20 @@ Python layer around it, configured by JSON in ``param_str``::
 """
 import json
 import numbers
+import re
 
 import numpy as np
 
 from python_layers import ToolkitError
+from python_layers.similarity_blocks import BlockPass, Templates, run_backward, run_forward
 
-SIMILARITIES = ("cosine", "correlation")
+SIMILARITIES = ("cosine", "correlation", "correlation_printed")
 NORMALIZATIONS = ("none", "valid")  # the first is the default: Algorithm 3 literally
 LOSS_NAMES = ("correlation", "cosine", "selective_correlation", "selective_cosine")  # Table 3.1 order
+# Eq. 3.1 as printed (issue #27): not in Table 3.1, so not in LOSS_NAMES (the sweep's losses)
+EXTRA_LOSS_NAMES = ("correlation_printed", "selective_correlation_printed")
+ALL_LOSS_NAMES = LOSS_NAMES + EXTRA_LOSS_NAMES
+LABEL_VALUES = 256  # labels are 8-bit PNGs: ignore_label must be one of 0..255
 DEFAULT_PARAMS = {
     "similarity": "cosine",
     "selective": False,
@@ -48,9 +54,11 @@ DEFAULT_PARAMS = {
 # ----------------------------------------------------------------------------- names & params
 
 def parse_loss_name(name):
-    """``"selective_cosine"`` -> ``("cosine", True)``: the project's loss names as options."""
-    if name not in LOSS_NAMES:
-        raise ToolkitError(f"unknown template loss {name!r}; use one of {', '.join(LOSS_NAMES)}")
+    """``"selective_cosine"`` -> ``("cosine", True)``: the project's loss names as options
+    (``ALL_LOSS_NAMES``: Table 3.1's four, then the printed Eq. 3.1's two)."""
+    if name not in ALL_LOSS_NAMES:
+        raise ToolkitError(f"unknown template loss {name!r}; use one of "
+                           f"{', '.join(ALL_LOSS_NAMES)}")
     selective = name.startswith("selective_")
     return name[len("selective_"):] if selective else name, selective
 
@@ -101,15 +109,80 @@ def validate_params(params):
                 raise ToolkitError(f"TemplateSimilarityLoss: {key!r} must be true or false, "
                                    f"got {value!r}")
         elif key == "ignore_label":
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            if (isinstance(value, bool) or not isinstance(value, numbers.Integral)
+                    or not 0 <= value < LABEL_VALUES):
                 raise ToolkitError(f"TemplateSimilarityLoss: 'ignore_label' must be an integer "
-                                   f"(255 for VOC), got {value!r}")
+                                   f"from 0 to {LABEL_VALUES - 1} (labels are 8-bit PNGs; VOC "
+                                   f"uses 255), got {value!r}")
         elif key == "eps":
             if (isinstance(value, bool) or not isinstance(value, numbers.Real)
                     or not 0 < value < 1e-2):
                 raise ToolkitError(f"TemplateSimilarityLoss: 'eps' must be a small positive "
                                    f"number (e.g. 1e-8), got {value!r}")
     return params
+
+
+def check_ignore_label(ignore_label, n_scores):
+    """``ignore_label`` must not be a class id of fc8's ``n_scores`` channels (a label pixel
+    holding it would count as that class and as ignored at once)."""
+    if ignore_label < n_scores:
+        raise ToolkitError(
+            f"TemplateSimilarityLoss: 'ignore_label' {ignore_label} is a class id of fc8 "
+            f"(bottom[1] has {n_scores} channels, classes 0..{n_scores - 1}); use a label "
+            f"value from {n_scores} to {LABEL_VALUES - 1} (VOC uses 255)")
+
+
+# ----------------------------------------------------------------------------- diagnostics
+
+STATS_EVERY = 20   # the layer writes its diagnostics line on the first forward and every 20th
+STATS_PREFIX = "TemplateSimilarityLoss stats:"
+STATS_LINE = re.compile(re.escape(STATS_PREFIX) + r" forwards=(\d+) valid_vectors=(\d+) "
+                        r"zero_vectors=(\d+) zero_share=(\S+) min_norm=(\S+) norm=(\w+)")
+
+
+class LossStats:
+    """A running tally over a layer's forward passes: the valid fc7 vectors seen, how many
+    were all zero, and the smallest norm (cosine) or centred norm (the correlations)."""
+
+    def __init__(self, similarity):
+        self.norm = "plain" if similarity == "cosine" else "centred"
+        self.forwards = self.valid_vectors = self.zero_vectors = 0
+        self.min_norm = float("inf")
+
+    def add(self, state):
+        """Count one forward pass (a ``loss_forward`` result)."""
+        self.forwards += 1
+        self.valid_vectors += state.valid_vectors
+        self.zero_vectors += state.zero_vectors
+        self.min_norm = min(self.min_norm, state.min_norm)
+
+    def due(self):
+        """Whether this forward pass writes the line (the first, then every 20th)."""
+        return self.forwards == 1 or self.forwards % STATS_EVERY == 0
+
+    def line(self):
+        return format_stats_line(self.forwards, self.valid_vectors, self.zero_vectors,
+                                 self.min_norm, self.norm)
+
+
+def format_stats_line(forwards, valid_vectors, zero_vectors, min_norm, norm):
+    """The one diagnostics line (``parse_stats_line`` reads it back)."""
+    share = zero_vectors / valid_vectors if valid_vectors else 0.0
+    return (f"{STATS_PREFIX} forwards={forwards} valid_vectors={valid_vectors} "
+            f"zero_vectors={zero_vectors} zero_share={share:.6f} min_norm={min_norm:.6g} "
+            f"norm={norm}")
+
+
+def parse_stats_line(text):
+    """The values of the last diagnostics line in ``text`` (e.g. a training log), or None:
+    {forwards, valid_vectors, zero_vectors: int; zero_share, min_norm: float; norm:
+    "plain" (cosine) or "centred" (the correlations)}."""
+    found = STATS_LINE.findall(text)
+    if not found:
+        return None
+    forwards, valid, zero, share, min_norm, norm = found[-1]
+    return {"forwards": int(forwards), "valid_vectors": int(valid), "zero_vectors": int(zero),
+            "zero_share": float(share), "min_norm": float(min_norm), "norm": norm}
 
 
 def _check_choice(key, value, allowed):
@@ -122,95 +195,74 @@ def _check_choice(key, value, allowed):
 
 def template_similarity_loss(fc7, fc8, label, similarity="cosine", selective=False,
                              normalize=NORMALIZATIONS[0], template_grad=False, ignore_label=255,
-                             eps=1e-8, out=None):
-    """Algorithm 3's loss and its gradient with respect to fc7.
+                             eps=1e-8, out=None, threads=None):
+    """Algorithm 3's loss and its gradient with respect to fc7: ``(loss, grad_fc7)``.
 
     fc7 (N, D, h, w) features, fc8 (N, C, h, w) scores, label (N, 1, h, w) class ids
-    (``ignore_label`` = ignore). Returns ``(loss, grad_fc7)``, grad in fc7's dtype, or
-    written into ``out`` (a C-contiguous float array of fc7's shape, reused to save
-    allocations). A vector whose norm (cosine) or centred norm (correlation) is at most
-    ``eps`` is degenerate: its similarity to anything is 0 and it gets no gradient, so
-    the result is never NaN. Float64 input is computed in float64, anything else in
-    float32 (Caffe's precision) with means, loss sums and templates in float64.
+    (``ignore_label`` = ignore). The gradient is in fc7's float dtype, or written into
+    ``out`` (a C-contiguous float array of fc7's shape). A vector whose norm (cosine) or
+    centred norm (the correlations) is at most ``eps`` is degenerate: its similarity to
+    anything is 0 and it gets no gradient, so the result is never NaN. Float64 input is
+    computed in float64, anything else in float32 (Caffe's precision) with per-pixel
+    factors, sums and templates in float64. ``threads``: worker threads (None: the
+    ``thread_pool`` setting). ``loss_forward`` and ``loss_backward`` are the two halves.
     """
+    state = loss_forward(fc7, fc8, label, similarity, selective, normalize, ignore_label,
+                         eps, threads)
+    return state.loss, loss_backward(state, out, 1.0, template_grad, threads)
+
+
+def loss_forward(fc7, fc8, label, similarity="cosine", selective=False,
+                 normalize=NORMALIZATIONS[0], ignore_label=255, eps=1e-8, threads=None):
+    """The forward half: a ``similarity_blocks.BlockPass`` holding ``loss`` and what
+    ``loss_backward`` needs (fc7 is kept by reference: leave it unchanged until then)."""
     validate_params({"similarity": similarity, "selective": selective, "normalize": normalize,
-                     "template_grad": template_grad, "ignore_label": ignore_label, "eps": eps})
+                     "ignore_label": ignore_label, "eps": eps})
     fc7, fc8, label = np.asarray(fc7), np.asarray(fc8), np.asarray(label)
     check_shapes(fc7.shape, fc8.shape, label.shape)
     n_items, depth = fc7.shape[:2]
     n_scores = fc8.shape[1]
+    check_ignore_label(ignore_label, n_scores)
     work = np.float64 if fc7.dtype == np.float64 else np.float32
-    grad = _gradient_buffer(out, fc7, work)
 
     labels = class_ids(label, ignore_label, n_scores).reshape(n_items, -1)  # -1 = ignore
     valid = labels >= 0
     classes = np.unique(labels[valid])
-    n_valid = int(valid.sum())
-    active = valid & (fc8.reshape(n_items, n_scores, -1).argmax(axis=1) != labels) \
-        if selective else valid
-    if not active.any():  # no class, no valid pixel, or (selective) nothing misclassified
-        grad[...] = 0
-        return 0.0, grad
-
     scores = fc8.reshape(n_items, n_scores, -1)
+    active = valid & (scores.argmax(axis=1) != labels) if selective else valid
     features = fc7.reshape(n_items, depth, -1)
-    template_item, template_pos = pick_templates(scores, labels, classes)
-    centre = similarity == "correlation"
-    templates = features[template_item, :, template_pos].astype(np.float64)  # (K, D)
-    unit_templates, template_inv_norm = _unit_rows(templates, centre, eps)
-    unit_templates_t = np.ascontiguousarray(unit_templates.T, dtype=work)     # (D, K)
-
-    denominator = classes.size * (n_valid if normalize == "valid" else 1)
-    # weights[k, n, p]: -1 where pixel (n, p) is labelled classes[k], else +1; times the
-    # pixel's activity over the denominator, so that loss = sum(weights * similarities)
-    own_class = labels[None, :, :] == classes[:, None, None]
-    weights = np.where(own_class, -1.0, 1.0) * (active / float(denominator))  # (K, N, HW)
-
-    loss = 0.0
-    pull = np.zeros(unit_templates.shape)   # sum_p w[k,p] u_p, for the template gradient
-    pull_sim = np.zeros(classes.size)       # sum_p w[k,p] s[k,p]
-    grad_items = grad.reshape(n_items, depth, -1)
-    scratch = np.empty((depth, features.shape[2]), work)
-    direct = grad.dtype == work
-    for item in range(n_items):
-        if not active[item].any():
-            grad_items[item] = 0
-            continue
-        x = features[item]  # (D, HW)
-        if centre or x.dtype != work:
-            mean = (np.einsum("dp->p", x, dtype=np.float64) / depth).astype(work) if centre else 0
-            x = np.subtract(x, mean, out=scratch, dtype=work)  # centred copy in scratch
-        inv_norm = _inverse_norms(np.sqrt(np.einsum("dp,dp->p", x, x).astype(np.float64)), eps)
-        sim = (unit_templates_t.T @ x).astype(np.float64) * inv_norm        # (K, HW)
-        w = weights[:, item]
-        w_sim = w * sim
-        loss += float(w_sim.sum())
-        if template_grad:
-            pull += (x @ (w * inv_norm).T.astype(work)).T
-            pull_sim += w_sim.sum(axis=1)
-        # d s[k,p] / d x_p = (u_k - s[k,p] u_p) / |x_p|  (centred x and u for correlation;
-        # both are zero-mean then, so no extra centring projection is needed)
-        g = grad_items[item] if direct else np.empty_like(scratch)
-        np.matmul(unit_templates_t, (w * inv_norm).astype(work), out=g)
-        np.multiply(x, (w_sim.sum(axis=0) * inv_norm ** 2).astype(work), out=scratch)
-        np.subtract(g, scratch, out=g)
-        if not direct:
-            grad_items[item] = g
-    if template_grad:
-        # d s[k,p] / d t_k = (u_p - s[k,p] u_k) / |t_k|, summed over the pixels p
-        # (zero-mean already for correlation: pull sums centred u_p)
-        template_part = (pull - pull_sim[:, None] * unit_templates) * template_inv_norm[:, None]
-        grad_items[template_item, :, template_pos] += template_part.astype(grad.dtype)
-    return loss, grad
+    denominator = classes.size * (int(valid.sum()) if normalize == "valid" else 1)
+    items = [] if classes.size == 0 else np.flatnonzero(valid.any(axis=1)).tolist()
+    state = BlockPass(None, features, labels, active, classes, float(max(denominator, 1)),
+                      eps, work, items, fc7.shape)
+    if not items:
+        return state
+    state.template_item, state.template_pos = pick_templates(scores, labels, classes)
+    vectors = features[state.template_item, :, state.template_pos].astype(np.float64)
+    state.templates = Templates.of(vectors, similarity, eps, work)
+    return run_forward(state, threads)
 
 
-def _gradient_buffer(out, fc7, work):
+def loss_backward(state, out=None, scale=1.0, template_grad=False, threads=None):
+    """The backward half: ``scale`` x the gradient of ``state.loss`` (``loss_forward``)
+    with respect to fc7, written into ``out`` (see ``template_similarity_loss``)."""
+    fc7 = state.features
+    shape = fc7.shape[:2] + (-1,)
+    grad = _gradient_buffer(out, fc7, state.work, state.shape)
+    if not state.items or not state.active.any():
+        grad[...] = 0
+        return grad
+    run_backward(state, grad.reshape(shape), float(scale), template_grad, threads)
+    return grad
+
+
+def _gradient_buffer(out, fc7, work, shape):
     """``out`` checked for use as the gradient, or a new array in fc7's float dtype."""
     if out is None:
-        return np.empty(fc7.shape, fc7.dtype if fc7.dtype.kind == "f" else work)
-    if out.shape != fc7.shape or out.dtype.kind != "f" or not out.flags.c_contiguous:
+        return np.empty(shape, fc7.dtype if fc7.dtype.kind == "f" else work)
+    if out.shape != shape or out.dtype.kind != "f" or not out.flags.c_contiguous:
         raise ToolkitError(f"template_similarity_loss: out must be a C-contiguous float array "
-                           f"of fc7's shape {fc7.shape}, got {out.dtype} {out.shape}")
+                           f"of fc7's shape {shape}, got {out.dtype} {out.shape}")
     return out
 
 
@@ -259,15 +311,3 @@ def pick_templates(scores, labels, classes):
     best = masked.argmax(axis=1)
     best = np.where(own[np.arange(classes.size), best], best, own.argmax(axis=1))  # all -inf
     return best // n_pos, best % n_pos
-
-
-def _inverse_norms(norms, eps):
-    return np.where(norms > eps, 1.0 / np.maximum(norms, eps), 0.0)
-
-
-def _unit_rows(vectors, centre, eps):
-    """Rows scaled to unit length (centred first for correlation); degenerate rows -> 0."""
-    if centre:
-        vectors = vectors - vectors.mean(axis=1, keepdims=True)
-    inv_norm = _inverse_norms(np.sqrt(np.einsum("kd,kd->k", vectors, vectors)), eps)
-    return vectors * inv_norm[:, None], inv_norm

@@ -1,0 +1,106 @@
+"""The worker threads of the Python layers' NumPy work (the template-similarity loss).
+
+NumPy's element-wise passes and matrix products release the GIL, so pixel blocks handed to
+a few threads use the cores that Caffe's own layers leave idle while a Python layer runs.
+The pool size is one setting, ``THREADS_ENV`` (default: the cores this process may use,
+``os.sched_getaffinity``). Importing this module starts no thread: the pool starts on the
+first ``pool_map`` that needs more than one thread.
+"""
+import os
+import threading
+
+from python_layers import ToolkitError
+
+THREADS_ENV = "PIXELFEEDBACK_LOSS_THREADS"
+
+_pools = {}
+_pools_lock = threading.Lock()
+
+
+def default_threads():
+    """``$PIXELFEEDBACK_LOSS_THREADS`` if set, else the cores this process may run on."""
+    text = os.environ.get(THREADS_ENV, "").strip()
+    if text:
+        if not text.isdigit() or int(text) < 1:
+            raise ToolkitError(f"{THREADS_ENV} must be a positive integer (the loss's worker "
+                               f"threads), got {text!r}; unset it to use every core")
+        return int(text)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover (not Linux)
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_threads(threads):
+    """``threads`` checked (a positive integer), or ``default_threads()`` when None."""
+    if threads is None:
+        return default_threads()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ToolkitError(f"threads must be a positive integer, got {threads!r}")
+    return threads
+
+
+def pool_map(function, tasks, threads=None):
+    """``[function(task) for task in tasks]``, in order, over ``threads`` worker threads
+    (``resolve_threads``); one thread or one task runs here, on the caller's thread."""
+    tasks = list(tasks)
+    threads = resolve_threads(threads)
+    if threads <= 1 or len(tasks) <= 1:
+        return [function(task) for task in tasks]
+    with _pools_lock:
+        pool = _pools.get(threads)
+        if pool is None:
+            from concurrent.futures import ThreadPoolExecutor
+            pool = _pools[threads] = ThreadPoolExecutor(threads, "pixelfeedback-loss")
+    return list(pool.map(function, tasks))
+
+
+class single_threaded_numpy_blas:
+    """Context: NumPy's own OpenBLAS (the wheel's ``numpy.libs`` copy) runs one thread
+    inside, so that the pool's threads, not OpenBLAS's, share the cores (OpenBLAS threading
+    a thin product of one pixel block costs more than it gains). A NumPy linked to a
+    system BLAS (which Caffe may share) is left alone."""
+
+    def __enter__(self):
+        self.functions = _numpy_openblas()
+        self.before = self.functions[0]() if self.functions else None
+        if self.before is not None and self.before != 1:
+            self.functions[1](1)
+        return self
+
+    def __exit__(self, *exc):
+        if self.before is not None and self.before != 1:
+            self.functions[1](self.before)
+        return False
+
+
+_openblas = []
+
+
+def _numpy_openblas():
+    """(get_num_threads, set_num_threads) of the OpenBLAS inside NumPy's wheel, or None."""
+    if not _openblas:
+        _openblas.append(_find_numpy_openblas())
+    return _openblas[0]
+
+
+def _find_numpy_openblas():
+    import ctypes
+    import numpy
+    libs = os.path.join(os.path.dirname(os.path.dirname(numpy.__file__)), "numpy.libs")
+    try:
+        names = sorted(name for name in os.listdir(libs) if "openblas" in name)
+    except OSError:
+        return None
+    for name in names:
+        try:
+            lib = ctypes.CDLL(os.path.join(libs, name))
+        except OSError:
+            continue
+        for suffix in ("64_", ""):
+            get = getattr(lib, "openblas_get_num_threads" + suffix, None)
+            put = getattr(lib, "openblas_set_num_threads" + suffix, None)
+            if get is not None and put is not None:
+                get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
+                return get, put
+    return None
