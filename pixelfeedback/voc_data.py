@@ -5,12 +5,16 @@ Downloads are resumable, verified against the published md5 sums, and renamed in
 only when complete. The folders and list files it makes are listed in the command's help.
 """
 import collections
+import contextlib
+import gzip
 import io
 import json
+import lzma
 import os
 import posixpath
 import shutil
 import tarfile
+import zlib
 
 import numpy as np
 
@@ -64,6 +68,32 @@ def obtain(archive, downloads, base_url=None, local=None, verify=True, progress=
     return path
 
 
+# what a bogus or cut-short (compressed) tar raises while it is read
+ARCHIVE_ERRORS = (tarfile.TarError, EOFError, zlib.error, gzip.BadGzipFile, lzma.LZMAError)
+
+
+@contextlib.contextmanager
+def reading_archive(archive, what, advice):
+    """Turn the errors of reading a bogus or truncated tar into one ToolkitError naming
+    ``archive`` (``what`` it should be, ``advice``: how to get a whole one)."""
+    try:
+        yield
+    except ARCHIVE_ERRORS as exc:
+        detail = " ".join(str(exc).split()) or exc.__class__.__name__
+        if detail.startswith("file could not be opened successfully"):
+            detail = "it is no tar archive"
+        raise ToolkitError(f"cannot read {archive}: it is not a whole {what} ({detail}); "
+                           f"{advice}") from None
+
+
+def archive_advice(archive, spec, local, flag):
+    """How to replace the bad archive of ``spec``: the user's own (given by ``flag``), or
+    the download at ``archive``."""
+    if local:
+        return f"give {flag} the complete {spec.filename} (or leave {flag} out to download it)"
+    return f"delete {archive} and run the command again to download it afresh"
+
+
 def safe_members(tf, archive):
     """Regular files and folders of a tar, refusing paths that would leave the target."""
     for member in tf:
@@ -89,17 +119,19 @@ def sbd_stamp(voc_root):
     return os.path.join(voc_root, "SegmentationClassAug", ".sbd-splits.json")
 
 
-def extract_voc(archive, dest, progress=True):
-    """Extract VOCdevkit/ of the VOC tar into ``dest``; returns the VOC2012 folder."""
+def extract_voc(archive, dest, progress=True, advice="fetch it again"):
+    """Extract VOCdevkit/ of the VOC tar into ``dest``; returns the VOC2012 folder. A bogus
+    or truncated tar is a ToolkitError naming it and saying ``advice``."""
     from tqdm import tqdm
 
     voc_root = voc_root_of(dest)
     stamp = voc_stamp(voc_root)
     print(f"extracting {archive} into {dest}")
     kwargs = {"filter": "data"} if hasattr(tarfile, "data_filter") else {}
-    with tarfile.open(archive) as tf, tqdm(total=os.path.getsize(archive), unit="B",
-                                           unit_scale=True, desc="extract VOC",
-                                           disable=not progress) as bar:
+    with reading_archive(archive, "VOC 2012 trainval tar", advice), \
+            tarfile.open(archive) as tf, tqdm(total=os.path.getsize(archive), unit="B",
+                                              unit_scale=True, desc="extract VOC",
+                                              disable=not progress) as bar:
         for member in safe_members(tf, archive):
             if member.name.startswith("VOCdevkit/"):
                 tf.extract(member, dest, **kwargs)
@@ -107,9 +139,29 @@ def extract_voc(archive, dest, progress=True):
     for sub in ("JPEGImages", "SegmentationClass", os.path.join("ImageSets", "Segmentation")):
         if not os.path.isdir(os.path.join(voc_root, sub)):
             raise ToolkitError(f"{archive} has no VOCdevkit/VOC2012/{sub}; it is not the VOC "
-                               "2012 trainval archive")
+                               f"2012 trainval archive, or it is cut short: {advice}")
     files.write_text(stamp, os.path.basename(archive) + "\n")
     return voc_root
+
+
+def read_sbd_stamp(voc_root):
+    """(SBD train ids, SBD val ids) of a finished conversion, or None when there was none.
+    The stamp is this tool's own file: one that cannot be read (cut short, edited) means
+    the conversion is redone, with a note, never an error."""
+    stamp = sbd_stamp(voc_root)
+    if not os.path.exists(stamp):
+        return None
+    try:
+        with open(stamp) as f:
+            splits = json.load(f)
+        train, val = splits["train"], splits["val"]
+        if all(isinstance(ids, list) for ids in (train, val)):
+            return train, val
+    except (OSError, ValueError, TypeError, KeyError):
+        pass
+    print(f"note: {stamp} (what the last SBD conversion wrote) cannot be read; converting "
+          "SBD again")
+    return None
 
 
 def read_ids(path):
@@ -135,11 +187,12 @@ def sbd_label(mat_bytes, source):
     return label.astype(np.uint8)
 
 
-def convert_sbd(archive, voc_root, progress=True):
+def convert_sbd(archive, voc_root, progress=True, advice="fetch it again"):
     """Write SegmentationClassAug from the SBD tgz; returns (sbd train ids, sbd val ids).
 
     The tgz is streamed: each cls/*.mat becomes a palette PNG; SBD images missing from
-    JPEGImages are copied. VOC's own labels are copied over SBD's afterwards.
+    JPEGImages are copied. VOC's own labels are copied over SBD's afterwards. A bogus or
+    truncated tgz is a ToolkitError naming it and saying ``advice``.
     """
     from tqdm import tqdm
 
@@ -147,7 +200,8 @@ def convert_sbd(archive, voc_root, progress=True):
     jpeg_dir = os.path.join(voc_root, "JPEGImages")
     splits = {}
     converted = 0
-    with tarfile.open(archive, "r|*") as tf, \
+    with reading_archive(archive, "SBD benchmark.tgz", advice), \
+            tarfile.open(archive, "r|*") as tf, \
             tqdm(unit=" files", desc="convert SBD", disable=not progress) as bar:
         for member in safe_members(tf, archive):
             if not member.isfile():
@@ -237,19 +291,21 @@ def fetch(dest, sbd=False, from_archive=None, sbd_archive=None, base_url=None, v
             voc_tar = obtain(ARCHIVES["voc"], downloads, base_url, from_archive,
                              verify=verify, progress=progress)
             fetched += [] if from_archive else [voc_tar]
-            extract_voc(voc_tar, dest, progress=progress)
+            extract_voc(voc_tar, dest, progress=progress,
+                        advice=archive_advice(voc_tar, ARCHIVES["voc"], from_archive,
+                                              "--from-archive"))
         sbd_splits = None
         if sbd or sbd_archive:
-            if os.path.exists(sbd_stamp(voc_root)):
+            sbd_splits = read_sbd_stamp(voc_root)
+            if sbd_splits is not None:
                 print(f"SBD already converted (delete {sbd_stamp(voc_root)} to convert again)")
-                with open(sbd_stamp(voc_root)) as f:
-                    splits = json.load(f)
-                sbd_splits = splits["train"], splits["val"]
             else:
                 sbd_tgz = obtain(ARCHIVES["sbd"], downloads, base_url, sbd_archive,
                                  verify=verify, progress=progress)
                 fetched += [] if sbd_archive else [sbd_tgz]
-                sbd_splits = convert_sbd(sbd_tgz, voc_root, progress=progress)
+                sbd_splits = convert_sbd(sbd_tgz, voc_root, progress=progress,
+                                         advice=archive_advice(sbd_tgz, ARCHIVES["sbd"],
+                                                               sbd_archive, "--sbd-archive"))
         counts = write_lists(voc_root, lists_dir, sbd_splits)
         if not keep_archives:
             for path in fetched:
