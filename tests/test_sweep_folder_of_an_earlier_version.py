@@ -20,6 +20,9 @@ from pixelfeedback.sweep import driver, plan
 
 FIXTURE = os.path.join(REPO, "tests", "fixtures", "sweep_made_before_the_split")
 VOLATILE = ("seconds", "train_seconds")  # wall-clock times of the run that wrote a result
+# The template loss computes in float32 over a thread pool since issue 29: the losses Caffe
+# logs (6 significant digits) may differ in their last digit from the float64 version's.
+FLOAT_DIGITS = 1e-5
 
 
 def config(out):
@@ -82,7 +85,13 @@ def test_every_result_equals_the_one_the_earlier_version_wrote(resumed):
             old = json.load(f)
         with open(os.path.join(out, "results", name)) as f:
             new = json.load(f)
-        assert without(new, VOLATILE) == without(old, VOLATILE), name
+        new, old = without(new, VOLATILE), without(old, VOLATILE)
+        assert new.keys() == old.keys(), name
+        for key in old:
+            expected = old[key]
+            if isinstance(expected, (float, dict)):
+                expected = pytest.approx(expected, rel=FLOAT_DIGITS)
+            assert new[key] == expected, (name, key)
 
 
 def test_the_table_is_byte_identical(resumed):
