@@ -21,9 +21,6 @@ CODE_FOLDERS = ("pixelfeedback", "python_layers", "tools")
 # downloaded weights and their checksums, the build, the venv).
 RUNTIME_PATHS = ("runs/", "data/", "build/", ".venv/", "weights/snapshots/",
                  "weights/*.caffemodel", "weights/checksums.json")
-# moving in #25: another engineer moves these modules; references to them are checked by
-# their own xfail test until then (remove this list once they have moved).
-MOVING_PATHS = ("pixelfeedback/sweep.py", "pixelfeedback/table_figure.py")
 
 LINK = re.compile(r"!?\[(?:[^\]\[]|\[[^\]]*\])*\]\(\s*<?([^)\s>]+)>?(?:\s+\"[^\"]*\")?\s*\)")
 FENCE = re.compile(r"^(```|~~~)")
@@ -221,25 +218,16 @@ def named_paths():
     return found
 
 
-def missing_paths(moving):
-    """'where: path' for named paths that do not exist, among the moving ones or the rest."""
+def missing_paths():
+    """'where: path' for named paths that do not exist."""
     return [f"{where}: {path}" for where, path in named_paths()
-            if (path in MOVING_PATHS) == moving and not is_runtime_path(path)
-            and not exists_in_repo(path)]
+            if not is_runtime_path(path) and not exists_in_repo(path)]
 
 
 def test_named_repository_paths_exist():
-    missing = missing_paths(moving=False)
+    missing = missing_paths()
     assert missing == [], ("these name repository paths that do not exist (fix the text, "
                            "or add a run-time output to RUNTIME_PATHS):\n" + "\n".join(missing))
-
-
-@pytest.mark.xfail(strict=False, reason="moving in #25: pixelfeedback/sweep.py and "
-                   "pixelfeedback/table_figure.py are being moved by another engineer")
-def test_references_to_moving_modules_exist():
-    missing = missing_paths(moving=True)
-    assert missing == [], ("these name pixelfeedback/sweep.py or pixelfeedback/table_figure.py, "
-                           "which moved (#25): point them at the new home:\n" + "\n".join(missing))
 
 
 def test_path_check_sees_what_it_must(tmp_path):
