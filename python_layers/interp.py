@@ -116,6 +116,19 @@ def zoom_bilinear_adjoint(grad, factor=8):
     return rows.T @ grad.astype(dtype, copy=False) @ cols
 
 
+BLOB_LIMIT = 2 ** 31 - 1   # values of one Caffe blob (Blob::Reshape aborts beyond)
+
+
+def check_top_size(shape, layer_name, factor):
+    """Raise ToolkitError when a top of ``shape`` is larger than a Caffe blob can be (Caffe
+    would abort in Reshape), naming the layer's factor."""
+    values = int(np.prod(shape, dtype=object))
+    if values > BLOB_LIMIT:
+        raise ToolkitError(f"{layer_name}: param_str key 'factor' {factor} makes a top of "
+                           f"shape {tuple(shape)} ({values} values), more than a Caffe blob "
+                           f"holds ({BLOB_LIMIT}); use a smaller factor")
+
+
 def parse_factor_param(param_str, layer_name):
     """The ``factor`` of a layer's JSON ``param_str`` (default 8); other keys are an error."""
     try:
@@ -180,8 +193,10 @@ class Zoom(_LayerBase):
         shape = bottom[0].data.shape
         if len(shape) < 2:
             raise ToolkitError(f"Zoom: score blob has shape {shape}; expected (N,C,H,W)")
-        top[0].reshape(*shape[:-2], zoomed_size(shape[-2], self.factor),
-                       zoomed_size(shape[-1], self.factor))
+        zoomed = (*shape[:-2], zoomed_size(shape[-2], self.factor),
+                  zoomed_size(shape[-1], self.factor))
+        check_top_size(zoomed, "Zoom", self.factor)
+        top[0].reshape(*zoomed)
 
     def forward(self, bottom, top):
         top[0].data[...] = zoom_bilinear(bottom[0].data, self.factor)

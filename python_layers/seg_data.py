@@ -20,6 +20,7 @@ resumed from a snapshot at iteration N, with ``START_BATCH_ENV`` set to N (what
 pixelfeedback.training does), repeats an uninterrupted one bit for bit.
 """
 import json
+import math
 import os
 import queue
 import threading
@@ -38,6 +39,8 @@ except ImportError:  # preprocess() stays usable without pycaffe
     _TEST_PHASE = 1
 
 DEEPLAB_MEAN = voc_io.DEEPLAB_MEAN
+BLOB_LIMIT = 2 ** 31 - 1   # values of one Caffe blob (Blob::Reshape aborts beyond)
+MAX_PREFETCH = 16          # batches ahead: each one is batch x 3 x crop x crop floats
 
 DEFAULTS = {
     "root": None,            # data root the list's paths are joined onto (required)
@@ -50,7 +53,7 @@ DEFAULTS = {
     "seed": None,            # seed of crops, flips and shuffling (None: from the OS)
     "ignore_label": voc_io.IGNORE_LABEL,
     "num_classes": 21,
-    "prefetch": 2,           # batches a background thread prepares ahead (0: none)
+    "prefetch": 2,           # batches a background thread prepares ahead (0: none, at most 16)
     "reseed_caffe": True,    # with a seed, TRAIN: reseed Caffe's RNG (dropout) every batch
 }
 
@@ -158,22 +161,30 @@ def parse_params(param_str):
                            f"{', '.join(sorted(DEFAULTS))}")
     params = dict(DEFAULTS, **given)
 
-    def positive_int(key, minimum=1):
+    def positive_int(key, minimum=1, maximum=None):
         value = params[key]
-        _require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
-                 key, f"must be an integer >= {minimum}, got {value!r}")
+        within = f"in [{minimum}, {maximum}]" if maximum is not None else f">= {minimum}"
+        _require(isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+                 and (maximum is None or value <= maximum), key,
+                 f"must be an integer {within}, got {value!r}")
 
     for key in ("root", "list"):
         _require(isinstance(params[key], str) and params[key], key,
                  "is required: a path (relative to the current directory)")
     positive_int("batch_size")
     positive_int("crop_size")
-    positive_int("num_classes")
-    positive_int("prefetch", 0)
+    positive_int("num_classes", 1, 255)     # 8-bit labels, 255 the ignore value
+    positive_int("prefetch", 0, MAX_PREFETCH)
+    values = params["batch_size"] * 3 * params["crop_size"] ** 2
+    _require(values <= BLOB_LIMIT, "crop_size",
+             f"{params['crop_size']} with batch_size {params['batch_size']} makes a data blob "
+             f"of {values} values, more than a Caffe blob holds ({BLOB_LIMIT}); use a smaller "
+             "crop or batch")
     mean = params["mean"]
     _require(isinstance(mean, list) and len(mean) == 3
-             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in mean),
-             "mean", f"must be a list of 3 numbers (B, G, R), got {mean!r}")
+             and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                     and math.isfinite(v) for v in mean),
+             "mean", f"must be a list of 3 finite numbers (B, G, R), got {mean!r}")
     for key in ("mirror", "shuffle", "reseed_caffe"):
         _require(isinstance(params[key], bool), key, f"must be true or false, got {params[key]!r}")
     seed = params["seed"]
@@ -190,6 +201,9 @@ def parse_params(param_str):
 def read_pairs(root, list_file):
     """The (image, label) paths of a list file; every file must exist (checked up front, so
     a bad list fails at setup rather than hours into training)."""
+    if not os.path.isdir(root):
+        raise ToolkitError(f"ImageSegData: param_str key 'root' {root!r} is not a folder "
+                           "(relative paths start in the directory caffe runs in)")
     pairs = voc_io.read_list(list_file, root=root)
     for number, (image_path, label_path) in enumerate(pairs, 1):
         if label_path is None:
