@@ -81,6 +81,7 @@ class BlockPass:
     shape; ``template_item``, ``template_pos``: where each template's pixel is.
     ``inv_norm``, ``mean``, ``weighted_sim`` (sum over classes of weight x similarity):
     float64 (N, HW); ``class_sums``: (K,) sum over pixels of weight x similarity.
+    ``inexact``: {item: pixels centred exactly} (the backward pass centres them so too).
     ``zero_vectors``, ``min_norm``, ``valid_vectors``: the diagnostics of the valid pixels.
     """
     templates: Templates
@@ -103,6 +104,7 @@ class BlockPass:
     valid_vectors: int = 0
     zero_vectors: int = 0
     min_norm: float = float("inf")
+    inexact: dict = field(default_factory=dict)
     _scratch: dict = field(default_factory=dict)
 
     def weights(self, item):
@@ -157,8 +159,9 @@ def _channel_sums(state, item):
     return products.astype(np.float64), squares.astype(np.float64)
 
 
-def _forward_item(state, item):
-    """(loss part, class sums part, valid, zero vectors, smallest norm) of one item."""
+def item_similarities(state, item):
+    """(sim (K, HW) float64, norms (HW,), squares (HW,)) of one item's pixels to the
+    templates; also fills the item's ``inv_norm`` and ``mean`` in ``state``."""
     tpl, depth = state.templates, state.features.shape[1]
     products, squares = _channel_sums(state, item)
     numerators = products[:-1]
@@ -173,21 +176,28 @@ def _forward_item(state, item):
             exact -= mean[inexact]
             centred_sq[inexact] = np.einsum("dp,dp->p", exact, exact)
             numerators[:, inexact] = tpl.unit @ exact
+            state.inexact[item] = inexact
         norms = np.sqrt(np.maximum(centred_sq, 0.0))
         state.mean[item] = mean
     else:
         norms = np.sqrt(squares)
     inv = inverse_norms(norms, state.eps)
     state.inv_norm[item] = inv
+    sim = numerators * inv
+    if tpl.offset is not None:   # correlation_printed: D r + (D-1) D a b
+        sim = tpl.scale * sim + tpl.scale * (depth - 1) * np.outer(tpl.offset, mean * inv)
+    return sim, norms, squares
+
+
+def _forward_item(state, item):
+    """(loss part, class sums part, valid, zero vectors, smallest norm) of one item."""
+    sim, norms, squares = item_similarities(state, item)
     valid = state.labels[item] >= 0
     n_valid = int(valid.sum())
     zero = int(np.count_nonzero(valid & (squares == 0)))
     min_norm = float(norms[valid].min()) if n_valid else float("inf")
     if not state.active[item].any():
         return 0.0, np.zeros(len(state.classes)), n_valid, zero, min_norm
-    sim = numerators * inv
-    if tpl.offset is not None:   # correlation_printed: D r + (D-1) D a b
-        sim = tpl.scale * sim + tpl.scale * (depth - 1) * np.outer(tpl.offset, mean * inv)
     w_sim = state.weights(item) * sim
     state.weighted_sim[item] = w_sim.sum(axis=0)
     return float(w_sim.sum()), w_sim.sum(axis=1), n_valid, zero, min_norm
@@ -205,14 +215,12 @@ def run_backward(state, grad, scale, template_grad, threads):
     if not template_grad or not pulls:
         return grad
     tpl = state.templates
-    pull = np.sum([p for p, _ in pulls], axis=0).T        # (K, D): sum_p a[k, p] x_p
-    if tpl.similarity == "cosine":
-        shift = 0.0
-    else:                                               # sum_p a[k, p] mean_p, times 1
-        shift = np.sum([m for _, m in pulls], axis=0)[:, None]
-    # d s[k,p] / d t_k = (u_p - s u_k) / |t_k|  (u_p centred for correlation; D u_p plus
-    # the ones term for correlation_printed), summed over the pixels with their weights
-    part = (tpl.scale * pull - shift - (scale * state.class_sums)[:, None] * tpl.unit)
+    pull = np.sum([p for p, _ in pulls], axis=0).T        # (K, D): sum_p a[k, p] x_p, centred
+    weighted_mean = np.sum([m for _, m in pulls], axis=0)  # (K,): sum_p a[k, p] mean_p
+    # d s[k,p] / d t_k = (u_p - s u_k) / |t_k| (u_p centred for correlation), summed over
+    # the pixels with their weights; correlation_printed: D u_p + (D-1) mean_p / |x_p|' 1
+    part = (tpl.scale * pull + (tpl.scale - 1) * weighted_mean[:, None]
+            - (scale * state.class_sums)[:, None] * tpl.unit)
     part *= tpl.inv_norm[:, None]
     grad[state.template_item, :, state.template_pos] += part.astype(grad.dtype)
     return grad
@@ -250,7 +258,21 @@ def _backward_item(state, grad, scale, template_grad, item):
         np.add(target, scaled, out=target)
         if not direct:
             out[rows] = target
+    exact = state.inexact.get(item)
+    if exact is not None:   # the exactly centred pixels, again in float64
+        centred = x[:, exact].astype(np.float64) - mean[exact]
+        columns = (tpl.scale * tpl.unit.T) @ a[:, exact] - centred * b[exact]
+        if tpl.offset is not None:
+            columns += (depth - 1) * (tpl.offset @ a[:, exact])
+        out[:, exact] = columns
     if not template_grad:
         return None
+    # sum_p a[k, p] (x_p - mean_p): in the work dtype, the exactly centred pixels in float64
+    pulled = a.copy()
+    if exact is not None:
+        pulled[:, exact] = 0
     features = x if x.dtype == state.work else x.astype(state.work)
-    return (features @ coeffs[:-1].T).astype(np.float64), a @ mean
+    pull = (features @ pulled.T.astype(state.work)).astype(np.float64) - pulled @ mean
+    if exact is not None:
+        pull += centred @ a[:, exact].T
+    return pull, a @ mean

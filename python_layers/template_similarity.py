@@ -32,7 +32,8 @@ import re
 import numpy as np
 
 from python_layers import ToolkitError
-from python_layers.similarity_blocks import BlockPass, Templates, run_backward, run_forward
+from python_layers.similarity_blocks import (BlockPass, Templates, item_similarities,
+                                             run_backward, run_forward)
 
 SIMILARITIES = ("cosine", "correlation", "correlation_printed")
 NORMALIZATIONS = ("none", "valid")  # the first is the default: Algorithm 3 literally
@@ -254,6 +255,21 @@ def loss_backward(state, out=None, scale=1.0, template_grad=False, threads=None)
         return grad
     run_backward(state, grad.reshape(shape), float(scale), template_grad, threads)
     return grad
+
+
+def similarity_to_templates(vectors, templates, similarity="cosine", eps=1e-8):
+    """(K, P) float64: the similarity of each of P vectors (P, D) to each of K templates
+    (K, D), by the loss's own arithmetic (float32 unless both are float64)."""
+    _check_choice("similarity", similarity, SIMILARITIES)
+    vectors, templates = np.atleast_2d(vectors), np.atleast_2d(templates)
+    work = np.float64 if vectors.dtype == templates.dtype == np.float64 else np.float32
+    features = np.ascontiguousarray(vectors.T[None], work)
+    n_pos = features.shape[2]
+    state = BlockPass(Templates.of(templates.astype(np.float64), similarity, eps, work),
+                      features, np.zeros((1, n_pos), np.int64), np.zeros((1, n_pos), bool),
+                      np.arange(len(templates)), 1.0, eps, work, [0])
+    state.inv_norm, state.mean = np.zeros((1, n_pos)), np.zeros((1, n_pos))
+    return item_similarities(state, 0)[0]
 
 
 def _gradient_buffer(out, fc7, work, shape):

@@ -40,6 +40,10 @@ CASES = [
     (LOSS_NET, '{"similarity": cosine}', "TemplateSimilarityLoss param_str is not valid JSON"),
     (LOSS_NET, '{"selective": "yes"}', "TemplateSimilarityLoss: 'selective' must be true or false"),
     (LOSS_NET, '{"eps": -1}', "TemplateSimilarityLoss: 'eps' must be a small positive number"),
+    (LOSS_NET, '{"ignore_label": -1}', "TemplateSimilarityLoss: 'ignore_label' must be an "
+     "integer from 0 to 255 (labels are 8-bit PNGs; VOC uses 255), got -1"),
+    (LOSS_NET, '{"ignore_label": 2}', "TemplateSimilarityLoss: 'ignore_label' 2 is a class id "
+     "of fc8 (bottom[1] has 3 channels, classes 0..2); use a label value from 3 to 255"),
     (DATA_NET, '{"root": ".", "list": "x.txt", "batchsize": 2}',
      "ImageSegData: unknown param_str key 'batchsize'; known keys: batch_size"),
     (ZOOM_NET, '{"factor": 0}', "Zoom: 'factor' must be a positive integer, got 0"),

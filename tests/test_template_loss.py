@@ -21,11 +21,15 @@ IGNORE = 255
 
 def reference_similarity(a, b, similarity):
     """cos(a, b) = <a,b> / (|a||b|); correlation: Pearson over the channels with population
-    standard deviations. A degenerate vector (zero norm or zero variance) gives 0."""
+    standard deviations; correlation_printed: Eq. 3.1 as printed, (<a,b> - mu_a mu_b) /
+    (sigma_a sigma_b) with <.,.> the plain sum over the channels. A degenerate vector (zero
+    norm or zero variance) gives 0."""
     if similarity == "cosine":
         norms = np.linalg.norm(a) * np.linalg.norm(b)
         return 0.0 if norms < 1e-12 else float(np.dot(a, b) / norms)
     stds = a.std() * b.std()
+    if similarity == "correlation_printed":
+        return 0.0 if stds < 1e-12 else float((np.dot(a, b) - a.mean() * b.mean()) / stds)
     return 0.0 if stds < 1e-12 else float(((a - a.mean()) * (b - b.mean())).mean() / stds)
 
 
@@ -366,7 +370,7 @@ def gradient_mismatch(computed, estimated, threshold=2e-2, floor_fraction=0.05):
     return np.abs(computed - estimated) > threshold * scale
 
 
-@pytest.mark.parametrize("name", tl.LOSS_NAMES)
+@pytest.mark.parametrize("name", tl.ALL_LOSS_NAMES)
 @pytest.mark.parametrize("normalize", NORMALIZATIONS)
 def test_caffe_net_gradient_matches_finite_differences(caffe, tmp_path, name, normalize):
     similarity, selective = tl.parse_loss_name(name)
@@ -434,7 +438,13 @@ def test_caffe_net_hand_example(caffe, tmp_path):
 def test_param_helpers():
     assert tl.parse_loss_name("selective_correlation") == ("correlation", True)
     assert tl.parse_loss_name("cosine") == ("cosine", False)
-    assert all(tl.loss_name(*tl.parse_loss_name(n)) == n for n in tl.LOSS_NAMES)
+    assert tl.parse_loss_name("selective_correlation_printed") == ("correlation_printed", True)
+    assert tl.parse_loss_name("correlation_printed") == ("correlation_printed", False)
+    assert tl.LOSS_NAMES == ("correlation", "cosine", "selective_correlation",
+                             "selective_cosine")   # Table 3.1's order; the sweep reads it
+    assert tl.ALL_LOSS_NAMES == tl.LOSS_NAMES + ("correlation_printed",
+                                                 "selective_correlation_printed")
+    assert all(tl.loss_name(*tl.parse_loss_name(n)) == n for n in tl.ALL_LOSS_NAMES)
     text = tl.loss_param_str("correlation", True, normalize="none")
     assert json.loads(text) == {"similarity": "correlation", "selective": True,
                                 "normalize": "none", "template_grad": False}
