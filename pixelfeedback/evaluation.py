@@ -160,7 +160,7 @@ def run_fingerprint(net, model, list_file, data_root, num_classes, size, mean, o
 def evaluate(net_or_paths, list_file, data_root, out_dir, num_classes=21, size=513,
              mean=None, restart=False, progress=True, model_name=None,
              split_name=None, output_blob=None, class_names=None, gpu=None, on_image=None,
-             skip_bad_images=False):
+             skip_bad_images=False, skip_flag="--skip-bad-images"):
     """Evaluate a net on a list; returns the dict written to ``out_dir/metrics.json``.
 
     net_or_paths: a caffe.Net, or (prototxt, caffemodel) paths (caffemodel may be None:
@@ -176,7 +176,10 @@ def evaluate(net_or_paths, list_file, data_root, out_dir, num_classes=21, size=5
     A list without labels only writes predictions (no score entries in the result).
     skip_bad_images: an image (or its label) that cannot be read, e.g. a truncated JPEG,
     is left out and listed in ``skipped_images`` (counted in ``images_skipped``) instead
-    of stopping the run with an error naming it.
+    of stopping the run with an error naming it. skip_flag: the caller's flag for that,
+    which the error names (None: a caller without one, e.g. the sweep; no advice).
+    Every label is checked first (``data_lists.check_pairs``: a map of class indices
+    below ``num_classes`` or 255), before any image is predicted.
     """
     if isinstance(net_or_paths, (tuple, list)):
         prototxt, weights = net_or_paths
@@ -190,14 +193,14 @@ def evaluate(net_or_paths, list_file, data_root, out_dir, num_classes=21, size=5
         mean = (registry.MODELS[model_name].mean if model_name in registry.MODELS
                 else registry.DEEPLAB_MEAN)
     pairs = voc_io.read_list(list_file, root=data_root)
-    has_labels = check_pairs(pairs, list_file, "--list", labels=ALL_OR_NONE, max_size=size,
-                             unique_names=True, skip_bad_images=skip_bad_images,
-                             skip_flag="--skip-bad-images")
     input_name, output_blob = prepare_net(net, size, output_blob)
     scores_blob, num_outputs = score_channels(net, output_blob)
     if num_outputs != num_classes:
         raise ToolkitError(f"blob {scores_blob!r} has {num_outputs} channels but "
                            f"--num-classes is {num_classes}; set --num-classes to match the net")
+    has_labels = check_pairs(pairs, list_file, "--list", labels=ALL_OR_NONE, max_size=size,
+                             unique_names=True, skip_bad_images=skip_bad_images,
+                             skip_flag=skip_flag, num_classes=num_classes)
     class_names = list(class_names_for(
         num_classes, class_names or model_class_names(weights, data_root, num_classes)))
 
@@ -214,7 +217,7 @@ def evaluate(net_or_paths, list_file, data_root, out_dir, num_classes=21, size=5
     with RunFolder(out_dir, settings, what="evaluation", restart=restart) as folder:
         result = _predict_and_score(folder, net, pairs, has_labels, input_name, output_blob,
                                     num_classes, size, mean, progress, on_image,
-                                    skip_bad_images, scores_blob)
+                                    skip_bad_images, scores_blob, skip_flag)
         result.update({
             "model": model_desc if isinstance(model_desc, str) else str(model_desc),
             "model_name": model_name,
@@ -237,22 +240,25 @@ def evaluate(net_or_paths, list_file, data_root, out_dir, num_classes=21, size=5
     return result
 
 
-def read_or_skip(read, path, skipped, skip_bad_images):
+def read_or_skip(read, path, skipped, skip_bad_images, skip_flag="--skip-bad-images"):
     """``read()``, or None after adding ``path`` to ``skipped`` when it raises a
-    ToolkitError and ``skip_bad_images``; otherwise the error says how to skip."""
+    ToolkitError and ``skip_bad_images``; otherwise the error says how to skip with the
+    caller's ``skip_flag`` (None: the caller has no such flag, the error is left as is)."""
     try:
         return read()
     except ToolkitError as exc:
-        if not skip_bad_images:
-            raise ToolkitError(f"{exc} (or pass --skip-bad-images to leave unreadable "
-                               "images out; they are counted in the report)") from None
-        skipped.append(path)
-        return None
+        if skip_bad_images:
+            skipped.append(path)
+            return None
+        if not skip_flag:
+            raise
+        raise ToolkitError(f"{exc} (or pass {skip_flag} to leave unreadable images out; they "
+                           "are counted in the report)") from None
 
 
 def _predict_and_score(folder, net, pairs, has_labels, input_name, output_blob, num_classes,
                        size, mean, progress, on_image, skip_bad_images=False,
-                       scores_blob=None):
+                       scores_blob=None, skip_flag="--skip-bad-images"):
     """Predict every image not predicted yet into ``folder``/predictions, reading the others
     back, and add all into one confusion matrix (``confusion_matrix`` of the result).
     Unreadable images are left out with ``skip_bad_images`` (see ``evaluate``). The bar's
@@ -281,11 +287,11 @@ def _predict_and_score(folder, net, pairs, has_labels, input_name, output_blob, 
             if has_labels:
                 loaded = read_or_skip(lambda: seg_data.load_pair(image_path, label_path,
                                                                  num_classes),
-                                      image_path, skipped, skip_bad_images)
+                                      image_path, skipped, skip_bad_images, skip_flag)
                 image, label = loaded if loaded is not None else (None, None)
             else:
                 image = read_or_skip(lambda: voc_io.read_image(image_path), image_path,
-                                     skipped, skip_bad_images)
+                                     skipped, skip_bad_images, skip_flag)
             if image is None:
                 continue
             pred = predict_image(net, input_name, output_blob, image, size, mean,

@@ -139,7 +139,7 @@ class Session:
         if not check_pairs(self.pairs, list_file, "--list", labels=ALL_OR_NONE,
                            max_size=self.size or None,
                            skip_bad_images=options.skip_bad_images,
-                           skip_flag="--skip-bad-images"):
+                           skip_flag="--skip-bad-images", num_classes=self.num_classes):
             raise ToolkitError(f"the list {list_file} has no labels: the experiments compare "
                                "fixations with the ground truth ('image label' lines)")
         self._trackers = {}
