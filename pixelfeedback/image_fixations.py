@@ -21,6 +21,37 @@ def default_class_names(spec):
     return pipeline.model_class_names(spec.weights)
 
 
+def summary_files(summary):
+    """The file names (in the output folder) a summary.json lists."""
+    names = {summary.get("figure"), summary.get("figure_2_4")}
+    for record in summary.get("classes") or []:
+        names.update((record.get("files") or {}).values())
+    return {n for n in names if isinstance(n, str) and n and os.path.basename(n) == n}
+
+
+def listed_files(summary_path):
+    """The files an earlier run's summary.json lists; none when there is none or it cannot
+    be read (then nothing of the folder is taken for that run's)."""
+    import json
+
+    try:
+        with open(summary_path) as f:
+            summary = json.load(f)
+        return summary_files(summary) if isinstance(summary, dict) else set()
+    except (OSError, ValueError, AttributeError):
+        return set()
+
+
+def remove_stale(out_dir, earlier, written):
+    """Delete the files of an earlier run into ``out_dir`` that this run did not write
+    (never anything its summary.json did not list); returns their names, sorted."""
+    stale = sorted(name for name in earlier - written
+                   if os.path.isfile(os.path.join(out_dir, name)))
+    for name in stale:
+        os.remove(os.path.join(out_dir, name))
+    return stale
+
+
 def default_max_units():
     """The back-tracker's own point budget (shown in --help)."""
     import inspect
@@ -62,7 +93,7 @@ def _run(args, work_dir):
     if size < 0 or (kind == "classification" and size == 0):
         raise ToolkitError(f"--size must be positive (0 only for segmentation nets), got {size}")
     data, image, note = pipeline.prepare_input(image, size, spec.mean, kind)
-    names = ([name.strip() for name in args.class_names.split(",")] if args.class_names
+    names = (pipeline.parse_class_names(args.class_names) if args.class_names
              else default_class_names(spec))
     names = pipeline.class_names_for(net.blobs[spec.score_blob].data.shape[1], names)
     tracker = pipeline.make_tracker(net, spec.prototxt, args.shift, args.k, args.max_units)
@@ -73,6 +104,7 @@ def _run(args, work_dir):
         remove_outliers=not args.no_outlier_removal, radius_fraction=args.radius_fraction,
         min_fraction=args.min_fraction, keep_layers=args.flow)
     out_dir = args.out or os.path.join("runs", "fixations", pipeline.safe_name(stem))
+    earlier = listed_files(os.path.join(out_dir, "summary.json"))
     results, figure = pipeline.write_outputs(out_dir, stem, image, results, args.alpha)
     figure_2_4 = pipeline.write_figure_2_4(out_dir, stem, image, results, net,
                                            spec.score_blob, names, kind, args.alpha)
@@ -82,7 +114,7 @@ def _run(args, work_dir):
     def kept(path):  # the demo's generated files live in work_dir and are deleted
         return "(generated, not kept)" if path.startswith(work_dir) else path
 
-    files.write_json(os.path.join(out_dir, "summary.json"), {
+    summary = {
         "model": spec.name, "prototxt": kept(spec.prototxt), "weights": kept(spec.weights),
         "score_blob": spec.score_blob, "shift": args.shift, "k": args.k,
         "max_units": tracker.max_units,
@@ -92,8 +124,14 @@ def _run(args, work_dir):
         "image_size_hw": list(image.shape[:2]), "input_size": int(size),
         "figure": os.path.basename(figure),
         "figure_2_4": os.path.basename(figure_2_4) if figure_2_4 else None,
-        "classes": [pipeline.summary_record(r) for r in results]})
+        "classes": [pipeline.summary_record(r) for r in results]}
+    files.write_json(os.path.join(out_dir, "summary.json"), summary)
     lines = [line for line in (spec.note, note) if line]
+    stale = remove_stale(out_dir, earlier, summary_files(summary))
+    if stale:
+        lines.append(f"removed {len(stale)} file(s) of the previous run in {out_dir} that "
+                     f"this run did not write ({', '.join(stale[:3])}"
+                     + (", ..." if len(stale) > 3 else "") + ")")
     if not results:
         lines.append("no class to trace: the net predicts only background "
                      "(pass --include-background or --classes)")

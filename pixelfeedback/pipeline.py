@@ -202,8 +202,22 @@ def class_names_for(num_classes, names=None):
     return tuple(f"class_{index}" for index in range(num_classes))
 
 
-def parse_classes(text, names):
-    """Class ids from 'cat,dog' or '8,12' (names or indices)."""
+def parse_class_names(text, flag="--class-names"):
+    """The names of comma-separated ``text`` (the command line's ``flag``); an empty or
+    repeated name is an error (tables, figures and --classes go by name)."""
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise ToolkitError(f"{flag} has an empty name in {text!r}; give one name per class, "
+                           "comma-separated")
+    repeated = [name for index, name in enumerate(names) if name in names[:index]]
+    if repeated:
+        raise ToolkitError(f"{flag} names {repeated[0]!r} twice; give each class its own name")
+    return names
+
+
+def parse_classes(text, names, flag="--classes"):
+    """Class ids from 'cat,dog' or '8,12' (names or indices); a class given twice (by
+    number or name) is an error naming the command line's ``flag``."""
     if text is None:
         return None
     chosen = []
@@ -211,12 +225,16 @@ def parse_classes(text, names):
         if not item:
             continue
         if item.isdigit() and int(item) < len(names):
-            chosen.append(int(item))
+            class_id = int(item)
         elif item in names:
-            chosen.append(names.index(item))
+            class_id = names.index(item)
         else:
             raise ToolkitError(f"unknown class {item!r}; classes are 0..{len(names) - 1} or "
                                f"names such as {', '.join(names[:6])} ...")
+        if class_id in chosen:
+            raise ToolkitError(f"{flag} gives class {names[class_id]} ({class_id}) twice "
+                               f"(in {text!r}); name each class once")
+        chosen.append(class_id)
     return chosen
 
 

@@ -32,8 +32,8 @@ from pixelfeedback.experiments.specs import EXPERIMENTS, SPECS
 from pixelfeedback.fixations import SHIFTS
 from pixelfeedback.pipeline import (DEFAULT_K, DEFAULT_SHIFT, class_names_for, image_region,
                                     load_model, make_tracker, model_class_names,
-                                    prediction_from_scores, prepare_input, resolve_model,
-                                    run_fixations, trace_inside)
+                                    parse_class_names, prediction_from_scores, prepare_input,
+                                    resolve_model, run_fixations, trace_inside)
 from pixelfeedback.runfolder import RunFolder
 from python_layers import ToolkitError, voc_io
 
@@ -393,7 +393,7 @@ def run_and_report(model, weights, data_root, list_file, out_dir, experiment="al
     if mask == "parts":
         options["mask_fn"] = synthetic_part_mask_fn(data_root)
     if isinstance(class_names, str):
-        class_names = [name.strip() for name in class_names.split(",")]
+        class_names = parse_class_names(class_names)
     if isinstance(fractions, str):
         fractions = parse_fractions(fractions)
     results = run_all(model, weights, data_root, list_file, out_dir, experiment,
