@@ -84,8 +84,10 @@ def _fail(message):
 
 
 def _out_flag(parser):
-    """``--out`` when the tool has it (then the advice names it), else None."""
-    return "--out" if "--out" in getattr(parser, "_option_string_actions", {}) else None
+    """The tool's output folder flag, ``--out`` (or ``--dest`` for the fetch tools), when
+    it has one (then the advice names it), else None."""
+    options = getattr(parser, "_option_string_actions", {})
+    return next((flag for flag in ("--out", "--dest") if flag in options), None)
 
 
 def describe_os_error(exc, out_flag="--out"):
@@ -106,8 +108,10 @@ def describe_os_error(exc, out_flag="--out"):
     if code == errno.EROFS:
         return f"cannot write {path}: {reason}; {elsewhere}"
     if code in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-        return (f"cannot write {path}: {reason}; free some space or {elsewhere} "
-                "(finished work is kept)")
+        from pixelfeedback.files import free_space_text
+
+        return (f"cannot write {path}: {reason} ({free_space_text(path)}); free some space "
+                f"or {elsewhere} (finished work is kept)")
     if code in (errno.EACCES, errno.EPERM):
         return (f"cannot access {path}: {reason}; check its permissions"
                 + (f", or {elsewhere} for the output" if out_flag else ""))
@@ -302,9 +306,11 @@ def step_schedule(text):
     "gamma", "stepsize", "done"} (a dict with those keys is checked the same way);
     ``stage1`` (what ``--step-control`` alone gives: argparse passes its const through
     this too) stays ``"stage1"``, DeepLab's stage-1 schedule continued from the baseline's
-    iterations."""
+    iterations; ``none`` (or None) is no step control."""
     if text == "stage1":
         return "stage1"
+    if text is None or text == "none":
+        return None
     keys = ("base_lr", "gamma", "stepsize", "done")
     if isinstance(text, dict):
         parts = [text[key] for key in keys] if sorted(text) == sorted(keys) else []

@@ -192,10 +192,12 @@ def fetch_to_part(url, part, progress=True, resume=True):
                     chunk = response.read(CHUNK)
                     if not chunk:
                         break
-                    f.write(chunk)
+                    _write_chunk(f, chunk, part)
                     received += len(chunk)
                     bar.update(len(chunk))
         except (OSError, socket.timeout, http.client.HTTPException) as exc:
+            if isinstance(exc, OSError) and exc.filename == part:
+                raise   # the disk (full, read-only), not the connection: the tools say so
             raise ToolkitError(
                 f"download of {url} broke off after {start + received} bytes"
                 f"{f' of {expected}' if expected else ''} ({exc.__class__.__name__}: {exc}); "
@@ -204,6 +206,15 @@ def fetch_to_part(url, part, progress=True, resume=True):
         raise ToolkitError(
             f"download of {url} is incomplete: got {start + received} of {expected} bytes "
             f"(the connection closed early); run the same command again to resume from {part}")
+
+
+def _write_chunk(f, chunk, part):
+    """Write a chunk of the download; an OSError names ``part`` (f.write's does not)."""
+    try:
+        f.write(chunk)
+        f.flush()
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, part) from None
 
 
 def extract_member(archive, member, out_path, url=None):

@@ -13,7 +13,9 @@ import numpy as np
 
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path beside ``path``; rename it onto ``path`` on success."""
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success. An
+    OSError of the writes that names no file (a full disk at ``write``/``close``) is raised
+    naming ``path``, so that the tools can say which file and where."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
@@ -23,7 +25,12 @@ def atomic_path(path):
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
     try:
-        yield tmp
+        try:
+            yield tmp
+        except OSError as exc:
+            if exc.filename is not None or exc.errno is None:
+                raise
+            raise OSError(exc.errno, exc.strerror, path) from None
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -58,3 +65,36 @@ def write_label(path, label):
     img.putpalette(voc_palette().ravel().tolist())
     with atomic_path(path) as tmp:
         img.save(tmp, format="PNG")
+
+
+def disk_space(path):
+    """(mount point, filesystem, free bytes) of the file system holding ``path`` (or, when
+    it does not exist yet, its nearest existing folder); the filesystem as /proc/mounts
+    names it ('/dev/sda1 ext4'), or '' where unknown."""
+    path = os.path.realpath(path)
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    mount = path
+    while not os.path.ismount(mount):
+        mount = os.path.dirname(mount)
+    stat = os.statvfs(path)
+    filesystem = ""
+    try:
+        with open("/proc/mounts") as f:
+            for line in f:
+                fields = line.split()
+                if len(fields) >= 3 and fields[1] == mount:
+                    filesystem = f"{fields[0]} {fields[2]}"
+    except OSError:
+        pass
+    return mount, filesystem, stat.f_bavail * stat.f_frsize
+
+
+def free_space_text(path):
+    """'<mount> (<filesystem>) has N MB free' for the file system of ``path``."""
+    try:
+        mount, filesystem, free = disk_space(path)
+    except OSError:
+        return "its free space unknown"
+    where = f"{mount} ({filesystem})" if filesystem else mount
+    return f"{where} has {free / 1e6:.0f} MB free"

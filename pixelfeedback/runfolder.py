@@ -179,8 +179,8 @@ class _Lock:
     """A ``flock`` on ``<folder>/.lock`` (exclusive, or shared between cooperating
     processes) holding the (last) holder's PID and command."""
 
-    def __init__(self, fd):
-        self.fd = fd
+    def __init__(self, fd, path=None):
+        self.fd, self.path = fd, path
 
     @classmethod
     def try_acquire(cls, folder, create=True, shared=False):
@@ -217,12 +217,15 @@ class _Lock:
             if not same:
                 os.close(fd)
                 continue
-            return cls(fd)
+            return cls(fd, path)
 
     def write_holder(self):
         text = f"{os.getpid()}\n{_command_line()}\n".encode()
-        os.ftruncate(self.fd, 0)
-        os.pwrite(self.fd, text, 0)
+        try:
+            os.ftruncate(self.fd, 0)
+            os.pwrite(self.fd, text, 0)
+        except OSError as exc:   # a full disk: name the file (the tools add the free space)
+            raise OSError(exc.errno, exc.strerror, self.path) from None
 
     def share(self):
         """Turn an exclusive lock into a shared one."""

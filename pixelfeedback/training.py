@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 
+from pixelfeedback.files import disk_space
 from pixelfeedback.paths import REPO_ROOT
 from pixelfeedback.messages import note
 from python_layers import ToolkitError
@@ -136,26 +137,6 @@ def last_error(log_text):
 
 
 NO_SPACE_TEXT = "No space left on device"  # strerror(ENOSPC), as glog and Python write it
-
-
-def disk_space(path):
-    """(mount point, filesystem, free bytes) of the file system holding ``path``; the
-    filesystem as /proc/mounts names it ('/dev/sda1 ext4'), or '' where unknown."""
-    path = os.path.realpath(path)
-    mount = path
-    while not os.path.ismount(mount):
-        mount = os.path.dirname(mount)
-    stat = os.statvfs(path)
-    filesystem = ""
-    try:
-        with open("/proc/mounts") as f:
-            for line in f:
-                fields = line.split()
-                if len(fields) >= 3 and fields[1] == mount:
-                    filesystem = f"{fields[0]} {fields[2]}"
-    except OSError:
-        pass
-    return mount, filesystem, stat.f_bavail * stat.f_frsize
 
 
 def no_space_message(run_dir, log_text="", space=None):
