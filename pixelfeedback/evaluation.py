@@ -28,6 +28,7 @@ import numpy as np
 
 from pixelfeedback.data_lists import ALL_OR_NONE, check_pairs
 from pixelfeedback import files, metrics, reports
+from pixelfeedback.messages import note
 from pixelfeedback.nets import registry
 from pixelfeedback.nets.loading import load_net
 from pixelfeedback.fixations.rules import NON_FINITE_ADVICE
@@ -278,7 +279,8 @@ def _predict_and_score(folder, net, pairs, has_labels, input_name, output_blob, 
         pred_name = os.path.join("predictions", image_id + ".png")
         pred = label = None
         if folder.has(pred_name):
-            pred = voc_io.read_label(folder.file(pred_name))
+            pred = _cached_prediction(folder.file(pred_name))
+        if pred is not None:
             if has_labels:
                 label = voc_io.read_label(label_path, num_classes)
                 if pred.shape != label.shape:
@@ -315,6 +317,17 @@ def _predict_and_score(folder, net, pairs, has_labels, input_name, output_blob, 
             "num_classes": num_classes, "size": size, "mean": [float(m) for m in mean],
             "output_blob": output_blob, "seconds": round(time.time() - started, 3),
             "confusion_matrix": confusion}
+
+
+def _cached_prediction(path):
+    """The prediction PNG an earlier run of this evaluation wrote, or None when it cannot
+    be read (this tool's own file, cut or edited: the image is predicted again, with a
+    note, never an error)."""
+    try:
+        return voc_io.read_label(path)
+    except ToolkitError:
+        note(f"note: the saved prediction {path} cannot be read; predicting the image again")
+        return None
 
 
 def score_fields(confusion, class_names):

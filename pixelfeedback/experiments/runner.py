@@ -21,6 +21,7 @@ import typing
 import numpy as np
 
 from pixelfeedback import heatmap, reports
+from pixelfeedback.messages import note
 from pixelfeedback.data_lists import ALL_OR_NONE, check_pairs
 from pixelfeedback.evaluation import parameters_digest, read_or_skip
 from pixelfeedback.experiments.measures import (DEFAULT_MASK_RADIUS, DEFAULT_MASK_THRESHOLD,
@@ -296,6 +297,21 @@ def run_all(model, weights, data_root, list_file, out_dir, experiments=EXPERIMEN
                 for spec in specs}
 
 
+def _readable(store, image_id):
+    """Whether the image's record is in ``store`` and reads back. The records are this
+    tool's own cache: one that does not read (cut short, edited) is built again, with a
+    note, never an error."""
+    if not store.has(image_id):
+        return False
+    try:
+        store.read(image_id)
+        return True
+    except (OSError, ValueError):
+        note(f"note: the cached record {store.path(image_id)} cannot be read; building it "
+             "again")
+        return False
+
+
 def _run_images(session, specs, out, stores, progress, on_image):
     """Build the missing records image by image; returns ({experiment: images run},
     [paths of the images skipped as unreadable])."""
@@ -307,7 +323,7 @@ def _run_images(session, specs, out, stores, progress, on_image):
               unit="img", disable=not progress) as bar:
         for index, (image_path, label_path) in enumerate(bar):
             image_id = image_id_of(image_path)
-            needed = [spec for spec in specs if not stores[spec.name].has(image_id)]
+            needed = [spec for spec in specs if not _readable(stores[spec.name], image_id)]
             if needed:
                 loaded = read_or_skip(lambda: load_pair(session, image_path, label_path),
                                       image_path, skipped, session.options.skip_bad_images)
