@@ -69,9 +69,11 @@ def run(args):
 
 def _run(args, work_dir):
     if args.model is None:
-        if args.image is not None or args.weights is not None:
-            raise ToolkitError("--image and --weights need --model (a prototxt or one of "
-                               f"{', '.join(registry.MODELS)})")
+        given = [flag for flag, value in (("--image", args.image), ("--weights", args.weights))
+                 if value is not None]
+        if given:
+            raise ToolkitError(f"{' and '.join(given)} need{'s' if len(given) == 1 else ''} "
+                               f"--model (a prototxt or one of {', '.join(registry.MODELS)})")
         demo = fixation_demo(work_dir)
         spec, image, stem = demo.model, demo.image, demo.stem
         if args.score_blob:

@@ -1,7 +1,8 @@
-"""Issue 28, case 7 (a rerun into the same --out): tools/seg_fixations.py removes the files
+"""Issue 28, case 7 for tools/seg_fixations.py. A rerun into the same --out removes the files
 of the previous run that its summary.json listed and this run did not write (a class no
 longer traced, the flow figures of a --no-flow rerun), so the folder holds exactly what
-its summary.json describes; files it never wrote stay."""
+its summary.json describes; files it never wrote stay. A class or class name given twice
+is refused, and a message names only the flags the user gave."""
 import json
 import os
 
@@ -50,3 +51,13 @@ def test_a_class_or_name_given_twice_is_refused(tmp_path, small_model, capsys):
     names = ",".join(f"c{i}" for i in range(20)) + ",c3"
     assert main(base + ["--class-names", names]) == 2
     assert capsys.readouterr().err.startswith("error: --class-names names 'c3' twice")
+
+
+def test_the_message_names_only_the_flags_given(tmp_path, capsys):
+    """--weights alone needs --model: the message says so, without --image."""
+    main = load_script(os.path.join("tools", "seg_fixations.py")).main
+    assert main(["--weights", str(tmp_path / "w.caffemodel"), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --weights needs --model") and "--image" not in err
+    assert main(["--image", "a.jpg", "--weights", "w", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err.startswith("error: --image and --weights need --model")
