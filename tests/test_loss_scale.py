@@ -136,7 +136,8 @@ def test_table_only_keeps_every_finished_run_whatever_the_command_line_names(tmp
 def test_unfinished_runs_are_counted_against_the_folders_plans(tmp_path, capsys):
     out = str(tmp_path / "sweep")
     cfg = plan.SweepConfig(out=out, losses=thesis.LOSSES, lambdas=thesis.LAMBDAS,
-                            seeds=(0, 1, 2, 3))
+                           seeds=(0, 1, 2, 3), init_weights="trained.caffemodel",
+                           step_control=None)  # no stage 1, no step control: 4 controls
     with store.open_sweep_folder(cfg) as folder:
         store.record_plan(folder, cfg)
     plant_folder(out, with_scale(planted_results()))
@@ -204,7 +205,8 @@ def test_the_sequential_rule_adds_seeds_only_where_the_target_is_missed(monkeypa
 
     monkeypatch.setattr(driver, "run_sweep", fake_run_sweep)
     cfg = plan.SweepConfig(out=str(tmp_path), losses=("cosine", "selective_cosine"),
-                            lambdas=(0.01, 5.0), seeds=(0, 1, 2), progress=False)
+                           lambdas=(0.01, 5.0), seeds=(0, 1, 2), progress=False,
+                           init_weights="trained.caffemodel", step_control=None)
     results, extended = driver.run_sequential(cfg, (3, 4), 0.005, 0.02)
     assert extended == [("selective_cosine", 5.0)]
     assert calls == [(("cosine", "selective_cosine"), (0.01, 5.0), (0, 1, 2), (0, 1, 2, 3, 4)),
@@ -224,3 +226,13 @@ def test_the_powered_small_table_is_the_thesiss_grid_on_algorithm_3s_scale():
     assert powered["seeds"] == (0, 1, 2) and powered["more_seeds"] == (3, 4)
     assert (demo.POWER_TARGET, demo.EFFECT_TARGET) == (0.005, 0.02)
     assert np.isclose(demo.POWER_TARGET * 100, 0.5)   # the issue's ±0.5 points
+
+
+def test_a_table_from_val_trained_weights_says_so_in_its_title(tmp_path):
+    results = with_scale(planted_results())
+    cfg = plan.SweepConfig(out=str(tmp_path))
+    _, markdown = table.write_table(cfg, results)
+    assert "seen VOC 2012 val" not in markdown
+    _, markdown = table.write_table(cfg, [dict(r, val_trained_init=True) for r in results])
+    assert markdown.splitlines()[0].startswith(
+        "### Table 3.1 — fine-tuned from weights that have seen VOC 2012 val")

@@ -7,7 +7,8 @@ import pytest
 
 from tests.flag_harness import (assert_flag_reaches, capture_call, flag_ids, parser_flags,
                                 table_flags)
-from pixelfeedback.sweep import driver, plan
+from pixelfeedback.sweep import checks, driver, plan
+from python_layers import ToolkitError
 
 SCRIPT = "tools/reproduce_table.py"
 # (flag, value, SweepConfig attribute, expected value); paths are made absolute
@@ -40,6 +41,7 @@ FLAGS = [
     ("--baseline-iterations", "12", "baseline_iterations", 12),
     ("--base-lr", "0.002", "base_lr", 0.002),
     ("--restart", None, "restart", True),
+    ("--val-trained-init", None, "val_trained_init", True),
 ]
 
 
@@ -62,9 +64,22 @@ def test_the_remaining_flags(captured):
     # --step-control alone continues DeepLab's stage 1 from --baseline-iterations
     cfg = captured("--step-control", "--baseline-iterations", "900")["cfg"]
     assert cfg.step_control == dict(plan.STAGE1_STEP_SCHEDULE, done=900)
-    # the released weights are recognised (their val contamination is warned about)
+    assert captured("--step-control", "none")["cfg"].step_control is None
+    # the released weights are recognised: refused unless the flag says they have seen val
     cfg = captured("--init-weights", "weights/train2_iter_8000.caffemodel")["cfg"]
-    assert cfg.init_trained_on is not None
+    assert "voc2012_val" in checks.trained_on(cfg.init_weights) and cfg.baseline_from is None
+    with pytest.raises(ToolkitError, match="has seen VOC 2012 val.*--val-trained-init"):
+        checks.check_init_provenance(cfg)
+    cfg = captured("--init-weights", "weights/train2_iter_8000.caffemodel",
+                   "--val-trained-init")["cfg"]
+    checks.check_init_provenance(cfg)
+    # without --init-weights, stage 1 from the ImageNet init and both controls: the fair table
+    cfg = captured()["cfg"]
+    assert cfg.baseline_from == os.path.abspath("weights/vgg16_20M.caffemodel")
+    assert cfg.init_weights is None and cfg.step_control == dict(
+        plan.STAGE1_STEP_SCHEDULE, done=6000)
+    assert [run.loss for run in cfg.runs()[:5]] == [
+        "baseline", "control", "control", "control", "control_step"]
 
 
 def test_every_flag_of_the_script_is_in_this_test():

@@ -76,7 +76,8 @@ def small_sweep(tmp_path, tiny_voc, caffe):
     return plan.SweepConfig(out=str(tmp_path / "sweep"), data_root=root, train_list=list_path,
                           val_list=list_path, init_weights=init, losses=("cosine",),
                           lambdas=(0.01, 0.1), seeds=(0, 1), iterations=4, batch_size=2,
-                          crop=33, test_size=65, width_div=32, num_classes=4, progress=False)
+                          crop=33, test_size=65, width_div=32, num_classes=4, progress=False,
+                          step_control=None)
 
 
 def test_sweep_runs_is_interrupted_resumes_and_writes_the_table(small_sweep):
@@ -151,7 +152,7 @@ def test_optional_stage1_baseline_is_trained_first_and_fine_tuned_from(small_swe
 
 
 def test_missing_initial_weights_is_a_clear_error(small_sweep):
-    small_sweep.init_weights = "/nonexistent/train2_iter_8000.caffemodel"
+    small_sweep.init_weights = "/nonexistent/trained.caffemodel"
     with pytest.raises(ToolkitError, match="initial weights not found"):
         driver.run_sweep(small_sweep)
 
@@ -406,7 +407,7 @@ def test_the_disk_estimate_refuses_when_the_snapshots_would_not_fit(tiny_voc, tm
                             val_list=list_path, init_weights=str(init), losses=("cosine",),
                             lambdas=(0.1,), seeds=(0, 1), iterations=8, snapshot_every=2,
                             batch_size=2, crop=33, test_size=65, width_div=32, num_classes=4,
-                            progress=False)
+                            progress=False, step_control=None)
     # 4 runs (2 controls, 2 cosine); a snapshot = 1 MB caffemodel + 1 MB solverstate = 2 MB;
     # each run writes 8 / 2 = 4 snapshots and keeps 2 (4 MB): 4 x 4 MB = 16 MB kept, plus the
     # 2 more snapshots (4 MB) a run holds while it trains: 20 MB.

@@ -36,7 +36,8 @@ def setting(tmp_path_factory, caffe):
     options = dict(data_root=root, train_list=list_path, val_list=list_path,
                    init_weights=init, losses=("cosine",), lambdas=(0.1, 1.0), seeds=(0, 1),
                    iterations=ITERATIONS, snapshot_every=SNAPSHOT, batch_size=2, crop=33,
-                   test_size=65, width_div=32, num_classes=4, progress=False)
+                   test_size=65, width_div=32, num_classes=4, progress=False,
+                   step_control=None)
     return options
 
 
@@ -52,7 +53,8 @@ def argv(setting, out, *extra):
             "--lambdas", ",".join(f"{x:g}" for x in s["lambdas"]),
             "--seeds", ",".join(str(x) for x in s["seeds"]), "--iterations", str(ITERATIONS),
             "--snapshot-every", str(SNAPSHOT), "--batch-size", "2", "--crop", "33",
-            "--test-size", "65", "--width-div", "32", "--num-classes", "4", *extra]
+            "--test-size", "65", "--width-div", "32", "--num-classes", "4",
+            "--step-control", "none", *extra]
 
 
 @pytest.fixture(scope="module")

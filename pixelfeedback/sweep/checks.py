@@ -7,7 +7,8 @@ import os
 import shutil
 
 from pixelfeedback.data_lists import check_list
-from pixelfeedback.nets import largefov
+from pixelfeedback.messages import note
+from pixelfeedback.nets import largefov, registry
 from pixelfeedback.nets.loading import check_gpu
 from pixelfeedback.nets.netspec import write_net
 from pixelfeedback.sweep.plan import result_file, snapshot_counts
@@ -42,6 +43,37 @@ def check_combinations(cfg):
     if cfg.devices is not None and cfg.gpu is not None:
         raise ToolkitError("give either --gpu (one GPU) or --gpus (one worker per GPU), "
                            "not both")
+    check_init_provenance(cfg)
+
+
+def trained_on(weights):
+    """The splits the registry says ``weights`` (by file name) were trained on, or None."""
+    for model in registry.MODELS.values():
+        if os.path.basename(weights) == model.weights:
+            return model.trained_on
+    return None
+
+
+def check_init_provenance(cfg):
+    """Fine-tunes may start from weights that have seen VOC 2012 val only when the user says
+    so (``--val-trained-init``); a flag that does nothing here says so."""
+    if cfg.baseline_from:
+        if cfg.init_weights:
+            note(f"--init-weights is not used: the fine-tunes start from the stage-1 "
+                 f"baseline trained from {cfg.baseline_from} (--baseline-from)")
+        if cfg.val_trained_init:
+            note("--val-trained-init does nothing: the sweep trains stage 1 and fine-tunes "
+                 "from it (give --init-weights instead of --baseline-from to start from "
+                 "trained weights)")
+        return
+    seen = trained_on(cfg.init_weights) or ()
+    if "voc2012_val" in seen and not cfg.val_trained_init:
+        raise ToolkitError(
+            f"--init-weights {cfg.init_weights} has seen VOC 2012 val (the released "
+            "DeepLab-LargeFOV, fine-tuned on train+val): its fine-tunes' val mIoU would not be "
+            "a fair measurement. Leave --init-weights out to train stage 1 from the ImageNet "
+            "init (the fair protocol), or pass --val-trained-init to use these weights anyway "
+            "(the table then says so)")
 
 
 def check_files(cfg):

@@ -6,7 +6,6 @@ import os
 import sys
 
 from pixelfeedback.messages import note
-from pixelfeedback.nets import registry
 from pixelfeedback.sweep import checks
 from pixelfeedback.sweep.plan import LOSS_TITLES, result_file, run_name
 from pixelfeedback.sweep.store import (load_results, open_sweep_folder, planned_run_names,
@@ -29,7 +28,7 @@ def run_sweep(cfg, on_result=None):
     With ``cfg.devices``, one worker process per device takes the next free run."""
     checks.check(cfg)
     with open_sweep_folder(cfg, cfg.restart) as folder:
-        if cfg.init_trained_on and "voc2012_val" in cfg.init_trained_on:
+        if cfg.val_trained_init and not cfg.baseline_from:
             warn_val_contamination(cfg.init_weights)
         record_plan(folder, cfg)
         if cfg.devices:
@@ -78,18 +77,10 @@ def run_sequential(cfg, more_seeds, half_width, effect):
 
 
 def warn_val_contamination(weights):
-    print(f"WARNING: {weights} is the released DeepLab-LargeFOV train2_iter_8000, which was "
-          "fine-tuned on VOC 2012 train+val: its val mIoU is not a fair measurement. Train "
-          "the stage-1 baseline on train_aug (prototxt/solver_baseline.prototxt) and pass "
-          "it with --init-weights for numbers to compare.", file=sys.stderr, flush=True)
-
-
-def trained_on(init_weights):
-    """The splits the registry says ``init_weights`` (by file name) were trained on, or None."""
-    for model in registry.MODELS.values():
-        if os.path.basename(init_weights) == model.weights:
-            return model.trained_on
-    return None
+    print(f"WARNING: {weights} has seen VOC 2012 val (--val-trained-init): the val mIoU of "
+          "its fine-tunes is not a fair measurement, and the table says so. For numbers to "
+          "compare, leave --init-weights out: the sweep then trains stage 1 from the ImageNet "
+          "init first.", file=sys.stderr, flush=True)
 
 
 def run_and_report(cfg, table_only=False):
@@ -119,7 +110,5 @@ def run_from_args(args):
     from pixelfeedback import cli
     from pixelfeedback.sweep.plan import SweepConfig
 
-    cfg = SweepConfig.from_args(
-        args, progress=cli.show_progress(args),
-        init_trained_on=None if args.baseline_from else trained_on(args.init_weights))
+    cfg = SweepConfig.from_args(args, progress=cli.show_progress(args))
     return run_and_report(cfg, table_only=args.table_only)

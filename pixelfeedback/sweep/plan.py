@@ -5,7 +5,7 @@ import collections
 import os
 
 from pixelfeedback.nets.largefov import STAGE1
-from pixelfeedback.sweep.settings import BY_NAME, SETTINGS
+from pixelfeedback.sweep.settings import BY_NAME, IMAGENET_INIT, SETTINGS
 from python_layers.template_similarity import LOSS_NAMES
 
 CONTROL = "control"
@@ -31,29 +31,27 @@ Run = collections.namedtuple("Run", ["loss", "lam", "seed"])
 class SweepConfig(object):
     """Everything a sweep needs: every setting of ``settings.SETTINGS`` (its default there;
     a value given here is checked by the setting's own parser, a ToolkitError naming its
-    flag), plus ``progress``, the ``class_names`` of the evaluation, ``init_trained_on``
-    (the splits the initial weights have seen) and ``control_seeds`` (the controls' seeds
-    when not ``seeds``: ``driver.run_sequential`` gives the controls more)."""
+    flag), plus ``progress``, the ``class_names`` of the evaluation and ``control_seeds``
+    (the controls' seeds when not ``seeds``: ``driver.run_sequential`` gives the controls
+    more). Without ``init_weights`` the sweep trains stage 1 from ``baseline_from``
+    (default: the ImageNet init), the fair protocol."""
 
-    def __init__(self, progress=True, class_names=None, init_trained_on=None,
-                 control_seeds=None, **values):
+    def __init__(self, progress=True, class_names=None, control_seeds=None, **values):
         unknown = sorted(set(values) - set(BY_NAME))
         if unknown:
             raise TypeError(f"SweepConfig got unknown settings: {', '.join(unknown)}")
         self._set({name: BY_NAME[name].check(value) for name, value in values.items()})
         self.progress = progress
         self.class_names = list(class_names) if class_names else None
-        self.init_trained_on = init_trained_on
         self.control_seeds = tuple(int(s) for s in control_seeds) if control_seeds else None
 
     @classmethod
-    def from_args(cls, args, progress=True, init_trained_on=None):
+    def from_args(cls, args, progress=True):
         """The configuration of a parsed command line (``settings.add_arguments``): its
         values were checked by argparse already."""
         cfg = cls.__new__(cls)
         cfg._set({setting.name: getattr(args, setting.dest) for setting in SETTINGS})
-        cfg.progress, cfg.class_names = progress, None
-        cfg.init_trained_on, cfg.control_seeds = init_trained_on, None
+        cfg.progress, cfg.class_names, cfg.control_seeds = progress, None, None
         return cfg
 
     def _set(self, values):
@@ -64,6 +62,8 @@ class SweepConfig(object):
             setattr(self, setting.name, value)
         if self.devices is not None:
             self.devices = list(self.devices)
+        if self.init_weights is None and self.baseline_from is None:  # the fair protocol
+            self.baseline_from = os.path.abspath(IMAGENET_INIT)
         if self.snapshot_every is None:
             self.snapshot_every = max(self.iterations // 4, 1)
         if self.step_control == "stage1":

@@ -13,6 +13,7 @@ import os
 
 from pixelfeedback import cli
 from pixelfeedback.nets.largefov import DEFAULT_DATA_ROOT, FINETUNE, STAGE1
+from pixelfeedback.nets.registry import MODELS
 from pixelfeedback.runfolder import RunFolder
 from pixelfeedback.sweep import thesis
 from python_layers import ToolkitError
@@ -123,6 +124,8 @@ def device_list(text):
 size_8k_plus_1 = cli.size_8k_plus_1()
 
 SEEDS = (0, 1, 2)  # runs per cell by default
+# Stage 1's ImageNet init when no trained weights are given: the fair protocol's start.
+IMAGENET_INIT = os.path.join("weights", MODELS["largefov-init"].weights)
 
 NORMALIZE_HELP = ("the template term's normalisation: none (default) = Algorithm 3 literally, "
                   "the sum over the batch's pixels divided by the classes; valid = also "
@@ -141,8 +144,15 @@ SETTINGS = (
             "and train_aug)", decides=True, path=True),
     Setting("val_list", "data/lists/val.txt", None, "list file evaluated", decides=True,
             path=True),
-    Setting("init_weights", "weights/train2_iter_8000.caffemodel", None,
-            "trained LargeFOV the fine-tunes start from", decides=True, path=True),
+    Setting("init_weights", None, None,
+            "skip stage 1 and fine-tune from these trained LargeFOV weights (your own "
+            "stage-1 baseline); weights that have seen VOC 2012 val, such as the released "
+            "train2_iter_8000, also need --val-trained-init", decides=True, path=True),
+    Setting("val_trained_init", False, None,
+            "allow --init-weights that have seen VOC 2012 val (the released "
+            "train2_iter_8000, fine-tuned on train+val): its val mIoU is then no fair "
+            "measurement, and the table's title and CSV say so", recorded=True, legacy=False,
+            action="store_true"),
     Setting("losses", thesis.LOSSES, loss_list,
             "comma-separated template losses: " + ", ".join(LOSS_NAMES)),
     Setting("lambdas", thesis.LAMBDAS, lambda_list,
@@ -178,16 +188,16 @@ SETTINGS = (
             "do only part I of N of the runs (every N-th), so that N processes or machines "
             "sharing --out split the sweep; any of them may rerun to write the whole table "
             "(docker/slurm_table31.sh is an example)", metavar="I/N"),
-    Setting("step_control", None, cli.step_schedule,
-            "also run the step-schedule control: the baseline's step schedule continued "
-            "from its iteration DONE, lambda 0 (alone: DeepLab's stage-1 schedule "
-            "0.001,0.1,2000 continued from --baseline-iterations)", decides=True,
-            omit_unset=True, nargs="?", const="stage1", metavar="BASE_LR,GAMMA,STEPSIZE,DONE"),
+    Setting("step_control", "stage1", cli.step_schedule,
+            "the step-schedule control: the baseline's step schedule continued from its "
+            "iteration DONE, lambda 0 (stage1, the default: DeepLab's stage-1 schedule "
+            "0.001,0.1,2000 continued from --baseline-iterations; none: no step control)",
+            decides=True, omit_unset=True, nargs="?", const="stage1",
+            metavar="BASE_LR,GAMMA,STEPSIZE,DONE|stage1|none"),
     Setting("baseline_from", None, None,
-            "first train DeepLab's stage-1 baseline from this ImageNet init "
-            "(weights/vgg16_20M.caffemodel) and fine-tune from it instead of "
-            "--init-weights: the fair route, since the released train2_iter_8000 has seen "
-            "VOC 2012 val", decides=True, path=True, metavar="IMAGENET_CAFFEMODEL"),
+            "train DeepLab's stage-1 baseline from this ImageNet init and fine-tune from it "
+            f"(the default when --init-weights is not given: {IMAGENET_INIT})",
+            decides=True, path=True, metavar="IMAGENET_CAFFEMODEL"),
     Setting("baseline_list", STAGE1.list_file, None,
             "training list of the stage-1 baseline (DeepLab's train_aug, 10,582 images)",
             decides=True, path=True, needs="baseline_from"),

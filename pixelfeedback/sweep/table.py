@@ -6,6 +6,7 @@ import os
 
 from pixelfeedback import files, reports
 from pixelfeedback.sweep.plan import BASELINE, CONTROL, CONTROL_STEP, LOSS_TITLES
+from pixelfeedback.sweep.settings import recorded_value
 from pixelfeedback.sweep.summary import loss_scale, summarize
 
 NORMALIZE_TITLES = {
@@ -16,11 +17,16 @@ NORMALIZE_TITLES = {
 }
 
 
-def table_markdown(rows, title="Table 3.1", scale=None):
+SEEN_VAL = ("fine-tuned from weights that have seen VOC 2012 val (--val-trained-init): "
+            "not a fair val measurement")
+
+
+def table_markdown(rows, title="Table 3.1", scale=None, seen_val=False):
     """The table as Markdown: our mean +- CI, the difference to the control (Welch and
     paired), the minimum detectable effect, whether the cell is a gain, the thesis.
-    ``scale`` (``loss_scale``) goes into the title and a line under it."""
-    heading = title
+    ``scale`` (``loss_scale``) goes into the title and a line under it; ``seen_val`` (the
+    initial weights have seen val) into the title."""
+    heading = title + (f" — {SEEN_VAL}" if seen_val else "")
     if scale:
         heading += " (normalize " + "/".join(scale["normalize"]) + "".join(
             ", ≤ " + " or ".join(f"{p:,}" for p in scale["pixels"]) + " label pixels per batch"
@@ -89,13 +95,16 @@ def write_table(cfg, results, title="Table 3.1"):
 
     rows = summarize(results)
     scale = loss_scale(results, cfg.batch_size, cfg.crop)
-    markdown = table_markdown(rows, title, scale)
+    seen_val = any(recorded_value(record, "val_trained_init") for record in results)
+    markdown = table_markdown(rows, title, scale, seen_val)
     files.write_text(os.path.join(cfg.out, TABLE_FILES[0]), markdown)
     files.write_text(os.path.join(cfg.out, TABLE_FILES[1]), table_csv(rows, scale))
     subtitle = None
     if scale:
         subtitle = "normalize " + "/".join(scale["normalize"]) + "".join(
             f", ≤ {p:,} label pixels per batch" for p in scale["pixels"][:1])
+    if seen_val:
+        subtitle = (subtitle + "; " if subtitle else "") + SEEN_VAL
     table_figure(os.path.join(cfg.out, TABLE_FILES[2]), rows,
                  title=title + ": paired Δ mIoU vs the poly control", subtitle=subtitle)
     return rows, markdown
