@@ -98,3 +98,16 @@ def free_space_text(path):
         return "its free space unknown"
     where = f"{mount} ({filesystem})" if filesystem else mount
     return f"{where} has {free / 1e6:.0f} MB free"
+
+
+CORRUPT_SUFFIX = ".corrupt"  # what set_aside appends
+
+
+def set_aside(paths):
+    """Rename each of ``paths`` (an unusable snapshot, an unreadable result) to
+    ``<path>.corrupt``, out of the way of whatever lists or reads it, but kept for a look;
+    returns the new names' base names, sorted."""
+    for path in paths:
+        os.replace(path, path + CORRUPT_SUFFIX)
+    return sorted(os.path.basename(path) + CORRUPT_SUFFIX for path in paths)
+

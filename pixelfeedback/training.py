@@ -31,6 +31,7 @@ import signal
 import subprocess
 import sys
 
+from pixelfeedback import files
 from pixelfeedback.files import disk_space
 from pixelfeedback.paths import REPO_ROOT
 from pixelfeedback.messages import note
@@ -162,7 +163,7 @@ def _max_iter(solver_path):
 # --- snapshots ---------------------------------------------------------------------------
 
 SNAPSHOT_FILE = re.compile(r"_iter_(\d+)\.(caffemodel|solverstate)$")
-CORRUPT_SUFFIX = ".corrupt"
+CORRUPT_SUFFIX = files.CORRUPT_SUFFIX
 
 
 def snapshots(run_dir):
@@ -282,9 +283,7 @@ def _warn(message):
 
 def _set_aside(paths, problem, warn, then=""):
     """Rename ``paths`` to ``*.corrupt`` (deleted once the run finishes) with a warning."""
-    for path in paths:
-        os.replace(path, path + CORRUPT_SUFFIX)
-    names = ", ".join(os.path.basename(p) + CORRUPT_SUFFIX for p in sorted(paths))
+    names = ", ".join(files.set_aside(paths))
     warn(f"WARNING: {problem}; set aside as {names}{then}")
 
 

@@ -12,7 +12,7 @@ import pytest
 
 from tests.conftest import REPO, random_largefov_weights
 from pixelfeedback import cli, data_lists
-from pixelfeedback.sweep import checks, driver, one_run, plan, summary, table, thesis
+from pixelfeedback.sweep import checks, driver, one_run, plan, store, summary, table, thesis
 from python_layers import ToolkitError
 from pixelfeedback import training
 
@@ -491,3 +491,24 @@ def test_initial_weights_of_another_net_are_refused_naming_the_flag(small_sweep,
         driver.run_sweep(cfg)
     assert flag in str(info.value) and "has shape" in str(info.value)
     assert not os.path.exists(cfg.out)
+
+
+def test_an_unreadable_result_is_set_aside_and_its_run_redone(small_sweep, capsys):
+    """An empty results/<run>.json (a crash mid-write without atomic rename, a hand edit)
+    used to stop the sweep and --table-only with a JSONDecodeError."""
+    cfg = small_sweep
+    cfg.lambdas, cfg.seeds = (0.1,), (0,)
+    first = {r["run"]: r for r in driver.run_sweep(cfg)}
+    result = os.path.join(cfg.out, "results", "cosine_lam0.1_seed0.json")
+    open(result, "w").close()
+    driver.run_and_report(cfg, table_only=True)   # no traceback: the table lacks the run
+    err = capsys.readouterr().err
+    assert "results/cosine_lam0.1_seed0.json is unreadable" in err and "set aside" in err
+    assert os.path.isfile(result + ".corrupt") and not os.path.exists(result)
+    again = {r["run"]: r for r in driver.run_sweep(cfg)}   # redone, training kept
+    assert again["cosine_lam0.1_seed0"]["mean_iou"] == first["cosine_lam0.1_seed0"]["mean_iou"]
+    assert again["cosine_lam0.1_seed0"]["last_loss"] == first["cosine_lam0.1_seed0"]["last_loss"]
+    with open(result, "w") as f:
+        f.write('{"hand": "edited"}')
+    assert "cosine_lam0.1_seed0" not in {r["run"] for r in store.load_results(cfg.out)}
+    assert "is no result record" in capsys.readouterr().err

@@ -10,6 +10,7 @@ from pixelfeedback.nets.netspec import write_net
 from pixelfeedback.sweep.plan import (BASELINE, CONTROL, CONTROL_STEP, Run,
                                       baseline_snapshot_every, result_file, run_name)
 from pixelfeedback.sweep.settings import record_fields
+from pixelfeedback.sweep.store import read_result
 from pixelfeedback.training import (final_weights, parse_losses, prune_snapshots, resumed_from,
                                     train, training_seconds, weights_problem)
 
@@ -57,15 +58,17 @@ def run_one(cfg, folder, run):
     result record (and writes it), or None while another process works on the run (its
     folder ``runs/<run>`` is locked by the one training it)."""
     name = run_name(run)
-    if folder.has(result_file(run)):
-        return folder.read_json(result_file(run))
+    record = read_result(folder, run)
+    if record is not None:
+        return record
     run_folder = folder.try_child(os.path.join("runs", name), {"run": name},
                                   what="Table 3.1 run")
     if run_folder is None:
         return None
     with run_folder:
-        if folder.has(result_file(run)):  # finished while we waited for the lock
-            return folder.read_json(result_file(run))
+        record = read_result(folder, run)  # finished while we waited for the lock?
+        if record is not None:
+            return record
         return _train_and_evaluate(cfg, folder, run, run_folder.root)
 
 
@@ -73,7 +76,7 @@ def fine_tune_init(cfg, folder):
     """The fine-tunes start from the stage-1 baseline when the sweep trains one."""
     if not cfg.baseline_from:
         return cfg.init_weights
-    baseline = folder.read_json(result_file(Run(BASELINE, 0.0, cfg.seeds[0])))
+    baseline = read_result(folder, Run(BASELINE, 0.0, cfg.seeds[0]))
     return folder.file(baseline["weights"])
 
 

@@ -9,8 +9,10 @@ import hashlib
 import json
 import os
 
+from pixelfeedback import files
+from pixelfeedback.messages import note
 from pixelfeedback.runfolder import RunFolder
-from pixelfeedback.sweep.plan import run_name
+from pixelfeedback.sweep.plan import result_file, run_name
 from pixelfeedback.sweep.settings import folder_history
 
 PLANS_DIR = "plans"
@@ -41,13 +43,40 @@ def planned_run_names(out):
     return names
 
 
-def load_results(out):
-    """The result records of every finished run in ``out``, by run name."""
-    results = []
-    for path in sorted(glob.glob(os.path.join(out, "results", "*.json"))):
+def _read_record(path):
+    """The result record at ``path``, or None after setting an unreadable one aside (empty
+    or cut short by a crash on a filesystem without atomic rename, or edited by hand): its
+    run counts as unfinished and is redone."""
+    try:
         with open(path) as f:
-            results.append(json.load(f))
-    return results
+            record = json.load(f)
+        if isinstance(record, dict) and "run" in record and "mean_iou" in record:
+            return record
+        problem = "is no result record"
+    except ValueError as exc:
+        problem = f"is unreadable ({exc})"
+    except FileNotFoundError:  # set aside by another process meanwhile
+        return None
+    try:
+        names = files.set_aside([path])
+    except FileNotFoundError:
+        return None
+    note(f"WARNING: {os.path.join('results', os.path.basename(path))} {problem}; set aside "
+         f"as {names[0]}: its run is redone (its training, if finished, is kept)")
+    return None
+
+
+def read_result(folder, run):
+    """The record of a finished ``run`` in the sweep folder, else None."""
+    rel = result_file(run)
+    return _read_record(folder.file(rel)) if folder.has(rel) else None
+
+
+def load_results(out):
+    """The result records of every finished run in ``out`` (unreadable ones set aside)."""
+    records = (_read_record(path)
+               for path in sorted(glob.glob(os.path.join(out, "results", "*.json"))))
+    return [record for record in records if record is not None]
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from pixelfeedback import reports
 from pixelfeedback.messages import note
 from pixelfeedback.sweep.one_run import run_one
 from pixelfeedback.sweep.plan import BASELINE, Run, result_file
-from pixelfeedback.sweep.store import load_results, open_sweep_folder
+from pixelfeedback.sweep.store import load_results, open_sweep_folder, read_result
 from pixelfeedback.training import die_with_parent
 from python_layers import ToolkitError
 
@@ -36,9 +36,11 @@ class SweepProgress:
     def poll(self):
         """Count the runs other processes finished (the parent of device workers)."""
         for run in self.runs:
-            if run not in self.seen and self.folder.has(result_file(run)):
-                self.seen.add(run)
-                self.done(self.folder.read_json(result_file(run)))
+            if run not in self.seen:
+                record = read_result(self.folder, run)
+                if record is not None:
+                    self.seen.add(run)
+                    self.done(record)
 
     def close(self):
         self.bar.close()
