@@ -13,8 +13,11 @@ channel, then the first tap in row-major order.
 The work is split into named steps: ``window_taps`` (which taps each unit has),
 ``gather_patches`` / ``gather_weights`` (the input values and weights under them),
 ``choose_channels`` (the top-K channels, optionally ranked in float32 first) and
-``strongest_taps`` (the full-shift tap).
+``strongest_taps`` (the full-shift tap). Where numba is installed, the float32 sums of the
+fixed-K ranking come from ``compiled_sums`` without copying the patches out
+(``compiled_kernels``); the fixations are the same.
 """
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,6 +73,57 @@ def convolution(ctx, layer, t, units):
             if fast:   # one bound for the whole map: cheaper than per window here
                 patch_max = max(float(pixels.max()), -float(pixels.min()))
 
+        compiled = (compiled_kernels() if fast and taps.shared and not deconv
+                    and spec[1] < cg and spec[1] <= 8 else None)
+        if compiled is not None and cells is None:
+            cells = taps.cells(W, H * W)
+
+        def work_compiled(sub, g=g, maps=maps, pixels=pixels, cells=cells,
+                          patch_max=patch_max):
+            # float32 sums straight from the map; rows gathered only where the float64
+            # sums or the strongest tap are needed
+            z_sub, n_taps = z[sub], taps.count
+            cells_sub = cells[sub]
+            if pixels is not None:
+                taps_w3 = taps_w.reshape(len(taps_w), n_taps, -1)
+                approx = compiled.channel_sums(pixels, cells_sub, taps_w3, z_sub)
+                bound_max = patch_max
+            else:
+                plane_w = ctx.params[0].reshape(len(taps_w), cg, n_taps)
+                approx, bound_max = compiled.plane_sums(maps.reshape(cg, -1), cells_sub,
+                                                        plane_w, z_sub)
+
+            def exact(rows):
+                valid = taps.valid(sub[rows])
+                patch, layout = gather_patches(maps, taps, sub[rows], valid, pixels, cells)
+                return channel_contributions(patch, layout,
+                                             gather_weights(taps_w, z_sub[rows], taps, sub[rows]))
+
+            def check_inputs():
+                patch, _ = gather_patches(maps, taps, sub, taps.valid(sub), pixels, cells)
+                _check_inputs_finite(ctx, np.full(1, np.inf), patch,
+                                     gather_weights(taps_w, z_sub, taps, sub))
+
+            rows, cols = rank_float32(ctx, spec[1], approx, exact, check_inputs,
+                                      units.take(sub), float32_bound(n_taps, bound_max,
+                                                                     weight_bound[z_sub]))
+            if full:
+                flat_w = taps_w.reshape(len(taps_w), n_taps, -1)
+                if pixels is not None:
+                    values = pixels[cells_sub[rows], cols[:, None]]
+                else:
+                    values = maps.reshape(cg, -1)[cols[:, None],
+                                                  np.minimum(cells_sub[rows], H * W - 1)]
+                products = values.astype(np.float64) * flat_w[z_sub[rows][:, None],
+                                                              np.arange(n_taps), cols[:, None]]
+                products[~taps.valid(sub)[rows]] = -np.inf
+                i, j = np.divmod(np.argmax(products, axis=1), taps.col_tap.shape[1])
+            else:
+                i, j = taps.centre_i[sub][rows], taps.centre_j[sub][rows]
+            picked = sub[rows]
+            return Units(units.tag[picked], g * cg + cols, taps.row[picked, i],
+                         taps.col[picked, j])
+
         def work(sub, g=g, maps=maps, pixels=pixels, cells=cells, patch_max=patch_max):
             valid = taps.valid(sub)
             patch, layout = gather_patches(maps, taps, sub, valid, pixels, cells)
@@ -85,9 +139,31 @@ def convolution(ctx, layer, t, units):
             return Units(units.tag[picked], g * cg + cols, taps.row[picked, i],
                          taps.col[picked, j])
 
-        out.extend(ctx.map_chunks(work, [index[part] for part in
-                                         ctx.chunks(len(index), cg * taps.count * 4)]))
+        if compiled is not None:
+            out.extend(ctx.map_chunks(work_compiled, [index[part] for part in
+                                                      ctx.chunks(len(index), cg * 4)]))
+        else:
+            out.extend(ctx.map_chunks(work, [index[part] for part in
+                                             ctx.chunks(len(index), cg * taps.count * 4)]))
     return [(0, concat_units(out))]
+
+
+NO_NUMBA_ENV = "PIXELFEEDBACK_NO_NUMBA"
+_compiled = []
+
+
+def compiled_kernels():
+    """The module ``compiled_sums`` when numba is installed (and ``PIXELFEEDBACK_NO_NUMBA``
+    is not set), else None: the NumPy gather and ``einsum`` then do the same work."""
+    if os.environ.get(NO_NUMBA_ENV, "").strip() not in ("", "0"):
+        return None
+    if not _compiled:
+        try:
+            from pixelfeedback.fixations.rules import compiled_sums
+        except ImportError:
+            compiled_sums = None
+        _compiled.append(compiled_sums)
+    return _compiled[0]
 
 
 # ----------------------------------------------------------------------------- tap geometry
@@ -294,45 +370,66 @@ def choose_channels(ctx, spec, patch, layout, weights, units, weight_bound=None,
 
 def choose_channels_float32(ctx, k, patch, layout, weights, units, weight_bound,
                             patch_max=None):
-    """The float64 top-``k`` channels, ranked in float32 where that is safe.
-
-    A row whose gap between its K-th and (K+1)-th float32 sums exceeds twice the rounding
-    bound ``2 (T+2) 2^-24 max|patch| weight_bound`` keeps that choice; the others are redone
-    in float64. ``patch_max``: a bound on |patch| for all rows (else taken per row). A row
-    whose float32 sums all lie within the bound of 0 may be dead: its float64 contributions
-    decide, and dead rows are stopped (``ctx.stop``) with no channel. NaN or inf in the
-    patches or weights is an error (``ctx.check_finite``); float32 sums that overflow
-    finite inputs are ranked in float64.
+    """The float64 top-``k`` channels, ranked in float32 where that is safe (``rank_float32``
+    on the ``einsum`` of the patches and weights). ``patch_max``: a bound on |patch| for
+    all rows (else taken per row). NaN or inf in the patches or weights is an error
+    (``ctx.check_finite``); float32 sums that overflow finite inputs are ranked in float64.
     """
     approx = np.einsum(layout + ",utc->uc", patch, weights)
     if patch_max is None:
         axes = (1, 2) if layout == "utc" else (0, 2)
         patch_max = np.maximum(patch.max(axis=axes), -patch.min(axis=axes)).astype(np.float64)
-    bound = 2.0 * (weights.shape[1] + 2) * 2.0 ** -24 * patch_max * weight_bound
-    scale = np.abs(approx).max(axis=1)
-    if not np.isfinite(scale).all():
+
+    def exact(rows):
+        return channel_contributions(patch, layout, weights, rows)
+
+    def check_inputs():
         _check_inputs_finite(ctx, approx, patch, weights)
-        return ctx.choose(channel_contributions(patch, layout, weights), spec=("fixed", k),
-                          units=units)
-    maybe_dead = np.flatnonzero(scale <= bound)
+
+    return rank_float32(ctx, k, approx, exact, check_inputs, units,
+                        float32_bound(weights.shape[1], patch_max, weight_bound))
+
+
+def float32_bound(taps, patch_max, weight_bound):
+    """The rounding bound of a float32 sum of ``taps`` products, in any order:
+    ``2 (T+2) 2^-24 max|patch| weight_bound`` (per row)."""
+    return 2.0 * (taps + 2) * 2.0 ** -24 * patch_max * weight_bound
+
+
+def rank_float32(ctx, k, approx, exact, check_inputs, units, bound):
+    """The float64 top-``k`` channels from float32 sums ``approx`` (n, C) of rounding bound
+    ``bound`` (per row); ``exact(rows)`` gives those rows' float64 sums.
+
+    A row whose gap between its K-th and (K+1)-th float32 sums exceeds twice the bound
+    keeps that choice; the others are redone in float64. A row whose float32 sums all lie
+    within the bound of 0 may be dead: its float64 sums decide, and dead rows are stopped
+    (``ctx.stop``) with no channel. Non-finite sums: ``check_inputs()`` raises when the
+    inputs hold NaN or inf, else (an overflow) every row is ranked in float64.
+    """
     # The K+1 largest per row by repeated argmax (np.partition is far slower per row).
     every = np.arange(len(approx))
     top_cols, top_values = [], []
+    low = approx.min(axis=1).astype(np.float64)
     for _ in range(k + 1):
         best = np.argmax(approx, axis=1)
         top_cols.append(best)
         top_values.append(approx[every, best].astype(np.float64))
         approx[every, best] = -np.inf
+    scale = np.maximum(top_values[0], -low)
+    if not np.isfinite(scale).all():
+        check_inputs()
+        return ctx.choose(exact(every), spec=("fixed", k), units=units)
+    maybe_dead = np.flatnonzero(scale <= bound)
     certain = top_values[k - 1] - top_values[k] > 2.0 * bound
     sure = np.flatnonzero(certain)
     rows = np.repeat(sure, k)
     cols = np.stack([c[sure] for c in top_cols[:k]], axis=1).ravel()
     unsure = np.flatnonzero(~certain)
     if len(unsure):
-        r, c = select_top(channel_contributions(patch, layout, weights, unsure), "fixed", k)
+        r, c = select_top(exact(unsure), "fixed", k)
         rows, cols = np.concatenate([rows, unsure[r]]), np.concatenate([cols, c])
     if len(maybe_dead):
-        dead = maybe_dead[dead_rows(channel_contributions(patch, layout, weights, maybe_dead))]
+        dead = maybe_dead[dead_rows(exact(maybe_dead))]
         if len(dead):
             ctx.stop(units.take(dead))
             keep = ~np.isin(rows, dead)
