@@ -6,7 +6,16 @@ in a temporary folder, then times batches (random 321 crops, mirrors, mean subtr
 two ways in this one process: the batch maker alone, and the layer inside a caffe.Net
 (forward of a net that holds only the data layer, prefetching off so that all loading is
 counted). The goal is at least 100 images/s on one core, so that loading never limits
-training (a LargeFOV iteration takes far longer). Prints the numbers; asserts nothing.
+training (a LargeFOV iteration takes far longer).
+
+Then the layer as training runs it: prefetching in its thread, in a caffe.Net that also
+holds the label shrink, fc8_voc12 on a thesis-sized fc7 (batch x 1024 x 41 x 41) and the
+template-similarity loss beside SoftmaxWithLoss, run in a ``caffe train``-like loop of
+forward and backward passes (Caffe holds the GIL in its C++ layers; the loss's NumPy work
+and its worker threads release it). Each batch the prefetch thread makes there is timed, so
+the figure is the rate the layer keeps while the loss runs beside it (goal: at least 300
+images/s), per size of the loss's thread pool (``--loss-threads``). Prints the numbers;
+asserts nothing.
 """
 import argparse
 import json
@@ -76,6 +85,12 @@ def main(argv=None):
                         help="timed runs; the best is reported (3)")
     parser.add_argument("--threads", type=int, default=1,
                         help="OpenCV threads (1: measure on one core)")
+    parser.add_argument("--iterations", type=int, default=20,
+                        help="iterations of the training-like loop (20)")
+    parser.add_argument("--loss", default="correlation",
+                        help="template loss beside the data layer (correlation)")
+    parser.add_argument("--loss-threads", type=int, nargs="+", default=[1, 2],
+                        help="sizes of the loss's thread pool in the loop (1 and 2)")
     args = parser.parse_args(argv)
     cv2.setNumThreads(args.threads)
 
@@ -100,13 +115,89 @@ def main(argv=None):
             f.write(str(n.to_proto()))
         net = caffe.Net(net_path, caffe.TRAIN)
         in_net = time_batches(net.forward, args.batches, args.batch_size, args.repeats)
+        loop = beside_loss(root, args, caffe)
 
     print(f"data layer throughput ({args.images} JPEGs 500x375, batch {args.batch_size}, "
           f"crop {args.crop}, best of {args.repeats} x {args.batches} batches, one process):")
     print(f"  batch maker alone:      {direct:7.1f} images/s")
     print(f"  layer in caffe.Net:     {in_net:7.1f} images/s")
     print(f"  goal: >= 100 images/s -> {'met' if min(direct, in_net) >= 100 else 'NOT met'}")
+    print(f"in a training-like loop beside fc8 and the {args.loss} loss ({args.iterations} "
+          f"iterations, fc7 {args.batch_size} x 1024 x 41 x 41, prefetch 2):")
+    for threads, (iteration_s, produced, images_s) in loop.items():
+        print(f"  loss threads {threads}: iteration {iteration_s * 1e3:7.1f} ms, data layer "
+              f"{images_s:7.1f} images/s over {produced} batches -> goal >= 300 "
+              f"{'met' if images_s >= 300 else 'NOT met'}")
     return 0
+
+
+def beside_loss(root, args, caffe):
+    """{loss threads: (seconds per iteration, batches timed, images/s the prefetch thread
+    made while the loop ran)}."""
+    from python_layers.template_similarity import loss_param_str, parse_loss_name
+    from python_layers.thread_pool import THREADS_ENV
+
+    similarity, selective = parse_loss_name(args.loss)
+    net_path = os.path.join(root, "loop.prototxt")
+    with open(net_path, "w") as f:
+        f.write(LOOP_NET.format(
+            data=json.dumps(dict(root=root, list=os.path.join(root, "train.txt"),
+                                 batch_size=args.batch_size, crop_size=args.crop, seed=0,
+                                 prefetch=2)),
+            n=args.batch_size, side=(args.crop - 1) // 8 + 1,
+            loss=loss_param_str(similarity, selective)))
+    net = caffe.Net(net_path, caffe.TRAIN)
+    rs = np.random.RandomState(0)
+    fc7 = net.blobs["fc7"].data
+    fc7[...] = np.maximum(rs.randn(*fc7.shape), 0) * 2 * (rs.rand(*fc7.shape) < 0.5)
+    source = net.layers[list(net._layer_names).index("data")].prefetcher.source
+    made = []   # (start, seconds) of every batch the prefetch thread makes
+    plain_next_batch = source.next_batch
+
+    def timed_next_batch():
+        start = time.perf_counter()
+        batch = plain_next_batch()
+        made.append((start, time.perf_counter() - start))
+        return batch
+
+    source.next_batch = timed_next_batch
+    results = {}
+    for threads in args.loss_threads:
+        os.environ[THREADS_ENV] = str(threads)
+        net.forward()
+        net.backward()
+        begin = time.perf_counter()
+        for _ in range(args.iterations):
+            net.forward()
+            net.backward()
+        end = time.perf_counter()
+        during = [seconds for start, seconds in made if begin <= start and start + seconds <= end]
+        images_s = args.batch_size * len(during) / sum(during) if during else 0.0
+        results[threads] = ((end - begin) / args.iterations, len(during), images_s)
+    return results
+
+
+LOOP_NET = """name: "data_beside_loss"
+force_backward: true
+layer {{ name: "data" type: "Python" top: "data" top: "label"
+  python_param {{ module: "python_layers.seg_data" layer: "ImageSegData"
+    param_str: '{data}' }} }}
+layer {{ name: "silence" type: "Silence" bottom: "data" }}
+layer {{ name: "label_shrink" type: "Python" bottom: "label" top: "label_shrink"
+  python_param {{ module: "python_layers.interp" layer: "LabelShrink"
+    param_str: '{{"factor": 8}}' }} }}
+layer {{ name: "fc7" type: "Input" top: "fc7"
+  input_param {{ shape {{ dim: {n} dim: 1024 dim: {side} dim: {side} }} }} }}
+layer {{ name: "fc8_voc12" type: "Convolution" bottom: "fc7" top: "fc8_voc12"
+  convolution_param {{ num_output: 21 kernel_size: 1
+    weight_filler {{ type: "gaussian" std: 0.01 }} bias_filler {{ type: "constant" value: 0 }} }} }}
+layer {{ name: "template_loss" type: "Python" bottom: "fc7" bottom: "fc8_voc12"
+  bottom: "label_shrink" top: "template_loss" loss_weight: 0.1
+  python_param {{ module: "python_layers.template_loss" layer: "TemplateSimilarityLoss"
+    param_str: '{loss}' }} }}
+layer {{ name: "loss" type: "SoftmaxWithLoss" bottom: "fc8_voc12" bottom: "label_shrink"
+  top: "loss" loss_param {{ ignore_label: 255 }} }}
+"""
 
 
 if __name__ == "__main__":
