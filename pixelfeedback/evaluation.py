@@ -31,9 +31,10 @@ from pixelfeedback import files, metrics, reports
 from pixelfeedback.messages import note
 from pixelfeedback.nets import registry
 from pixelfeedback.nets.loading import load_net
+from pixelfeedback.nets.weights import parameters_digest
 from pixelfeedback.fixations.rules import NON_FINITE_ADVICE
 from pixelfeedback.pipeline import class_names_for, model_class_names
-from pixelfeedback.runfolder import RunFolder
+from pixelfeedback.runfolder import CONTENTS, RunFolder, content_digest
 from python_layers import ToolkitError, voc_io
 
 # Splits whose images a model trained on the key has seen. FCN's SBD train holds a part
@@ -130,19 +131,6 @@ def predict_image(net, input_name, output_blob, image, size, mean, scores_blob=N
     return output[:, :height, :width].argmax(axis=0).astype(np.uint8)
 
 
-def parameters_digest(net):
-    """sha256 of every parameter blob of ``net``, in layer order: identifies the weights
-    whatever file they came from (about 0.2 s for the full DeepLab-LargeFOV)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for name, blobs in net.params.items():
-        digest.update(name.encode())
-        for blob in blobs:
-            digest.update(np.ascontiguousarray(blob.data, np.float32).tobytes())
-    return digest.hexdigest()
-
-
 def run_fingerprint(net, model, list_file, data_root, num_classes, size, mean, output_blob):
     """What must stay the same for saved predictions to be reused (the run folder's
     settings; paths marked so that a moved or copied folder still resumes)."""
@@ -155,6 +143,8 @@ def run_fingerprint(net, model, list_file, data_root, num_classes, size, mean, o
         "size": size,
         "mean": [float(m) for m in mean],
         "output_blob": output_blob,
+        # what the list holds, not only where it is (added later: adopted by older folders)
+        "contents": {"list": content_digest(list_file)},
     }
 
 
@@ -215,7 +205,8 @@ def evaluate(net_or_paths, list_file, data_root, out_dir, num_classes=21, size=5
 
     settings = run_fingerprint(net, model_desc, list_file, data_root, num_classes, size, mean,
                                output_blob)
-    with RunFolder(out_dir, settings, what="evaluation", restart=restart) as folder:
+    with RunFolder(out_dir, settings, what="evaluation", restart=restart,
+                   adopt=(CONTENTS,)) as folder:
         result = _predict_and_score(folder, net, pairs, has_labels, input_name, output_blob,
                                     num_classes, size, mean, progress, on_image,
                                     skip_bad_images, scores_blob, skip_flag)

@@ -40,11 +40,27 @@ import numpy as np
 from pixelfeedback import files
 from python_layers import ToolkitError
 
+CONTENTS = "contents"  # the settings key of the content digests (content_digest)
 LOCK_NAME = ".lock"
 SETTINGS_NAME = "settings.json"
 TMP_PREFIX = ".tmp-"  # files.atomic_path's temporaries
 _LOCK_WAIT_S = 1.0    # how long to wait for a new holder to write its PID into the lock
 _COMMAND_CHARS = 200  # the holder's command line is cut to this length in messages
+
+
+def content_digest(path):
+    """``sha256:<hex>`` of the file at ``path`` (None when there is none): what a run folder's
+    settings hold of the files whose contents decide its results (initial weights, list
+    files), so that a file changed under the same path is refused, naming it."""
+    import hashlib
+
+    if path is None or not os.path.isfile(path):
+        return None
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
 
 
 class SettingPath(os.PathLike):
@@ -348,6 +364,9 @@ class RunFolder:
     absent_means: {key: value} of settings added after folders were made without them: a
     folder whose settings.json lacks the key resumes when the current value is the one its
     runs had (settings.json is left as it is).
+    adopt: keys compared only where both sides have them (the content digests, which older
+    folders lack and library callers that check nothing may not compute): a folder that
+    lacks one takes this opener's value into its settings.json.
 
     shared: cooperating processes of the same settings (the shards of a sweep) may hold the
     folder at once; each locks the items it works on (``try_child``). The first one in
@@ -359,7 +378,7 @@ class RunFolder:
     path = staticmethod(SettingPath)  # RunFolder.path(p): mark a path in the settings
 
     def __init__(self, path, settings, *, what="run", restart=False, hint_flag="--restart",
-                 out_flag="--out", shared=False, absent_means=None):
+                 out_flag="--out", shared=False, absent_means=None, adopt=()):
         self.name = os.fspath(path)  # as given, for messages
         self.root = os.path.abspath(self.name)
         self.what = what
@@ -369,6 +388,7 @@ class RunFolder:
         self.settings = json_safe(settings, self.root)
         # settings added after folders were made without them: {key: the value they had}
         self.absent_means = json_safe(absent_means or {}, self.root)
+        self.adopt = tuple(adopt)
         try:
             os.makedirs(self.root, exist_ok=True)
         except FileExistsError:
@@ -441,10 +461,18 @@ class RunFolder:
             except ValueError as exc:
                 raise ToolkitError(f"{settings_file} is unreadable ({exc}); {other}, or "
                                    f"{again}") from None
-            diffs = [(key, old, new) for key, old, new in settings_diff(stored, self.settings)
+            adopted = {key: self.settings[key] for key in self.adopt
+                       if key not in stored and key in self.settings}
+            compared = {key: value for key, value in self.settings.items()
+                        if key not in self.adopt or key in stored}
+            stored_compared = {key: value for key, value in stored.items()
+                               if key not in self.adopt or key in self.settings}
+            diffs = [(key, old, new) for key, old, new in settings_diff(stored_compared, compared)
                      if not (old is _ABSENT and key in self.absent_means
                              and _equal(new, self.absent_means[key]))]
             if not diffs:
+                if adopted and not joined:  # an older folder: record what it lacked
+                    files.write_json(settings_file, dict(stored, **adopted))
                 return
             listed = "; ".join(f"{key}: {_show(old)} there, {_show(new)} now"
                                for key, old, new in diffs)

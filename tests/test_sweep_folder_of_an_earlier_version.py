@@ -1,5 +1,5 @@
 """A sweep folder made by the toolkit before the sweep became a package resumes after it and
-gives the same files.
+gives the same files (its settings.json gains only the content digests of issue 28).
 
 ``tests/fixtures/sweep_made_before_the_split/`` was made at commit 9635848 (the last one
 with ``pixelfeedback/sweep.py``) with the configuration of ``config`` below: ``expected/``
@@ -16,6 +16,7 @@ import shutil
 import pytest
 
 from tests.conftest import REPO
+from pixelfeedback.runfolder import content_digest
 from pixelfeedback.sweep import driver, plan
 
 FIXTURE = os.path.join(REPO, "tests", "fixtures", "sweep_made_before_the_split")
@@ -67,14 +68,23 @@ def test_the_earlier_folder_resumes_and_trains_only_what_it_lacked(resumed):
             assert new.read() == old.read(), name
 
 
-def test_its_settings_and_plan_stay_byte_identical(resumed):
+def test_its_plan_stays_byte_identical_and_its_settings_gain_only_the_contents(resumed):
     out, _ = resumed
-    for name in ["settings.json"] + [os.path.basename(p) for p in
-                                     glob.glob(os.path.join(FIXTURE, "expected", "*.json"))
-                                     if not p.endswith("settings.json")]:
-        source = os.path.join(out, name if name == "settings.json" else os.path.join("plans", name))
-        with open(source, "rb") as new, open(os.path.join(FIXTURE, "expected", name), "rb") as old:
+    for path in glob.glob(os.path.join(FIXTURE, "expected", "*.json")):
+        name = os.path.basename(path)
+        if name == "settings.json":
+            continue
+        with open(os.path.join(out, "plans", name), "rb") as new, open(path, "rb") as old:
             assert new.read() == old.read(), name
+    # issue 28: the folder adopts the digests of the files whose contents decide its runs
+    with open(os.path.join(out, "settings.json")) as new, \
+            open(os.path.join(FIXTURE, "expected", "settings.json")) as old:
+        new, old = json.load(new), json.load(old)
+    weights, data = content_digest(os.path.join(out, "init.caffemodel")), \
+        content_digest(os.path.join(out, "data", "train.txt"))
+    assert new == dict(old, contents={"init_weights": weights, "baseline_from": weights,
+                                      "train_list": data, "val_list": data,
+                                      "baseline_list": data})
 
 
 def test_every_result_equals_the_one_the_earlier_version_wrote(resumed):

@@ -23,7 +23,8 @@ import numpy as np
 from pixelfeedback import heatmap, reports
 from pixelfeedback.messages import note
 from pixelfeedback.data_lists import ALL_OR_NONE, check_pairs
-from pixelfeedback.evaluation import parameters_digest, read_or_skip
+from pixelfeedback.evaluation import read_or_skip
+from pixelfeedback.nets.weights import parameters_digest
 from pixelfeedback.experiments.measures import (DEFAULT_MASK_RADIUS, DEFAULT_MASK_THRESHOLD,
                                                 FRACTIONS, MASK_MODES, check_fractions,
                                                 check_mask_options, check_void,

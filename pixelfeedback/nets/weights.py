@@ -5,6 +5,7 @@ Older caffemodels use the V1 ``layers`` field and legacy 4-D blob shapes; both a
 here as Caffe reads them (``Blob::ShapeEquals``).
 """
 import collections
+import hashlib
 import os
 
 import numpy as np
@@ -376,3 +377,14 @@ def fill_random_weights(net, seed=0, bias_std=0.1):
             for blob in blobs[1:]:
                 blob.data[...] = rng.normal(0, bias_std, blob.data.shape)
     return net
+
+
+def parameters_digest(net):
+    """sha256 of every parameter blob of ``net``, in layer order: identifies the weights
+    whatever file they came from (about 0.2 s for the full DeepLab-LargeFOV)."""
+    digest = hashlib.sha256()
+    for name, blobs in net.params.items():
+        digest.update(name.encode())
+        for blob in blobs:
+            digest.update(np.ascontiguousarray(blob.data, np.float32).tobytes())
+    return digest.hexdigest()

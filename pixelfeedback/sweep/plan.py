@@ -73,13 +73,19 @@ class SweepConfig(object):
 
     def fingerprint(self):
         """The settings that decide each run's result: the run folder refuses others. Which
-        losses, lambdas and seeds are run is not among them, so a sweep can be extended."""
-        entries = {}
+        losses, lambdas and seeds are run is not among them, so a sweep can be extended.
+        ``contents`` holds the digests of the files whose contents decide the results."""
+        from pixelfeedback.runfolder import CONTENTS, content_digest
+
+        entries, contents = {}, {}
         for setting in SETTINGS:
             if setting.decides:
                 include, value = setting.stored(self)
                 if include:
                     entries[setting.name] = value
+                if include and setting.content and value is not None:
+                    contents[setting.name] = content_digest(getattr(self, setting.name))
+        entries[CONTENTS] = contents
         return entries
 
     def control_seed_list(self):

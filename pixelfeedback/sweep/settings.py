@@ -31,18 +31,21 @@ class Setting:
     None (``omit_unneeded``: nothing, for settings added after folders were made without
     them; ``was``: the setting whose value it had in such folders, so that they resume).
     ``recorded``: every result file holds it; ``legacy`` is what a result written before
-    it was recorded was run with."""
+    it was recorded was run with. ``content``: a file whose contents decide the results:
+    the fingerprint also holds its digest (``RunFolder``'s ``contents``), so that a file
+    replaced under the same path is refused, naming it."""
 
     def __init__(self, name, default, parse=None, help=None, *, flag=None, decides=False,
                  path=False, needs=None, omit_unneeded=False, omit_unset=False, was=None,
-                 recorded=False, legacy=_MISSING, adder=None, **argparse_options):
+                 recorded=False, legacy=_MISSING, content=False, adder=None,
+                 **argparse_options):
         self.name, self.default, self.parse, self.help = name, default, parse, help
         self.adder = adder  # a pixelfeedback.cli add_* helper that owns the flag's wording
         self.flag = flag if flag is not None else "--" + name.replace("_", "-")
         self.dest = self.flag[2:].replace("-", "_")  # its attribute of a parsed command line
         self.decides, self.path, self.needs = decides, path, needs
         self.omit_unneeded, self.omit_unset, self.was = omit_unneeded, omit_unset, was
-        self.recorded, self.legacy = recorded, legacy
+        self.recorded, self.legacy, self.content = recorded, legacy, content
         self.argparse_options = argparse_options
 
     def check(self, value):
@@ -141,13 +144,14 @@ SETTINGS = (
     Setting("train_list", FINETUNE.list_file, None,
             "DeepLab list file of the fine-tuning images (the default is VOC 2012 train, "
             "1,464 images: the thesis's 'train' with 1456 images is ambiguous between it "
-            "and train_aug)", decides=True, path=True),
+            "and train_aug)", decides=True, path=True, content=True),
     Setting("val_list", "data/lists/val.txt", None, "list file evaluated", decides=True,
-            path=True),
+            path=True, content=True),
     Setting("init_weights", None, None,
             "skip stage 1 and fine-tune from these trained LargeFOV weights (your own "
             "stage-1 baseline); weights that have seen VOC 2012 val, such as the released "
-            "train2_iter_8000, also need --val-trained-init", decides=True, path=True),
+            "train2_iter_8000, also need --val-trained-init", decides=True, path=True,
+            content=True),
     Setting("val_trained_init", False, None,
             "allow --init-weights that have seen VOC 2012 val (the released "
             "train2_iter_8000, fine-tuned on train+val): its val mIoU is then no fair "
@@ -197,10 +201,10 @@ SETTINGS = (
     Setting("baseline_from", None, None,
             "train DeepLab's stage-1 baseline from this ImageNet init and fine-tune from it "
             f"(the default when --init-weights is not given: {IMAGENET_INIT})",
-            decides=True, path=True, metavar="IMAGENET_CAFFEMODEL"),
+            decides=True, path=True, content=True, metavar="IMAGENET_CAFFEMODEL"),
     Setting("baseline_list", STAGE1.list_file, None,
             "training list of the stage-1 baseline (DeepLab's train_aug, 10,582 images)",
-            decides=True, path=True, needs="baseline_from"),
+            decides=True, path=True, content=True, needs="baseline_from"),
     Setting("baseline_batch_size", STAGE1.batch_size, cli.positive_int,
             "batch size of the stage-1 baseline (20: the recipe of the thesis's baseline "
             "0.6225; DeepLab's published train.prototxt has 30)", decides=True,

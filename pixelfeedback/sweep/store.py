@@ -11,7 +11,7 @@ import os
 
 from pixelfeedback import files
 from pixelfeedback.messages import note
-from pixelfeedback.runfolder import RunFolder
+from pixelfeedback.runfolder import CONTENTS, RunFolder
 from pixelfeedback.sweep.plan import result_file, run_name
 from pixelfeedback.sweep.settings import folder_history
 
@@ -22,7 +22,7 @@ def open_sweep_folder(cfg, restart=False):
     """The sweep's run folder, shared by the processes of these settings (shards, GPU
     workers, a second sweep that helps): each takes the runs no one holds."""
     return RunFolder(cfg.out, cfg.fingerprint(), what="Table 3.1 sweep", restart=restart,
-                     shared=True, absent_means=folder_history(cfg))
+                     shared=True, absent_means=folder_history(cfg), adopt=(CONTENTS,))
 
 
 def record_plan(folder, cfg):
