@@ -58,12 +58,12 @@ import re
 import cv2
 import numpy as np
 
-from pixelfeedback import files
+from pixelfeedback import files, thesis
 from python_layers import ToolkitError, voc_io
 
 CLASS_NAMES = ("background", "cat", "dog", "chair", "sofa")
 NUM_CLASSES = len(CLASS_NAMES)
-CONFUSABLE_PAIRS = (("cat", "dog"), ("chair", "sofa"))
+CONFUSABLE_PAIRS = thesis.CORRELATED_PAIRS  # each pair shares one body; a part tells them apart
 PART_PATTERNS = {"cat": "checker", "dog": "stripes", "chair": "dot", "sofa": "cross"}
 BODY_FAMILY = {"cat": "fur", "dog": "fur", "chair": "upholstery", "sofa": "upholstery"}
 SPLITS = ("train", "val")

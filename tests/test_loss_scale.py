@@ -11,7 +11,8 @@ import pytest
 
 from tests.conftest import REPO, load_script
 from tests.test_sweep_summary import CELLS, planted_results
-from pixelfeedback.sweep import checks, driver, one_run, plan, store, summary, table, thesis
+from pixelfeedback.sweep import checks, driver, one_run, plan, store, summary, table
+from pixelfeedback import thesis
 from pixelfeedback.demo import model as demo
 from pixelfeedback.nets import largefov
 from python_layers import ToolkitError, template_similarity

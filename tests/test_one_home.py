@@ -7,7 +7,7 @@ import os
 
 from tests.conftest import REPO
 from python_layers.template_similarity import LOSS_NAMES, NORMALIZATIONS
-from pixelfeedback.sweep import thesis
+from pixelfeedback import thesis
 
 CODE = [path for pattern in ("pixelfeedback/**/*.py", "python_layers/*.py", "tools/*.py",
                              "weights/*.py", "benchmarks/*.py", "docker/**/*.py")
@@ -15,7 +15,7 @@ CODE = [path for pattern in ("pixelfeedback/**/*.py", "python_layers/*.py", "too
 HOMES = {
     "normalize's values": "python_layers/template_similarity.py",
     "loss names": "python_layers/template_similarity.py",
-    "the lambda grid": "pixelfeedback/sweep/thesis.py",
+    "the lambda grid": "pixelfeedback/thesis.py",
     "the seeds default": "pixelfeedback/sweep/settings.py",
 }
 

@@ -12,7 +12,8 @@ import pytest
 
 from tests.conftest import REPO, random_largefov_weights
 from pixelfeedback import cli, data_lists
-from pixelfeedback.sweep import checks, driver, one_run, plan, store, summary, table, thesis
+from pixelfeedback.sweep import checks, driver, one_run, plan, store, summary, table
+from pixelfeedback import thesis
 from python_layers import ToolkitError
 from pixelfeedback import training
 

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from pixelfeedback.sweep import summary, thesis
+from pixelfeedback.sweep import summary
+from pixelfeedback import thesis
 from pixelfeedback.sweep import table as sweep_table
 
 # The control's planted mean IoU per seed: mean 0.55, deviations -0.05, +0.05, 0, 0, so its

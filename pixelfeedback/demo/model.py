@@ -16,7 +16,7 @@ from pixelfeedback.nets import largefov, registry
 from pixelfeedback.nets.netspec import write_net
 from pixelfeedback.paths import REPO_ROOT
 from pixelfeedback.pipeline import DEFAULT_SCORE_BLOB, ModelSpec
-from pixelfeedback.sweep import thesis
+from pixelfeedback import thesis
 from python_layers import ToolkitError
 
 

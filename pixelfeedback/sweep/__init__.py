@@ -19,9 +19,8 @@ the control. A loss run and the control run of the same seed start from the same
 see the same data order, so the comparison is paired (metrics.paired_difference): a cell
 counts as a gain only where its paired 95 % interval lies above zero.
 
-The rooms, each one job:
+The rooms, each one job (what the thesis printed is ``pixelfeedback.thesis``):
 
-- ``thesis``: Table 3.1 as printed (its lambda grid, numbers, baseline).
 - ``settings``: every setting, defined once (flag, default, check, role).
 - ``plan``: the configuration, the runs it plans, their names and result files.
 - ``checks``: every check made before the first run trains.

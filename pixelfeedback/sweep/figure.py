@@ -5,7 +5,7 @@ baseline (0.6225; it had no control). Written by the sweep next to table31.md.""
 import numpy as np
 
 from pixelfeedback.plotting import new_figure, save_figure
-from pixelfeedback.sweep import thesis
+from pixelfeedback import thesis
 from pixelfeedback.sweep.plan import CONTROL, CONTROL_STEP, LOSS_TITLES
 from python_layers.template_similarity import LOSS_NAMES
 

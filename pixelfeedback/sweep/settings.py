@@ -15,7 +15,7 @@ from pixelfeedback import cli
 from pixelfeedback.nets.largefov import DEFAULT_DATA_ROOT, FINETUNE, STAGE1
 from pixelfeedback.nets.registry import MODELS
 from pixelfeedback.runfolder import RunFolder
-from pixelfeedback.sweep import thesis
+from pixelfeedback import thesis
 from python_layers import ToolkitError
 from python_layers.template_similarity import DEFAULT_PARAMS, LOSS_NAMES, NORMALIZATIONS
 

@@ -8,7 +8,7 @@ import numpy as np
 
 from pixelfeedback import metrics
 from pixelfeedback.nets import largefov
-from pixelfeedback.sweep import thesis
+from pixelfeedback import thesis
 from pixelfeedback.sweep.plan import BASELINE, CONTROL, CONTROL_STEP
 from pixelfeedback.sweep.settings import recorded_value
 from python_layers.template_similarity import LOSS_NAMES
