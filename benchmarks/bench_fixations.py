@@ -15,6 +15,11 @@ run (each figure the best of --repeats):
     there) and compared with the engine's whole trace time (goal >= 50x). The loop's
     outputs are checked against the engine's fixations.
 
+Each configuration runs with the engine's worker threads limited to each of --threads
+(default 1 and 2; the forward pass uses Caffe's OpenBLAS threads throughout), so the gain on
+a bigger machine can be read off. The header says which gather the Convolution rule used:
+the compiled one (numba, optional) or NumPy's (PIXELFEEDBACK_NO_NUMBA=1 forces it).
+
 Random weights: the classes that appear depend on the seed; the amount of work does not
 much (every fc8 position seeds one class). Timings are of one machine at one time; other
 processes on the machine inflate them, so compare the ratios.
@@ -47,8 +52,9 @@ def parse_args(argv=None):
     parser.add_argument("--sample", type=int, default=60,
                         help="units per layer timed with the per-point loop (default 60)")
     parser.add_argument("--seed", type=int, default=0, help="weights, image and sample seed")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="the engine's worker threads (default 1, like the per-point loop)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
+                        help="the engine's worker threads, each timed (default 1 and 2; the "
+                             "per-point loop runs on one)")
     return parser.parse_args(argv)
 
 
@@ -205,37 +211,53 @@ def main(argv=None):
     print(f"forward pass: {forward_s:.3f} s; classes in the prediction: {len(predicted)} "
           f"({', '.join(map(str, predicted))})", flush=True)
 
+    print(f"convolution gather: {gather_name()}", flush=True)
+
     rows = []
     for label, shift, k in (("K=1, partial shift", "partial", "1"),
                             ("resolution K, partial shift", "partial", "resolution")):
-        tracker = fixations.BackTracker(net, graph, shift=shift, k=k, threads=args.threads)
-        trace_s, _ = best_time(lambda t=tracker: t.trace(SCORE_BLOB, skip_background=False),
-                               args.repeats)
-        traced = tracker.trace(SCORE_BLOB, skip_background=False, keep_layers=True)
-        points = sum(len(r.points) for r in traced.values())
-        point_s, units, agree = per_point_estimate(net, graph, tracker, traced, args.sample, rs)
-        rows.append((label, trace_s, units, points, point_s, agree))
-        print(f"  {label}: {trace_s:.3f} s, {units} conv/pool units, {points} image points",
-              flush=True)
+        point_s = units = agree = None
+        for threads in args.threads:
+            tracker = fixations.BackTracker(net, graph, shift=shift, k=k, threads=threads)
+            trace_s, _ = best_time(lambda t=tracker: t.trace(SCORE_BLOB, skip_background=False),
+                                   args.repeats)
+            if point_s is None:
+                traced = tracker.trace(SCORE_BLOB, skip_background=False, keep_layers=True)
+                points = sum(len(r.points) for r in traced.values())
+                point_s, units, agree = per_point_estimate(net, graph, tracker, traced,
+                                                           args.sample, rs)
+                print(f"  {label}: {units} conv/pool units, {points} image points", flush=True)
+            rows.append((label, threads, trace_s, units, point_s, agree))
+            print(f"  {label}, {threads} thread(s): {trace_s:.3f} s", flush=True)
 
     print()
-    print(f"{'configuration':<30}{'trace s':>9}{'/ forward':>11}{'goal':>7}"
+    print(f"{'configuration':<30}{'threads':>8}{'trace s':>9}{'/ forward':>11}{'goal':>7}"
           f"{'units':>9}{'engine us/unit':>16}{'per-point us/unit':>19}{'speed-up':>10}")
     goals = {"K=1, partial shift": 0.1, "resolution K, partial shift": 1.0}
-    for label, trace_s, units, points, point_s, agree in rows:
+    for label, threads, trace_s, units, point_s, agree in rows:
         ratio = trace_s / forward_s
         goal = goals[label]
         speedup = point_s / trace_s
-        print(f"{label:<30}{trace_s:>9.3f}{ratio:>11.3f}{'<=' + str(goal):>7}{units:>9d}"
-              f"{1e6 * trace_s / units:>16.2f}{1e6 * point_s / units:>19.2f}"
+        print(f"{label:<30}{threads:>8d}{trace_s:>9.3f}{ratio:>11.3f}{'<=' + str(goal):>7}"
+              f"{units:>9d}{1e6 * trace_s / units:>16.2f}{1e6 * point_s / units:>19.2f}"
               f"{speedup:>9.1f}x")
     print()
-    for label, trace_s, units, points, point_s, agree in rows:
+    for label, threads, trace_s, units, point_s, agree in rows:
         ratio_ok = trace_s / forward_s <= goals[label]
-        print(f"{label}: ratio goal {'met' if ratio_ok else 'NOT met'}; speed-up goal (>= 50x) "
-              f"{'met' if point_s / trace_s >= 50 else 'NOT met'}; per-point outputs "
-              f"{'agree with' if agree else 'DIFFER from'} the engine")
+        print(f"{label}, {threads} thread(s): ratio goal {'met' if ratio_ok else 'NOT met'}; "
+              f"speed-up goal (>= 50x) {'met' if point_s / trace_s >= 50 else 'NOT met'}; "
+              f"per-point outputs {'agree with' if agree else 'DIFFER from'} the engine")
     return 0
+
+
+def gather_name():
+    """Which gather the Convolution rule uses here (the compiled one is optional)."""
+    import importlib
+    convolution = importlib.import_module("pixelfeedback.fixations.rules.convolution")
+    if convolution.compiled_kernels() is None:
+        return "NumPy (numba absent or PIXELFEEDBACK_NO_NUMBA set)"
+    import numba
+    return f"compiled (numba {numba.__version__})"
 
 
 if __name__ == "__main__":

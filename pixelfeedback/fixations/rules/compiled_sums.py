@@ -51,14 +51,16 @@ def _plane_sums(maps, cells, weights, z, out, patch_max):
         for u in range(n_units):
             w = weights[z[u], c]
             total = np.float32(0.0)
+            largest = np.float32(0.0)
             for t in range(n_taps):
                 cell = cells[u, t]
                 if cell < n_cells:
                     value = plane[cell]
                     total += value * w[t]
-                    if abs(value) > patch_max[u]:
-                        patch_max[u] = abs(value)
+                    largest = max(largest, abs(value))
             out[u, c] = total
+            if largest > patch_max[u]:
+                patch_max[u] = largest
     return out
 
 
