@@ -2,6 +2,7 @@
 space of its file system, and a download that fills the disk says so instead of "the
 download broke off" (weights/fetch.py and tools/fetch_voc.py share pixelfeedback/download.py).
 A real tmpfs of 1.2 MB (root only; skipped where mount is refused)."""
+import errno
 import os
 import subprocess
 
@@ -23,6 +24,16 @@ def disk(tmp_path):
         pytest.skip("cannot mount a tmpfs here (needs root)")
     yield folder
     subprocess.run(["umount", "-l", str(folder)])
+
+
+def fill(path):
+    """Write zeros to ``path`` until its file system is full."""
+    with open(path, "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+        except OSError as exc:
+            assert exc.errno == errno.ENOSPC
 
 
 def error_line(capsys):
@@ -57,7 +68,7 @@ def test_an_evaluation_on_a_full_disk_names_the_free_space(tiny_model, disk, tmp
 
     root = str(tmp_path / "voc")
     list_file = write_tiny_voc(root, n_images=2, num_classes=NUM_CLASSES)
-    (disk / "filler").write_bytes(b"\0" * (1200 * 1024))   # as much as fits
+    fill(disk / "filler")
     evaluate = load_script(os.path.join("tools", "evaluate.py"))
     prototxt, weights = tiny_model
     assert evaluate.main(["--model", prototxt, "--weights", weights, "--data-root", root,
