@@ -546,7 +546,7 @@ def run_check(args):
     work = os.path.join(os.path.abspath(args.out), "work")
     os.makedirs(work, exist_ok=True)
     caffe_tool = os.path.join(bundle, "caffe", "bin", "caffe")
-    from pixelfeedback.nets.largefov import LOSSES as losses  # the control, then each loss
+    from pixelfeedback.nets.largefov import TABLE31_LOSSES as losses  # the control, then each
     manifest_path = os.path.join(bundle, "MANIFEST.json")
     manifest = json.load(open(manifest_path)) if os.path.isfile(manifest_path) else {}
     report = {"machine": os.uname().nodename, "bundle": manifest, "gpu": gpu,

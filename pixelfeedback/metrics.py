@@ -98,6 +98,25 @@ def scores(confusion):
     }
 
 
+def pair_confusion(confusion, class_names, pairs):
+    """{"cat/dog": share, ...}: for each pair of classes (by name), the share of the two
+    classes' ground-truth pixels predicted as the other one, (C[a, b] + C[b, a]) /
+    (row a + row b) of the confusion matrix (rows = ground truth); None for a pair the
+    names lack or whose classes have no pixel."""
+    confusion = np.asarray(confusion, dtype=np.float64)
+    names = list(class_names)
+    shares = {}
+    for a, b in pairs:
+        key = f"{a}/{b}"
+        if a not in names or b not in names:
+            shares[key] = None
+            continue
+        i, j = names.index(a), names.index(b)
+        pixels = confusion[i].sum() + confusion[j].sum()
+        shares[key] = float((confusion[i, j] + confusion[j, i]) / pixels) if pixels else None
+    return shares
+
+
 ConfidenceInterval = collections.namedtuple(
     "ConfidenceInterval", ["mean", "low", "high", "half_width", "std", "n", "level"])
 

@@ -513,3 +513,20 @@ def test_an_unreadable_result_is_set_aside_and_its_run_redone(small_sweep, capsy
         f.write('{"hand": "edited"}')
     assert "cosine_lam0.1_seed0" not in {r["run"] for r in store.load_results(cfg.out)}
     assert "is no result record" in capsys.readouterr().err
+
+
+def test_a_run_that_diverges_is_recorded_with_its_iteration_and_score(small_sweep):
+    """A loss that goes non-finite used to end the sweep (after the whole run); now the run
+    is stopped there, recorded as diverged at that iteration and scored by its last finite
+    weights (here the initial ones: no snapshot came before), and the sweep goes on."""
+    cfg = small_sweep
+    cfg.lambdas, cfg.seeds, cfg.iterations, cfg.snapshot_every = (0.1,), (0,), 40, 40
+    cfg.base_lr = 1e12
+    results = {r["run"]: r for r in driver.run_sweep(cfg)}
+    assert set(results) == {"control_seed0", "cosine_lam0.1_seed0"}
+    for record in results.values():
+        assert record["diverged"] is True and 0 <= record["diverged_at"] < 40
+        assert np.isfinite(record["mean_iou"]) and np.isfinite(record["last_loss"])
+        assert record["weights"] == os.path.relpath(cfg.init_weights, cfg.out)
+    rows, markdown = table.write_table(cfg, list(results.values()))
+    assert "| 1 (1 diverged) |" in markdown

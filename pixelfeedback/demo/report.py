@@ -6,7 +6,7 @@ import os
 from pixelfeedback import files, reports
 from pixelfeedback.sweep.plan import CONTROL_STEP, LOSS_TITLES
 from pixelfeedback.sweep.summary import target_met
-from python_layers.template_similarity import LOSS_NAMES
+from python_layers.template_similarity import ALL_LOSS_NAMES
 from pixelfeedback.demo.model import EFFECT_TARGET, POWER_TARGET, RECIPE
 from pixelfeedback.paths import REPO_ROOT
 
@@ -41,7 +41,7 @@ def table_findings(rows, target=POWER_TARGET, effect=EFFECT_TARGET):
                          f"{row['paired_n']} seeds): " + _difference(
                              -row["paired_diff"], row["paired_ci"], row["paired_mde"],
                              verdict) + ".")
-    cells = [row for row in rows if row["loss"] in LOSS_NAMES and row["paired_n"]]
+    cells = [row for row in rows if row["loss"] in ALL_LOSS_NAMES and row["paired_n"]]
     if not cells:
         return lines
     counts = collections.Counter(row["gain"] for row in cells)

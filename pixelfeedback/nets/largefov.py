@@ -22,8 +22,11 @@ from python_layers import ToolkitError, template_similarity, voc_io
 
 
 
-TEMPLATE_LOSSES = tuple(template_similarity.LOSS_NAMES)
+# The nets' losses: softmax alone (the control, the baseline) or with a template loss (the
+# four of Table 3.1 and Eq. 3.1 as printed); prototxt/ holds softmax and Table 3.1's four.
+TEMPLATE_LOSSES = template_similarity.ALL_LOSS_NAMES
 LOSSES = ("softmax",) + TEMPLATE_LOSSES
+TABLE31_LOSSES = ("softmax",) + template_similarity.LOSS_NAMES
 # The template term's normalisation (SPEC section 3): its values and default are the
 # layer's (python_layers.template_similarity.NORMALIZATIONS); "none" is Algorithm 3.
 DEFAULT_NORMALIZE = template_similarity.DEFAULT_PARAMS["normalize"]
@@ -142,6 +145,16 @@ def label_positions_per_batch(batch_size, crop):
     the factor between the two normalisations at the same lambda (2890 for batch 10 at
     crop 129, 16810 at crop 321)."""
     return batch_size * ((crop - 1) // LABEL_FACTOR + 1) ** 2
+
+
+def voc_equivalent_lambda(lam, normalize, pixels):
+    """The lambda on VOC at the thesis's scale (Algorithm 3's sum, ``normalize: none``,
+    batch 10 at crop 321: 16,810 label pixels per batch) that weighs the template term as
+    ``lam`` does here: on ``none`` the term grows with the label pixels per batch
+    (``pixels``), so it is ``lam * pixels / 16810``; on ``valid`` it is an average over the
+    valid pixels, ``lam / 16810`` of Algorithm 3's."""
+    voc = label_positions_per_batch(FINETUNE.batch_size, FINETUNE.crop)
+    return lam * pixels / voc if normalize == "none" else lam / voc
 
 
 def _check_crop(crop):

@@ -9,7 +9,7 @@ import sys
 from pixelfeedback import files
 from pixelfeedback.nets import registry
 from pixelfeedback.nets.largefov import (
-    DEFAULT_DATA_ROOT, DEFAULT_NORMALIZE, DEFAULT_SEED, FINETUNE, LOSSES, SNAPSHOT_DIR, STAGE1,
+    DEFAULT_DATA_ROOT, DEFAULT_NORMALIZE, DEFAULT_SEED, FINETUNE, SNAPSHOT_DIR, STAGE1, TABLE31_LOSSES,
     baseline_solver, deploy_net, experiment_name, solver, test_net, train_net)
 from pixelfeedback.nets.netspec import to_text
 from pixelfeedback.paths import PROTOTXT_DIR, REPO_ROOT
@@ -30,7 +30,7 @@ def render_all(lam=0.01, data_root=DEFAULT_DATA_ROOT, list_file=FINETUNE.list_fi
                   num_classes=num_classes, seed=seed)
     data = {"baseline": dict(common, list_file=baseline_list, batch_size=baseline_batch_size),
             "finetune": dict(common, list_file=list_file, batch_size=batch_size)}
-    runs = [("softmax", "baseline")] + [(loss, "finetune") for loss in LOSSES]
+    runs = [("softmax", "baseline")] + [(loss, "finetune") for loss in TABLE31_LOSSES]
     for loss, stage in runs:
         name = experiment_name(loss, stage)
         net_file = f"train_{name}.prototxt"

@@ -14,7 +14,7 @@ from pixelfeedback.sweep.summary import summarize, target_met
 from pixelfeedback.sweep.table import TABLE_FILES, write_table
 from pixelfeedback.sweep.workers import run_on_devices, run_planned
 from python_layers import ToolkitError
-from python_layers.template_similarity import LOSS_NAMES
+from python_layers.template_similarity import ALL_LOSS_NAMES
 
 
 def run_sweep(cfg, on_result=None):
@@ -57,7 +57,7 @@ def run_sequential(cfg, more_seeds, half_width, effect):
     first.control_seeds = control_seeds
     results = run_sweep(first)
     # decided on the first seeds alone, so that a resumed sweep extends the same cells
-    first_seeds = [r for r in results if r["loss"] not in LOSS_NAMES or r["seed"] in cfg.seeds]
+    first_seeds = [r for r in results if r["loss"] not in ALL_LOSS_NAMES or r["seed"] in cfg.seeds]
     rows = summarize(first_seeds, cfg.losses, cfg.lambdas)
     extended = [(row["loss"], row["lam"]) for row in rows if more_seeds
                 and row["loss"] in cfg.losses and not target_met(row, half_width, effect)]

@@ -7,7 +7,7 @@ import numpy as np
 from pixelfeedback.plotting import new_figure, save_figure
 from pixelfeedback import thesis
 from pixelfeedback.sweep.plan import CONTROL, CONTROL_STEP, LOSS_TITLES
-from python_layers.template_similarity import LOSS_NAMES
+from python_layers.template_similarity import ALL_LOSS_NAMES
 
 POINTS = 100.0  # mIoU -> points
 
@@ -42,7 +42,7 @@ def _point_ticks(ax):
 def table_figure(path, rows, title="Table 3.1", subtitle=None):
     """Write the figure of ``rows`` (``summary.summarize``), one panel per loss with a row,
     to ``path``; returns the path, or None when no loss has a row."""
-    losses = [loss for loss in LOSS_NAMES if any(r["loss"] == loss for r in rows)]
+    losses = [loss for loss in ALL_LOSS_NAMES if any(r["loss"] == loss for r in rows)]
     if not losses:
         return None
     columns = 2 if len(losses) > 1 else 1

@@ -1,18 +1,23 @@
 """One run of the sweep: its net and solver, `caffe train` (resumed from its last usable
 snapshot), the evaluation on val, and its result record, written atomically."""
 import glob
+import math
 import os
 import time
 
-from pixelfeedback import evaluation
+from pixelfeedback import evaluation, thesis
+from pixelfeedback.messages import note
+from pixelfeedback.metrics import pair_confusion
 from pixelfeedback.nets import largefov
 from pixelfeedback.nets.netspec import write_net
 from pixelfeedback.sweep.plan import (BASELINE, CONTROL, CONTROL_STEP, Run,
                                       baseline_snapshot_every, result_file, run_name)
 from pixelfeedback.sweep.settings import record_fields
 from pixelfeedback.sweep.store import read_result
-from pixelfeedback.training import (final_weights, parse_losses, prune_snapshots, resumed_from,
-                                    train, training_seconds, weights_problem)
+from pixelfeedback.training import (TrainingDiverged, final_weights, parse_losses,
+                                    prune_snapshots, resumed_from, train, training_seconds,
+                                    weights_problem)
+from python_layers.template_similarity import parse_stats_line
 
 
 def write_test_net(cfg, path):
@@ -85,26 +90,37 @@ def _train_and_evaluate(cfg, folder, run, run_dir):
     init = cfg.baseline_from if run.loss == BASELINE else fine_tune_init(cfg, folder)
     solver_path, iterations = write_solver(cfg, run, run_dir)
     log_path = os.path.join(run_dir, "train.log")
+    diverged = None
     if not any(weights_problem(path) is None
                for path in glob.glob(os.path.join(run_dir, f"*_iter_{iterations}.caffemodel"))):
         # not trained yet, or its final weights are unusable (a kill mid-write): resume
-        train(solver_path, run_dir, init, cfg.gpu, progress=cfg.progress,
-              description=run_name(run))
+        try:
+            train(solver_path, run_dir, init, cfg.gpu, progress=cfg.progress,
+                  description=run_name(run))
+        except TrainingDiverged as exc:  # recorded with what its last finite weights score
+            if run.loss == BASELINE:
+                raise
+            diverged = exc
+            note(f"{run_name(run)}: {exc}")
     # else: trained before an interrupted evaluation, which resumes on its own
     with open(log_path) as f:
         log_text = f.read()
     losses = parse_losses(log_text)
-    weights = final_weights(run_dir, iterations)
-    prune_snapshots(run_dir, cfg.keep_snapshots, iterations)
+    if diverged:
+        weights = diverged.last_finite_weights or init
+    else:
+        weights = final_weights(run_dir, iterations)
+        prune_snapshots(run_dir, cfg.keep_snapshots, iterations)
     evaluated = evaluate_weights(cfg, weights, os.path.join(run_dir, "eval"),
                                  os.path.join(run_dir, "test.prototxt"))
     resumes = resumed_from(log_text)
+    finite = [loss for _, loss in losses if math.isfinite(loss)]
     record = {
         "run": run_name(run), "loss": run.loss, "lambda": run.lam, "seed": run.seed,
         "mean_iou": evaluated["mean_iou"], "pixel_accuracy": evaluated["pixel_accuracy"],
         "class_iou": evaluated["class_iou"], "iterations": iterations,
         "first_loss": losses[0][1] if losses else None,
-        "last_loss": losses[-1][1] if losses else None,
+        "last_loss": finite[-1] if finite else None,
         **record_fields(cfg),
         "label_pixels_per_batch": largefov.label_positions_per_batch(cfg.batch_size, cfg.crop),
         "resumed": bool(resumes), "resumed_from": resumes,
@@ -112,6 +128,13 @@ def _train_and_evaluate(cfg, folder, run, run_dir):
         "weights": os.path.relpath(weights, folder.root),
         "seconds": round(time.time() - started, 1),  # of the invocation that finished it
         "train_seconds": round(training_seconds(log_text), 1),  # all sessions, from the log
+        # issue 27: what the two mechanisms act on, and the template term's diagnostics
+        "class_names": evaluated["class_names"], "confusion": evaluated["confusion"],
+        "pair_confusion": pair_confusion(evaluated["confusion"], evaluated["class_names"],
+                                         thesis.CORRELATED_PAIRS),
+        "loss_stats": parse_stats_line(log_text),
+        "diverged": diverged is not None,
+        "diverged_at": diverged.iteration if diverged else None,
     }
     if run.loss == BASELINE:
         record["batch_size"] = cfg.baseline_batch_size

@@ -6,20 +6,19 @@ import os
 
 from pixelfeedback.nets.largefov import STAGE1
 from pixelfeedback.sweep.settings import BY_NAME, IMAGENET_INIT, SETTINGS
-from python_layers.template_similarity import LOSS_NAMES
+from python_layers.template_similarity import ALL_LOSS_NAMES
 
 CONTROL = "control"
 CONTROL_STEP = "control_step"  # the baseline's step schedule continued, lambda 0
 BASELINE = "baseline"  # DeepLab's stage-1 training (optional), the fine-tunes' start
 
-LOSS_TITLES = {
-    "correlation": "correlation", "cosine": "cosine",
-    "selective_correlation": "selective correlation", "selective_cosine": "selective cosine",
+LOSS_TITLES = {  # "selective_cosine" -> "selective cosine", and the runs without a loss
+    **{name: name.replace("_", " ") for name in ALL_LOSS_NAMES},
+    "correlation_printed": "correlation, Eq. 3.1 as printed",
+    "selective_correlation_printed": "selective correlation, Eq. 3.1 as printed",
     CONTROL: "control (softmax only)", BASELINE: "stage-1 baseline (before fine-tuning)",
     CONTROL_STEP: "control, step schedule continued",
 }
-for _name in LOSS_NAMES:  # losses beyond Table 3.1's four: their name, spaced
-    LOSS_TITLES.setdefault(_name, _name.replace("_", " "))
 
 # DeepLab-LargeFOV's stage-1 schedule (SPEC section 2): what --step-control continues.
 STAGE1_STEP_SCHEDULE = {"base_lr": STAGE1.base_lr, "gamma": STAGE1.gamma,

@@ -17,7 +17,7 @@ from pixelfeedback.nets.registry import MODELS
 from pixelfeedback.runfolder import RunFolder
 from pixelfeedback import thesis
 from python_layers import ToolkitError
-from python_layers.template_similarity import DEFAULT_PARAMS, LOSS_NAMES, NORMALIZATIONS
+from python_layers.template_similarity import ALL_LOSS_NAMES, DEFAULT_PARAMS, NORMALIZATIONS
 
 _MISSING = object()
 
@@ -98,11 +98,11 @@ def loss_list(text):
     names = list(text) if isinstance(text, (list, tuple)) else [
         part.strip() for part in str(text).split(",") if part.strip()]
     if not names:
-        raise argparse.ArgumentTypeError(f"is empty; name one or more of {', '.join(LOSS_NAMES)}")
+        raise argparse.ArgumentTypeError(f"is empty; name one or more of {', '.join(ALL_LOSS_NAMES)}")
     for index, name in enumerate(names):
-        if name not in LOSS_NAMES:
+        if name not in ALL_LOSS_NAMES:
             raise argparse.ArgumentTypeError(
-                f"unknown loss {name!r}; choose from {', '.join(LOSS_NAMES)}")
+                f"unknown loss {name!r}; choose from {', '.join(ALL_LOSS_NAMES)}")
         if name in names[:index]:
             raise argparse.ArgumentTypeError(f"names {name!r} twice; give each once")
     return tuple(names)
@@ -158,7 +158,7 @@ SETTINGS = (
             "measurement, and the table's title and CSV say so", recorded=True, legacy=False,
             action="store_true"),
     Setting("losses", thesis.LOSSES, loss_list,
-            "comma-separated template losses: " + ", ".join(LOSS_NAMES)),
+            "comma-separated template losses: " + ", ".join(ALL_LOSS_NAMES)),
     Setting("lambdas", thesis.LAMBDAS, lambda_list,
             "comma-separated loss weights (finite, >= 0)"),
     Setting("normalize", DEFAULT_PARAMS["normalize"], cli.one_of(NORMALIZATIONS, "a normalisation"),

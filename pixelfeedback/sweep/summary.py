@@ -6,12 +6,11 @@ import collections
 
 import numpy as np
 
-from pixelfeedback import metrics
+from pixelfeedback import metrics, thesis
 from pixelfeedback.nets import largefov
-from pixelfeedback import thesis
 from pixelfeedback.sweep.plan import BASELINE, CONTROL, CONTROL_STEP
 from pixelfeedback.sweep.settings import recorded_value
-from python_layers.template_similarity import LOSS_NAMES
+from python_layers.template_similarity import ALL_LOSS_NAMES
 
 NO_PAIRS = dict(paired_n=0, paired_diff=float("nan"), paired_ci=float("nan"),
                 paired_mde=float("nan"), gain="n/a")
@@ -32,9 +31,20 @@ def table_cells(results):
     """(losses, lambdas) of the loss runs among ``results``: the losses in Table 3.1's
     order, the lambdas ascending. A table built from a folder shows every finished cell,
     whatever the command line that rebuilds it names."""
-    present = {(r["loss"], r["lambda"]) for r in results if r["loss"] in LOSS_NAMES}
-    return (tuple(loss for loss in LOSS_NAMES if any(cell[0] == loss for cell in present)),
+    present = {(r["loss"], r["lambda"]) for r in results if r["loss"] in ALL_LOSS_NAMES}
+    return (tuple(loss for loss in ALL_LOSS_NAMES if any(cell[0] == loss for cell in present)),
             tuple(sorted({lam for _, lam in present})))
+
+
+# What else the table measures per run besides mIoU (issue 27): the thesis's two mechanisms.
+# The share of each correlated pair's pixels predicted as its partner (lower: told apart
+# better), and experiment 4's flow (the drop of the class's activation on the rest of the
+# body when the part is masked: lower means activation spread beyond the part).
+MEASURES = {**{f"pair_{a}_{b}": (lambda r, key=f"{a}/{b}": (r.get("pair_confusion") or {})
+                                  .get(key)) for a, b in thesis.CORRELATED_PAIRS},
+            "flow_drop_pct": lambda r: (r.get("flow") or {}).get("drop_pct")}
+MEASURE_TITLES = {**{f"pair_{a}_{b}": f"{a}/{b} confused" for a, b in thesis.CORRELATED_PAIRS},
+                  "flow_drop_pct": "flow: drop % with the part masked"}
 
 
 def summarize(results, losses=None, lambdas=None):
@@ -42,14 +52,19 @@ def summarize(results, losses=None, lambdas=None):
     mean and its CI over seeds; the difference to the control with Welch's (unpaired)
     interval; the paired difference (same seeds) with its interval, minimum detectable
     effect at 80 % power and verdict ``gain`` ("yes" only where the paired interval lies
-    above zero, "worse" below it, "no", or "n/a" with fewer than two pairs). ``losses`` and
-    ``lambdas`` default to every cell the results hold (``table_cells``)."""
+    above zero, "worse" below it, "no", or "n/a" with fewer than two pairs). Each row also
+    holds ``lam_voc`` (lambda at VOC's strength), ``diverged`` (runs that went
+    non-finite, scored by their last finite weights) and ``measures``: the same statistics
+    of every ``MEASURES`` entry the records hold. ``losses`` and ``lambdas`` default to
+    every cell the results hold (``table_cells``)."""
     cells = table_cells(results)
     losses = cells[0] if losses is None else losses
     lambdas = cells[1] if lambdas is None else lambdas
-    by_cell = collections.defaultdict(dict)
+    records = collections.defaultdict(dict)
     for record in results:
-        by_cell[(record["loss"], record["lambda"])][record["seed"]] = record["mean_iou"]
+        records[(record["loss"], record["lambda"])][record["seed"]] = record
+    by_cell = {cell: {seed: r["mean_iou"] for seed, r in runs.items()}
+               for cell, runs in records.items()}
     control = by_cell.get((CONTROL, 0.0), {})
     rows = []
     baseline = list(by_cell.get((BASELINE, 0.0), {}).values())
@@ -71,6 +86,12 @@ def summarize(results, losses=None, lambdas=None):
             cell = by_cell.get((loss, lam))
             if cell:
                 rows.append(_cell_row(loss, lam, cell, control, thesis.thesis_value(loss, lam)))
+    control_records = records.get((CONTROL, 0.0), {})
+    for row in rows:
+        cell = records[(row["loss"], row["lam"])]
+        row.update(lam_voc=_voc_lambda(row, cell), diverged=sum(
+            bool(r.get("diverged")) for r in cell.values()),
+            measures=_measures(cell, control_records, own=row["loss"] in (CONTROL, BASELINE)))
     return rows
 
 
@@ -82,6 +103,34 @@ def _cell_row(loss, lam, cell, control, thesis):
                        else (float("nan"),) * 2)
     return dict(loss=loss, lam=lam, n=ci.n, mean=ci.mean, ci=ci.half_width, diff=diff,
                 diff_ci=diff_half, **paired_fields(cell, control), thesis=thesis)
+
+
+def _voc_lambda(row, cell):
+    """The row's lambda at VOC's strength (``largefov.voc_equivalent_lambda``), from the
+    scale its runs recorded; None without a template loss or a recorded pixel count."""
+    record = next(iter(cell.values()))
+    pixels = record.get("label_pixels_per_batch")
+    if row["loss"] not in ALL_LOSS_NAMES or not pixels:
+        return None
+    return largefov.voc_equivalent_lambda(row["lam"], recorded_value(record, "normalize"),
+                                          pixels)
+
+
+def _measures(cell, control, own):
+    """{measure: its mean and CI over seeds, and (unless ``own``) its paired difference to
+    the control} for each MEASURES entry the cell's records ({seed: record}) hold."""
+    found = {}
+    for name, read in MEASURES.items():
+        values = {seed: read(r) for seed, r in cell.items() if read(r) is not None}
+        if not values:
+            continue
+        ci = metrics.mean_ci(list(values.values()))
+        fields = dict(mean=ci.mean, ci=ci.half_width)
+        if not own:
+            theirs = {seed: read(r) for seed, r in control.items() if read(r) is not None}
+            fields.update(paired_fields(values, theirs))
+        found[name] = fields
+    return found
 
 
 def target_met(row, half_width, effect):
@@ -99,7 +148,7 @@ def loss_scale(results, batch_size=None, crop=None):
     {"normalize": [names], "pixels": [label pixels per batch]} (on ``none`` lambda's
     weight grows with the pixels), or None without loss runs. ``batch_size`` and ``crop``
     stand in for records that lack the pixel count."""
-    loss_runs = [r for r in results if r["loss"] in LOSS_NAMES]
+    loss_runs = [r for r in results if r["loss"] in ALL_LOSS_NAMES]
     if not loss_runs:
         return None
     pixels = sorted({r["label_pixels_per_batch"] for r in loss_runs
