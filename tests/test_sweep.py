@@ -530,3 +530,24 @@ def test_a_run_that_diverges_is_recorded_with_its_iteration_and_score(small_swee
         assert record["weights"] == os.path.relpath(cfg.init_weights, cfg.out)
     rows, markdown = table.write_table(cfg, list(results.values()))
     assert "| 1 (1 diverged) |" in markdown
+
+
+def test_an_rgb_label_in_the_val_list_is_refused_before_any_run_trains(cli_setup, tiny_voc,
+                                                                      capsys):
+    """It used to be found only after the control had trained, and its advice named
+    --skip-bad-images, a flag this tool lacks."""
+    from PIL import Image
+
+    argv, out = cli_setup
+    root, list_path = tiny_voc
+    label = os.path.join(root, "SegmentationClassAug", "img_0002.png")
+    Image.open(label).convert("RGB").save(label)
+    status, err = run_script(argv(), capsys)
+    assert_refused_before_training(status, err, out, "img_0002.png")
+    assert "RGB" in err and "--skip-bad-images" not in err
+
+
+def test_a_label_value_beyond_the_classes_is_refused_naming_num_classes(cli_setup, capsys):
+    argv, out = cli_setup
+    status, err = run_script(argv(**{"--num-classes": "2"}), capsys)
+    assert_refused_before_training(status, err, out, "--num-classes")

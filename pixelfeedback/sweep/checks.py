@@ -87,14 +87,14 @@ def check_files(cfg):
         raise ToolkitError(f"initial weights not found: {cfg.init_weights} "
                            "(python weights/fetch.py largefov, or pass --init-weights)")
     sizes = {}  # (image, label) -> image size, so a list given twice is read once
-    check_list(cfg.train_list, cfg.data_root, "--train-list", sizes=sizes,
-               progress=cfg.progress)
-    check_list(cfg.val_list, cfg.data_root, "--val-list", sizes=sizes, max_size=cfg.test_size,
+    labels = dict(sizes=sizes, progress=cfg.progress, num_classes=cfg.num_classes,
+                  classes_flag="--num-classes")  # every label's mode and values too
+    check_list(cfg.train_list, cfg.data_root, "--train-list", **labels)
+    check_list(cfg.val_list, cfg.data_root, "--val-list", max_size=cfg.test_size,
                max_size_name="the test size", size_flag="--test-size", unique_names=True,
-               progress=cfg.progress)
+               **labels)
     if cfg.baseline_from:
-        check_list(cfg.baseline_list, cfg.data_root, "--baseline-list", sizes=sizes,
-                   progress=cfg.progress)
+        check_list(cfg.baseline_list, cfg.data_root, "--baseline-list", **labels)
 
 
 def check_init_weights(cfg):

@@ -35,7 +35,7 @@ def evaluate_weights(cfg, weights, out_dir, test_net):
         (test_net, weights), cfg.val_list, cfg.data_root, out_dir,
         num_classes=cfg.num_classes, size=cfg.test_size,
         progress="transient" if cfg.progress else False, gpu=cfg.gpu,
-        class_names=cfg.class_names)
+        class_names=cfg.class_names, skip_flag=None)  # the sweep has no --skip-bad-images
 
 
 def write_solver(cfg, run, run_dir):
