@@ -8,12 +8,17 @@ labelled c and ``+sim(...)`` otherwise; the sum is divided by the number of clas
 pixels per batch) or also by the number of valid pixels (``normalize: valid``, an option:
 lambda then weighs an average like Caffe's softmax, about valid-pixels-per-batch times
 weaker than Algorithm 3's at the same lambda).
-``sim`` is the cosine or the Pearson correlation over the channels. The ``selective``
-variants keep only the pixels that fc8 misclassifies. The gradient goes to fc7 only;
-templates are constants unless ``template_grad`` is true. A zero vector (cosine) or a
-constant one (correlation) has similarity 0 to everything and gets no gradient.
-The similarities are matrix products (templates x channels) @ (channels x pixels), one
-batch item at a time, so memory stays at a few copies of one item's fc7.
+``sim`` is the cosine or the Pearson correlation over the channels (Table 3.1's losses,
+``LOSS_NAMES``), or Eq. 3.1 as printed, ``correlation_printed`` = (<x, t> - mu_x mu_t) /
+(sigma_x sigma_t) with <.,.> the plain sum over the D channels, i.e. D r + (D - 1) mu_x mu_t
+/ (sigma_x sigma_t) (``EXTRA_LOSS_NAMES``, issue #27). The ``selective`` variants keep only
+the pixels that fc8 misclassifies. The gradient goes to fc7 only; templates are constants
+unless ``template_grad`` is true. A zero vector (cosine) or a constant one (the
+correlations) has similarity 0 to everything and gets no gradient.
+The work (``python_layers.similarity_blocks``) reads fc7 once in the forward pass and once
+in the backward pass, an item at a time over ``python_layers.thread_pool``'s threads.
+``LossStats`` is the layer's running diagnostics line (``format_stats_line`` /
+``parse_stats_line``).
 
 This module is the NumPy maths and the loss names and options, free of Caffe (the toolkit's
 library imports it without loading Caffe); ``python_layers.template_loss`` is the Caffe
