@@ -474,15 +474,28 @@ def _kill(process):
     process.wait()
 
 
+def threads_env(threads):
+    """The environment that caps a process at ``threads`` CPU threads: OpenBLAS's (Caffe's
+    matrix products), OpenMP's and the template loss's pool (``PIXELFEEDBACK_LOSS_THREADS``);
+    {} for None (their defaults: every core)."""
+    if threads is None:
+        return {}
+    from python_layers.thread_pool import THREADS_ENV
+
+    return {name: str(threads) for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                            THREADS_ENV)}
+
+
 def train(solver_path, run_dir, init_weights=None, gpu=None, log_name="train.log",
-          progress=False, description="train"):
+          progress=False, description="train", threads=None):
     """`caffe train` from the repository root; resumes from the newest usable snapshot.
 
     Returns the (iteration, loss) pairs of the log (of all sessions of this run). A crash
     is a ToolkitError quoting the log's last error line and naming the log. A non-finite
     loss in the log stops `caffe train` at once (the log is read every 0.2 s) and raises
     ``TrainingDiverged`` (its iteration, the run folder, the last finite snapshot).
-    ``progress``: a bar read from the log (titled ``description``).
+    ``progress``: a bar read from the log (titled ``description``). ``threads``: the CPU
+    threads `caffe train` may use (``threads_env``; None: every core).
     """
     from python_layers.seg_data import START_BATCH_ENV  # imports Caffe
 
@@ -501,7 +514,7 @@ def train(solver_path, run_dir, init_weights=None, gpu=None, log_name="train.log
     # The log is parsed; the data layer starts at the resumed iteration's batch (our
     # solvers keep iter_size 1: one batch per iteration).
     env = dict(os.environ, GLOG_logtostderr="1", GLOG_minloglevel="0",
-               **{START_BATCH_ENV: str(start)})
+               **{START_BATCH_ENV: str(start)}, **threads_env(threads))
     try:
         log = _open_log(log_path, COMMAND_PREFIX + " ".join(command) + "\n")
     except OSError as exc:

@@ -32,6 +32,8 @@ FLAGS = [
     ("--num-classes", "5", "num_classes", 5),
     ("--gpu", "2", "gpu", 2),
     ("--gpus", "1,3", "devices", [1, 3]),
+    ("--workers", "3", "workers", 3),
+    ("--threads", "2", "threads", 2),
     ("--shard", "2/3", "shard", (2, 3)),
     ("--step-control", "0.01,0.5,100,300", "step_control",
      {"base_lr": 0.01, "gamma": 0.5, "stepsize": 100, "done": 300}),

@@ -78,7 +78,7 @@ def small_sweep(tmp_path, tiny_voc, caffe):
                           val_list=list_path, init_weights=init, losses=("cosine",),
                           lambdas=(0.01, 0.1), seeds=(0, 1), iterations=4, batch_size=2,
                           crop=33, test_size=65, width_div=32, num_classes=4, progress=False,
-                          step_control=None)
+                          step_control=None, workers=1)
 
 
 def test_sweep_runs_is_interrupted_resumes_and_writes_the_table(small_sweep):

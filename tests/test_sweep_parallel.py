@@ -37,7 +37,7 @@ def setting(tmp_path_factory, caffe):
                    init_weights=init, losses=("cosine",), lambdas=(0.1, 1.0), seeds=(0, 1),
                    iterations=ITERATIONS, snapshot_every=SNAPSHOT, batch_size=2, crop=33,
                    test_size=65, width_div=32, num_classes=4, progress=False,
-                   step_control=None)
+                   step_control=None, workers=1)
     return options
 
 
@@ -54,7 +54,7 @@ def argv(setting, out, *extra):
             "--seeds", ",".join(str(x) for x in s["seeds"]), "--iterations", str(ITERATIONS),
             "--snapshot-every", str(SNAPSHOT), "--batch-size", "2", "--crop", "33",
             "--test-size", "65", "--width-div", "32", "--num-classes", "4",
-            "--step-control", "none", *extra]
+            "--step-control", "none", "--workers", "1", *extra]
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +181,27 @@ def test_progress_bars_and_no_glog_on_the_terminal(setting, tmp_path):
     assert any(p.startswith("control_seed0:") and "20/20" in p and "loss=" in p for p in pieces)
     assert not [p for p in pieces if training.GLOG_LINE.match(p)], "glog reached the terminal"
     assert "| control (softmax only) |" in stdout
+
+
+def test_cpu_workers_give_the_bits_of_runs_trained_one_at_a_time(setting, tmp_path):
+    """Issue 27: on the CPU the sweep runs one single-threaded training per core by
+    default; each run's results are bit-identical to the same run trained alone with the
+    same thread count."""
+    cores = len(os.sched_getaffinity(0))
+    default = plan.SweepConfig()
+    assert default.trainers() == ([None] * cores if cores > 1 else None)
+    assert default.training_threads() == 1
+    assert plan.SweepConfig(gpu=0).trainers() is None and plan.SweepConfig(gpu=0).training_threads() is None
+    alone = driver.run_sweep(config(setting, tmp_path / "alone", workers=1, threads=1,
+                                    lambdas=(0.1,)))
+    together = driver.run_sweep(config(setting, tmp_path / "workers", workers=2, threads=1,
+                                       lambdas=(0.1,)))
+    volatile = ("seconds", "train_seconds", "weights")
+    by_run = {r["run"]: r for r in alone}
+    assert sorted(by_run) == sorted(r["run"] for r in together)
+    for record in together:
+        assert record["threads"] == 1
+        assert {k: v for k, v in record.items() if k not in volatile} == \
+            {k: v for k, v in by_run[record["run"]].items() if k not in volatile}
+        assert final_weight_bytes(tmp_path / "workers", record["run"]) == \
+            final_weight_bytes(tmp_path / "alone", record["run"])

@@ -43,6 +43,9 @@ def check_combinations(cfg):
     if cfg.devices is not None and cfg.gpu is not None:
         raise ToolkitError("give either --gpu (one GPU) or --gpus (one worker per GPU), "
                            "not both")
+    if cfg.on_gpus() and (cfg.workers or cfg.threads):
+        note("--workers and --threads do nothing with --gpu or --gpus: each GPU's worker "
+             "trains one run at a time")
     check_init_provenance(cfg)
 
 

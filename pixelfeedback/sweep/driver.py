@@ -25,13 +25,14 @@ def run_sweep(cfg, on_result=None):
     refused unless ``cfg.restart``; processes of the same settings split the runs, each
     run locked by the one training it. Everything is checked first (``checks.check``): a
     bad setting, file or image fails before any run trains and before anything is written.
-    With ``cfg.devices``, one worker process per device takes the next free run."""
+    With ``cfg.devices`` (GPUs) or ``cfg.workers`` (CPU), one worker process per device
+    takes the next free run."""
     checks.check(cfg)
     with open_sweep_folder(cfg, cfg.restart) as folder:
         if cfg.val_trained_init and not cfg.baseline_from:
             warn_val_contamination(cfg.init_weights)
         record_plan(folder, cfg)
-        if cfg.devices:
+        if cfg.trainers():
             busy = run_on_devices(cfg, folder, on_result)
         else:
             busy = run_planned(cfg, folder, on_result)

@@ -96,7 +96,7 @@ def _train_and_evaluate(cfg, folder, run, run_dir):
         # not trained yet, or its final weights are unusable (a kill mid-write): resume
         try:
             train(solver_path, run_dir, init, cfg.gpu, progress=cfg.progress,
-                  description=run_name(run))
+                  description=run_name(run), threads=cfg.training_threads())
         except TrainingDiverged as exc:  # recorded with what its last finite weights score
             if run.loss == BASELINE:
                 raise
@@ -124,7 +124,7 @@ def _train_and_evaluate(cfg, folder, run, run_dir):
         **record_fields(cfg),
         "label_pixels_per_batch": largefov.label_positions_per_batch(cfg.batch_size, cfg.crop),
         "resumed": bool(resumes), "resumed_from": resumes,
-        "device": "cpu" if cfg.gpu is None else f"gpu {cfg.gpu}",
+        "device": "cpu" if cfg.gpu is None else f"gpu {cfg.gpu}", "threads": cfg.training_threads(),
         "weights": os.path.relpath(weights, folder.root),
         "seconds": round(time.time() - started, 1),  # of the invocation that finished it
         "train_seconds": round(training_seconds(log_text), 1),  # all sessions, from the log

@@ -5,7 +5,7 @@ import collections
 import os
 
 from pixelfeedback.nets.largefov import STAGE1
-from pixelfeedback.sweep.settings import BY_NAME, IMAGENET_INIT, SETTINGS
+from pixelfeedback.sweep.settings import BY_NAME, IMAGENET_INIT, SETTINGS, available_cores
 from python_layers.template_similarity import ALL_LOSS_NAMES
 
 CONTROL = "control"
@@ -86,6 +86,25 @@ class SweepConfig(object):
                     contents[setting.name] = content_digest(getattr(self, setting.name))
         entries[CONTENTS] = contents
         return entries
+
+    def on_gpus(self):
+        return self.gpu is not None or self.devices is not None
+
+    def trainers(self):
+        """The devices of the worker processes (GPU ids, None for a CPU worker), or None
+        when this process trains the runs itself, one after the other. On the CPU: one
+        worker per core unless ``workers`` says otherwise."""
+        if self.devices:
+            return list(self.devices)
+        workers = None if self.on_gpus() else self.workers or available_cores()
+        return [None] * workers if workers and workers > 1 else None
+
+    def training_threads(self):
+        """The CPU threads of each training and its evaluation (None on GPUs): ``threads``,
+        else the cores shared out among the workers (one each by default)."""
+        if self.on_gpus():
+            return None
+        return self.threads or max(1, available_cores() // len(self.trainers() or [None]))
 
     def control_seed_list(self):
         """The seeds of the controls: ``control_seeds``, else ``seeds``."""

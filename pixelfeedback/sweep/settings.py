@@ -188,6 +188,13 @@ SETTINGS = (
     Setting("devices", None, device_list,
             "run one worker per GPU (comma-separated ids, e.g. 0,1,2,3), each taking the "
             "next run no one holds", flag="--gpus", metavar="IDS"),
+    Setting("workers", None, cli.positive_int,
+            "on the CPU: this many trainings at once, each in its own worker process taking "
+            "the next run no one holds (default: one per core this process may use); not "
+            "used with --gpu or --gpus", metavar="N"),
+    Setting("threads", None, cli.positive_int,
+            "on the CPU: the threads each training and its evaluation may use (default: the "
+            "cores divided by --workers, so one each); every result records it", metavar="N"),
     Setting("shard", None, cli.shard_spec,
             "do only part I of N of the runs (every N-th), so that N processes or machines "
             "sharing --out split the sweep; any of them may rerun to write the whole table "
@@ -217,6 +224,14 @@ SETTINGS = (
             action="store_true"),
 )
 BY_NAME = {setting.name: setting for setting in SETTINGS}
+
+
+def available_cores():
+    """The cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
 
 
 def add_arguments(parser):

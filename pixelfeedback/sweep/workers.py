@@ -1,6 +1,8 @@
 """Who trains which run: this process in plan order, or one worker process per device
-(``--gpus``), each taking the next run no one holds; the progress bar over the sweep's
-runs; waiting for the stage-1 baseline that another process trains."""
+(``--gpus``, or ``--workers`` CPU workers), each taking the next run no one holds; the
+progress bar over the sweep's runs; waiting for the stage-1 baseline that another process
+trains."""
+import copy
 import os
 import sys
 import time
@@ -10,7 +12,7 @@ from pixelfeedback.messages import note
 from pixelfeedback.sweep.one_run import run_one
 from pixelfeedback.sweep.plan import BASELINE, Run, result_file
 from pixelfeedback.sweep.store import load_results, open_sweep_folder, read_result
-from pixelfeedback.training import die_with_parent
+from pixelfeedback.training import die_with_parent, threads_env
 from python_layers import ToolkitError
 
 
@@ -87,7 +89,8 @@ def _device_worker(cfg, device, parent, errors):
     dies_with_parent = die_with_parent(parent)
     if dies_with_parent:
         dies_with_parent()
-    cfg.gpu, cfg.devices, cfg.progress = device, None, False
+    os.environ.update(threads_env(cfg.threads))  # before Caffe loads (its evaluation)
+    cfg.gpu, cfg.devices, cfg.workers, cfg.progress = device, None, 1, False
     try:
         with open_sweep_folder(cfg) as folder:
             run_planned(cfg, folder)
@@ -104,11 +107,15 @@ def run_on_devices(cfg, folder, on_result):
 
     context = multiprocessing.get_context("spawn")
     errors = context.Queue()
+    trainers = cfg.trainers()
+    cfg = copy.copy(cfg)
+    cfg.threads = cfg.training_threads()  # resolved here, for every worker alike
     runs = cfg.shard_runs()
     bar = SweepProgress(cfg, folder, runs)
     workers = [context.Process(target=_device_worker, args=(cfg, device, os.getpid(), errors),
-                               name=f"sweep-device-{device}", daemon=True)
-               for device in cfg.devices]
+                               name=f"sweep-{'cpu' if device is None else 'gpu'}-worker-{i}",
+                               daemon=True)
+               for i, device in enumerate(trainers)]
     try:
         for worker in workers:
             worker.start()
