@@ -183,7 +183,7 @@ def test_progress_bars_and_no_glog_on_the_terminal(setting, tmp_path):
     assert "| control (softmax only) |" in stdout
 
 
-def test_cpu_workers_give_the_bits_of_runs_trained_one_at_a_time(setting, tmp_path):
+def test_cpu_workers_give_the_bits_of_runs_trained_one_at_a_time(setting, tmp_path, capfd):
     """Issue 27: on the CPU the sweep runs one single-threaded training per core by
     default; each run's results are bit-identical to the same run trained alone with the
     same thread count."""
@@ -194,8 +194,12 @@ def test_cpu_workers_give_the_bits_of_runs_trained_one_at_a_time(setting, tmp_pa
     assert plan.SweepConfig(gpu=0).trainers() is None and plan.SweepConfig(gpu=0).training_threads() is None
     alone = driver.run_sweep(config(setting, tmp_path / "alone", workers=1, threads=1,
                                     lambdas=(0.1,)))
+    capfd.readouterr()
     together = driver.run_sweep(config(setting, tmp_path / "workers", workers=2, threads=1,
                                        lambdas=(0.1,)))
+    err = capfd.readouterr().err
+    for record in together:  # one line per run: the parent's, none from the workers
+        assert err.count(f"{record['run']}: mean IoU") == 1, err
     volatile = ("seconds", "train_seconds", "weights")
     by_run = {r["run"]: r for r in alone}
     assert sorted(by_run) == sorted(r["run"] for r in together)

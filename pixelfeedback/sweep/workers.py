@@ -19,15 +19,17 @@ from python_layers import ToolkitError
 class SweepProgress:
     """One bar for the sweep (runs finished of this process's runs) and a line per run."""
 
-    def __init__(self, cfg, folder, runs):
+    def __init__(self, cfg, folder, runs, lines=True):
         from tqdm import tqdm
 
-        self.folder, self.runs = folder, runs
+        self.folder, self.runs, self.lines = folder, runs, lines
         self.seen = {run for run in runs if folder.has(result_file(run))}
         self.bar = tqdm(total=len(runs), initial=len(self.seen), desc="Table 3.1 sweep",
                         unit="run", disable=not cfg.progress, dynamic_ncols=True)
 
     def done(self, record):
+        if not self.lines:  # a worker process: its parent writes the line
+            return
         self.bar.write(f"{record['run']}: mean IoU {record['mean_iou']:.4f}, loss "
                        f"{reports.fmt(record['first_loss'])} -> "
                        f"{reports.fmt(record['last_loss'])}, {record['seconds']:.0f} s"
@@ -48,10 +50,11 @@ class SweepProgress:
         self.bar.close()
 
 
-def run_planned(cfg, folder, on_result=None):
-    """This process's runs in order; returns those other processes held."""
+def run_planned(cfg, folder, on_result=None, lines=True):
+    """This process's runs in order; returns those other processes held. ``lines``: a
+    line per finished run (a worker process leaves them to its parent)."""
     runs = cfg.shard_runs()
-    bar = SweepProgress(cfg, folder, runs)
+    bar = SweepProgress(cfg, folder, runs, lines)
     busy = []
     try:
         for run in runs:
@@ -93,7 +96,7 @@ def _device_worker(cfg, device, parent, errors):
     cfg.gpu, cfg.devices, cfg.workers, cfg.progress = device, None, 1, False
     try:
         with open_sweep_folder(cfg) as folder:
-            run_planned(cfg, folder)
+            run_planned(cfg, folder, lines=False)
     except ToolkitError as exc:
         errors.put(f"{'CPU' if device is None else f'GPU {device}'}: {exc}")
         sys.exit(2)
