@@ -144,19 +144,25 @@ NO_GPU_LINE = ("no GPU visible: running on the CPU (start the container with 'do
                "--gpus all' for the GPU)")
 
 
-def run_entrypoint(tmp_path, args, cuda_image=True, nvidia_smi=None):
-    """docker/entrypoint.sh outside an image: a stand-in workspace with an empty venv, and
-    ``nvidia_smi`` (shell code) as the only nvidia-smi on PATH (None: none)."""
+def run_entrypoint(tmp_path, args, cuda_image=True, nvidia_smi=None, python=False):
+    """docker/entrypoint.sh outside an image: a stand-in workspace with an empty venv, the
+    mount points /data, /weights and /runs in ``tmp_path/mounts``, and ``nvidia_smi``
+    (shell code) as the only nvidia-smi on PATH (None: none). ``python``: a stand-in
+    python on PATH that prints the command it was given, one line per call."""
     workspace = tmp_path / "workspace"
     (workspace / ".venv" / "bin").mkdir(parents=True, exist_ok=True)
     (workspace / ".venv" / "bin" / "activate").write_text("")
     stubs = tmp_path / "stubs"
     stubs.mkdir(exist_ok=True)
-    if nvidia_smi is not None:
-        stub = stubs / "nvidia-smi"
-        stub.write_text("#!/bin/sh\n" + nvidia_smi + "\n")
-        stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
-    env = {"PATH": f"{stubs}:/usr/bin:/bin", "PIXELFEEDBACK_WORKSPACE": str(workspace)}
+    for name, body in (("nvidia-smi", nvidia_smi), ("python", 'echo "python $*"' if python else None)):
+        if body is not None:
+            stub = stubs / name
+            stub.write_text("#!/bin/sh\n" + body + "\n")
+            stub.chmod(stub.stat().st_mode | stat.S_IXUSR)
+    mounts = tmp_path / "mounts"
+    env = {"PATH": f"{stubs}:/usr/bin:/bin", "PIXELFEEDBACK_WORKSPACE": str(workspace),
+           **{f"PIXELFEEDBACK_{name.upper()}": str(mounts / name)
+              for name in ("data", "weights", "runs")}}
     if cuda_image:
         env["PIXELFEEDBACK_CUDA_IMAGE"] = "1"
     return subprocess.run(["bash", os.path.join(DOCKER, "entrypoint.sh")] + args, env=env,
@@ -257,3 +263,100 @@ def test_check_script_keeps_one_log_per_package_install(tmp_path):
     assert sorted(p.name for p in logs.iterdir()) == ["apt-install-mmdebstrap.log",
                                                       "apt-install-podman.log"]
     assert "install -y -qq podman runc" in (logs / "apt-install-podman.log").read_text()
+
+
+FOUR_GPUS = "; ".join(f'echo "GPU {i}: NVIDIA H100 80GB HBM3 (UUID: GPU-{i}{i}{i})"' for i in range(4))
+
+
+def python_calls(result):
+    """The command lines the stand-in python was given."""
+    assert result.returncode == 0, result.stderr
+    return [line.split()[1:] for line in result.stdout.splitlines() if line.startswith("python ")]
+
+
+def voc_mounted(tmp_path):
+    (tmp_path / "mounts" / "data" / "VOCdevkit" / "VOC2012" / "JPEGImages").mkdir(parents=True)
+    return str(tmp_path / "mounts" / "data" / "VOCdevkit" / "VOC2012")
+
+
+@pytest.mark.parametrize("given, passed", [
+    ([], ["--gpu", "0"]),                                   # one GPU by default
+    (["--gpus", "0,1,2,3"], ["--gpus", "0,1,2,3"]),          # issue 26 item 3: passed through
+    (["--gpus", "1,3"], ["--gpus", "1,3"]),
+    (["--gpu", "2"], ["--gpu", "2"]),
+    (["--gpu=2"], ["--gpu=2"]),
+    (["--gpus", "all"], ["--gpus", "0,1,2,3"]),              # every GPU nvidia-smi -L lists
+    (["--gpus=all"], ["--gpus", "0,1,2,3"]),
+], ids=["none", "gpus list", "gpus subset", "gpu", "gpu=", "gpus all", "gpus=all"])
+def test_reproduce_passes_gpu_flags_through_and_adds_gpu_0_only_without_them(
+        tmp_path, given, passed):
+    voc = voc_mounted(tmp_path)
+    result = run_entrypoint(tmp_path, ["reproduce", "--seeds", "0"] + given,
+                            nvidia_smi=FOUR_GPUS, python=True)
+    lists, sweep = python_calls(result)
+    assert lists == ["tools/fetch_voc.py", "--lists-only", voc, "--lists-dir",
+                     str(tmp_path / "mounts" / "data" / "lists")]
+    assert sweep == ["tools/reproduce_table.py", "--data-root", voc, "--seeds", "0"] + passed \
+        or sweep == ["tools/reproduce_table.py", "--data-root", voc] + passed + ["--seeds", "0"]
+    assert sweep.count("--gpu") + sweep.count("--gpus") + \
+        sum(arg.startswith("--gpu") and "=" in arg for arg in sweep) == 1
+
+
+def test_gpus_all_without_a_visible_gpu_is_refused(tmp_path):
+    voc_mounted(tmp_path)
+    for cuda_image in (True, False):
+        result = run_entrypoint(tmp_path, ["reproduce", "--gpus", "all"],
+                                cuda_image=cuda_image, python=True)
+        assert result.returncode == 2 and "python" not in result.stdout
+        assert "no GPU is visible in this container" in result.stderr
+
+
+def test_gpu_check_runs_on_gpu_0_or_says_cpu(tmp_path):
+    runs = str(tmp_path / "mounts" / "runs")
+    [call] = python_calls(run_entrypoint(tmp_path, ["gpu-check"], nvidia_smi=FOUR_GPUS,
+                                         python=True))
+    assert call == ["tools/gpu_check.py", "--out", runs + "/gpu-check", "--gpu", "0"]
+    [call] = python_calls(run_entrypoint(tmp_path, ["gpu-check", "--gpu", "3"],
+                                         nvidia_smi=FOUR_GPUS, python=True))
+    assert call == ["tools/gpu_check.py", "--out", runs + "/gpu-check", "--gpu", "3"]
+    cpu = tmp_path / "cpu"   # no nvidia-smi there
+    [call] = python_calls(run_entrypoint(cpu, ["gpu-check", "--iterations", "5"],
+                                         cuda_image=False, python=True))
+    assert call == ["tools/gpu_check.py", "--out", str(cpu / "mounts" / "runs" / "gpu-check"), "--cpu",
+                    "--iterations", "5"]
+
+
+def test_fetch_commands_write_into_the_mounts(tmp_path):
+    data, weights = (str(tmp_path / "mounts" / name) for name in ("data", "weights"))
+    [call] = python_calls(run_entrypoint(tmp_path, ["fetch-data"], python=True))
+    assert call == ["tools/fetch_voc.py", "--sbd", "--dest", data]
+    [call] = python_calls(run_entrypoint(tmp_path, ["fetch-weights"], python=True))
+    assert call == ["weights/fetch.py", "--dest", weights, "largefov-init"]
+    [call] = python_calls(run_entrypoint(tmp_path, ["fetch-weights", "largefov-init",
+                                                    "largefov"], python=True))
+    assert call == ["weights/fetch.py", "--dest", weights, "largefov-init", "largefov"]
+
+
+def test_the_tools_default_folders_are_the_mounts(tmp_path):
+    """data/ and runs/ of the workspace are the mounted folders (results outlive --rm);
+    each caffemodel of the mounted weights folder is linked into weights/."""
+    mounts = tmp_path / "mounts"
+    (mounts / "weights").mkdir(parents=True)
+    (mounts / "weights" / "vgg16_20M.caffemodel").write_bytes(b"w")
+    (mounts / "weights" / "notes.txt").write_text("not a model")
+    voc_mounted(tmp_path)
+    python_calls(run_entrypoint(tmp_path, ["reproduce"], python=True))
+    workspace = tmp_path / "workspace"
+    assert os.readlink(workspace / "data") == str(mounts / "data")
+    assert os.readlink(workspace / "runs") == str(mounts / "runs")
+    assert os.readlink(workspace / "weights" / "vgg16_20M.caffemodel") == \
+        str(mounts / "weights" / "vgg16_20M.caffemodel")
+    assert sorted(os.listdir(workspace / "weights")) == ["vgg16_20M.caffemodel"]
+    result = run_entrypoint(tmp_path, ["reproduce"], python=True)   # again: links kept
+    assert result.returncode == 0, result.stderr
+
+
+def test_reproduce_without_voc_says_how_to_mount_it(tmp_path):
+    result = run_entrypoint(tmp_path, ["reproduce"], python=True)
+    assert result.returncode == 2 and result.stdout == ""
+    assert "run fetch-data first" in result.stderr and "-v" in result.stderr
