@@ -13,6 +13,7 @@ import lzma
 import os
 import posixpath
 import shutil
+import sys
 import tarfile
 import zlib
 
@@ -38,6 +39,28 @@ ARCHIVES = {
                    "82b4d87ceb2ed10f6038a1cba92111cb",
                    "Semantic Boundaries Dataset, Hariharan et al. 2011 (about 1.4 GB)"),
 }
+
+
+# The images of each list made from the published archives (DeepLab's lists; SBD's
+# train_aug: (SBD train + SBD val + VOC train) minus VOC val).
+EXPECTED_IMAGES = {"train": 1464, "val": 1449, "train_aug": 10582}
+
+
+def count_warnings(counts, lists_dir):
+    """One line per list whose image count is not the published data set's (a cut archive,
+    a subset, another data set), and one when train_aug.txt was not made."""
+    lines = []
+    for name, count in counts.items():
+        expected = EXPECTED_IMAGES.get(name)
+        if expected is not None and count != expected:
+            lines.append(f"warning: {os.path.join(lists_dir, name + '.txt')} has {count:,} "
+                         f"images, the published VOC 2012{' + SBD' if name == 'train_aug' else ''}"
+                         f" {expected:,}: results on these lists will not compare with the "
+                         "thesis's (an incomplete or different data set?)")
+    if "train_aug" not in counts:
+        lines.append(f"note: no {os.path.join(lists_dir, 'train_aug.txt')} (no SBD labels): "
+                     "the sweep's stage 1 trains on it; fetch SBD with --sbd")
+    return lines
 
 
 def archive_url(archive, base_url=None):
@@ -275,8 +298,9 @@ def lists_for_existing(voc_root, lists_dir):
 def fetch(dest, sbd=False, from_archive=None, sbd_archive=None, base_url=None, verify=True,
           keep_archives=False, lists_only=None, lists_dir=None, progress=True):
     """Fetch (or find) VOC 2012, optionally SBD, and write the list files; prints what it
-    did. ``lists_only``: an existing VOC2012 folder to write lists for, downloading nothing.
-    Returns {list name: image count}."""
+    did, each list's image count, and a warning for each count that is not the published
+    data set's (``EXPECTED_IMAGES``). ``lists_only``: an existing VOC2012 folder to write
+    lists for, downloading nothing. Returns {list name: image count}."""
     lists_dir = lists_dir or os.path.join(dest, "lists")
     if lists_only:
         counts = lists_for_existing(lists_only, lists_dir)
@@ -313,4 +337,6 @@ def fetch(dest, sbd=False, from_archive=None, sbd_archive=None, base_url=None, v
         print(f"data root: {voc_root}")
     for name, count in counts.items():
         print(f"{os.path.join(lists_dir, name + '.txt')}: {count} images")
+    for line in count_warnings(counts, lists_dir):
+        print(line, file=sys.stderr)
     return counts
