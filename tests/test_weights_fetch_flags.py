@@ -18,6 +18,7 @@ FLAGS = [  # (flag, value, fetch_models argument, expected)
     ("--dest", "elsewhere/weights", "dest", "elsewhere/weights"),
     ("--base-url", "http://mirror.example/w", "base_url", "http://mirror.example/w"),
     ("--no-shape-check", None, "shapes", False),
+    ("--width-div", "32", "width_div", 32),
     ("--no-progress", None, "progress", False),   # stderr is a terminal in these tests
 ]
 
@@ -38,7 +39,7 @@ def test_each_flag_reaches_its_argument(captured, flag, value, keyword, expected
 def test_the_names_and_the_defaults(captured):
     assert captured() == dict(names=[], fetch_all=False, list_only=False, verify=False,
                               dest=WEIGHTS_DIR, base_url=None, force=False, progress=True,
-                              shapes=True, replace_checksum=False)
+                              shapes=True, replace_checksum=False, width_div=1)
     assert captured("largefov", "fcn8s")["names"] == ["largefov", "fcn8s"]
     assert captured("--verify", "fcn8s")["names"] == ["fcn8s"]
 

@@ -7,6 +7,7 @@
     python weights/fetch.py --verify [names]       check files already here (no download)
 
     python weights/fetch.py largefov --replace-checksum   download again, record anew
+    python weights/fetch.py largefov-init --width-div 32  shapes of LargeFOV at 1/32 width
 
 Checksums of these files were never published, so the sha256 of the first download is
 recorded in weights/checksums.json and every later download or --verify is checked
@@ -50,6 +51,11 @@ def build_parser():
     parser.add_argument("--no-shape-check", action="store_true",
                         help="skip comparing the caffemodel with the deploy prototxt (it "
                              "must still read as a whole caffemodel)")
+    parser.add_argument("--width-div", type=cli.positive_int, default=1, metavar="N",
+                        help="check DeepLab-LargeFOV's weights (largefov, largefov-init) "
+                             "against the net with every layer's channels divided by N, as "
+                             "tools/reproduce_table.py --width-div N trains it (1: the "
+                             "published net; the docs' rehearsal serves weights at 32)")
     cli.add_progress(parser)
     return parser
 
@@ -58,7 +64,8 @@ def main(argv=None):
     return cli.main(build_parser(), lambda args: published_weights.fetch_models(
         args.names, fetch_all=args.all, list_only=args.list, verify=args.verify, dest=args.dest,
         base_url=args.base_url, force=args.force, progress=cli.show_progress(args),
-        shapes=not args.no_shape_check, replace_checksum=args.replace_checksum), argv)
+        shapes=not args.no_shape_check, replace_checksum=args.replace_checksum,
+        width_div=args.width_div), argv)
 
 
 if __name__ == "__main__":
