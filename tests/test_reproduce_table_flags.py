@@ -34,6 +34,7 @@ FLAGS = [
     ("--gpus", "1,3", "devices", [1, 3]),
     ("--workers", "3", "workers", 3),
     ("--threads", "2", "threads", 2),
+    ("--flow-images", "30", "flow_images", 30),
     ("--shard", "2/3", "shard", (2, 3)),
     ("--step-control", "0.01,0.5,100,300", "step_control",
      {"base_lr": 0.01, "gamma": 0.5, "stepsize": 100, "done": 300}),

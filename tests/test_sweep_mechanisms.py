@@ -89,3 +89,55 @@ def test_a_planted_slip_pairing_the_wrong_classes_fails():
     right = metrics.pair_confusion(confusion, NAMES, thesis.CORRELATED_PAIRS)
     swapped = metrics.pair_confusion(confusion, NAMES, (("cat", "chair"), ("dog", "sofa")))
     assert list(right.values()) != list(swapped.values())
+
+
+@pytest.fixture(scope="module")
+def synthetic_sweep(tmp_path_factory):
+    """A control and a strong cosine run fine-tuned from the committed demo model on a small
+    synthetic set, each with experiment 4's flow measured on its own weights."""
+    import os
+    from pixelfeedback import synthetic
+    from pixelfeedback.demo import model as demo
+    from pixelfeedback.sweep import plan
+
+    base = tmp_path_factory.mktemp("flow")
+    data = synthetic.generate(str(base / "data"), n_train=20, n_val=6)
+    weights, _ = demo.weights_files(demo.DEMO_WEIGHTS_DIR)
+    cfg = plan.SweepConfig(
+        out=str(base / "sweep"), data_root=data["root"], train_list=data["train_list"],
+        val_list=data["val_list"], init_weights=weights, losses=("cosine",), lambdas=(50.0,),
+        seeds=(0,), iterations=10, base_lr=1e-3, batch_size=4, crop=129, test_size=129,
+        width_div=demo.RECIPE["net"]["width_div"], num_classes=demo.RECIPE["net"]["num_classes"],
+        class_names=synthetic.CLASS_NAMES, step_control=None, workers=1, flow_images=4,
+        progress=False)
+    return cfg, {r["run"]: r for r in driver.run_sweep(cfg)}
+
+
+def test_the_flow_of_each_run_is_measured_on_its_own_weights(synthetic_sweep, tmp_path):
+    """A planted slip measuring every run's flow on the control's weights fails here."""
+    import os
+    from pixelfeedback.sweep import flow
+
+    cfg, results = synthetic_sweep
+    for name, record in results.items():
+        assert record["flow"]["images"] == 4 and record["flow"]["objects"] > 0
+        again = flow.flow_measure(cfg, os.path.join(cfg.out, record["weights"]),
+                                  str(tmp_path / name))
+        assert again == record["flow"]
+    assert results["cosine_lam50_seed0"]["flow"] != results["control_seed0"]["flow"]
+    rows = {row["loss"]: row for row in summary.summarize(list(results.values()))}
+    assert rows["cosine"]["measures"]["flow_drop_pct"]["paired_diff"] == pytest.approx(
+        results["cosine_lam50_seed0"]["flow"]["drop_pct"]
+        - results["control_seed0"]["flow"]["drop_pct"])
+    assert "flow: drop % with the part masked" in table.table_markdown(list(rows.values()))
+
+
+def test_flow_images_need_a_synthetic_data_set(tmp_path, tiny_voc):
+    from pixelfeedback.sweep import flow, plan
+    from python_layers import ToolkitError
+
+    root, list_path = tiny_voc
+    cfg = plan.SweepConfig(out=str(tmp_path / "s"), data_root=root, flow_images=3)
+    with pytest.raises(ToolkitError, match="--flow-images needs a data set made by "
+                                           "tools/synthetic.py"):
+        flow.check_flow_data(cfg)

@@ -11,6 +11,7 @@ from pixelfeedback.messages import note
 from pixelfeedback.nets import largefov, registry
 from pixelfeedback.nets.loading import check_gpu
 from pixelfeedback.nets.netspec import write_net
+from pixelfeedback.sweep.flow import check_flow_data
 from pixelfeedback.sweep.plan import result_file, snapshot_counts
 from python_layers import ToolkitError
 
@@ -24,6 +25,7 @@ def check(cfg):
         if device is not None:  # None: a CPU worker
             check_gpu(device, "--gpus")
     check_files(cfg)
+    check_flow_data(cfg)
     check_disk(cfg)
     check_init_weights(cfg)
 

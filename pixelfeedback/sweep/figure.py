@@ -39,6 +39,66 @@ def _point_ticks(ax):
     ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:+g}" if value else "0"))
 
 
+def voc_factor(rows):
+    """Our lambda times this is its strength on VOC at the thesis's scale (the rows'
+    ``lam_voc``), or None when the rows do not say."""
+    for row in rows:
+        if row.get("lam_voc") and row["lam"]:
+            return row["lam_voc"] / row["lam"]
+    return None
+
+
+def _lambda_axes(ax, lams, to_voc):
+    """Our lambdas along the bottom (log), their strength on VOC along the top."""
+    ax.set_xscale("log")
+    ax.set_xticks(lams)
+    ax.set_xticklabels([f"{lam:g}" for lam in lams], fontsize=7)
+    ax.minorticks_off()
+    ax.set_xlabel("λ (loss weight)", fontsize=8)
+    if to_voc:
+        top = ax.secondary_xaxis("top", functions=(lambda x: x * to_voc, lambda x: x / to_voc))
+        top.set_xticks([lam * to_voc for lam in lams])
+        top.set_xticklabels([f"{lam * to_voc:.2g}" for lam in lams], fontsize=6)
+        top.minorticks_off()
+        top.set_xlabel("λ at VOC's strength (batch 10, crop 321)", fontsize=7)
+
+
+def mechanisms_figure(path, rows, title="Table 3.1's mechanisms"):
+    """Per measure of ``summary.MEASURES`` the rows hold (the correlated pairs, the flow),
+    one panel: the paired difference to the poly control against lambda, a line per loss
+    with its 95 % interval. Returns the path, or None when no row has a measure."""
+    from pixelfeedback.sweep.summary import MEASURE_TITLES, MEASURES
+
+    names = [n for n in MEASURES if any("paired_diff" in r["measures"].get(n, {})
+                                        for r in rows)]
+    if not names:
+        return None
+    to_voc = voc_factor(rows)
+    figure = new_figure(4.6 * len(names), 4.0)
+    axes = np.atleast_1d(figure.subplots(1, len(names), squeeze=False).ravel())
+    lams = sorted({r["lam"] for r in rows if r["loss"] in ALL_LOSS_NAMES})
+    for ax, name in zip(axes, names):
+        ax.axhline(0.0, color="0.4", lw=0.8)
+        for index, loss in enumerate(l for l in ALL_LOSS_NAMES if any(r["loss"] == l for r in rows)):
+            cells = sorted((r for r in rows if r["loss"] == loss and name in r["measures"]),
+                           key=lambda r: r["lam"])
+            x = np.array([r["lam"] for r in cells]) * (1 + 0.04 * index)  # apart a little
+            y = np.array([r["measures"][name]["paired_diff"] for r in cells], float)
+            err = np.nan_to_num([r["measures"][name]["paired_ci"] for r in cells])
+            ax.errorbar(x, y, yerr=err, fmt="o-", capsize=2, lw=1.0, ms=3,
+                        label=LOSS_TITLES.get(loss, loss))
+        _lambda_axes(ax, lams, to_voc)
+        ax.set_ylabel("paired Δ vs the poly control", fontsize=8)
+        ax.set_title(MEASURE_TITLES[name], fontsize=9)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    figure.legend(handles, labels, loc="lower center", fontsize=7, ncol=3, frameon=False)
+    figure.suptitle(title + ": below 0, the pair is told apart better / the activation "
+                    "spreads beyond the part", fontsize=9)
+    figure.tight_layout(rect=(0, 0.12, 1, 1))
+    return save_figure(figure, path, dpi=110, layout=False)
+
+
 def table_figure(path, rows, title="Table 3.1", subtitle=None):
     """Write the figure of ``rows`` (``summary.summarize``), one panel per loss with a row,
     to ``path``; returns the path, or None when no loss has a row."""
@@ -51,8 +111,10 @@ def table_figure(path, rows, title="Table 3.1", subtitle=None):
     axes = np.atleast_1d(figure.subplots(lines, columns, squeeze=False).ravel())
     poly = next((r for r in rows if r["loss"] == CONTROL), None)
     step = next((r for r in rows if r["loss"] == CONTROL_STEP), None)
-    all_lams = sorted(set(thesis.LAMBDAS)
-                      | {r["lam"] for r in rows if r["loss"] in losses})
+    to_voc = voc_factor(rows)
+    # the thesis at matched strength: its lambda on VOC is our lambda times to_voc
+    thesis_lams = np.asarray(thesis.LAMBDAS) / (to_voc or 1.0)
+    all_lams = sorted({r["lam"] for r in rows if r["loss"] in losses})
     for ax, loss in zip(axes, losses):
         if poly is not None and np.isfinite(poly["ci"]):
             half = poly["ci"] * POINTS
@@ -72,22 +134,21 @@ def table_figure(path, rows, title="Table 3.1", subtitle=None):
             ax.annotate(f"n={n}", (lam, diff), textcoords="offset points", xytext=(4, 4),
                         fontsize=7, color="tab:blue")
         if loss in thesis.TABLE:
-            ax.plot(thesis.LAMBDAS, (np.asarray(thesis.TABLE[loss], float) - thesis.BASELINE)
+            ax.plot(thesis_lams, (np.asarray(thesis.TABLE[loss], float) - thesis.BASELINE)
                     * POINTS, "s--", mfc="none", color="tab:red", lw=1.0,
-                    label=f"thesis: Δ vs its baseline {thesis.BASELINE:g} (one run, no control)")
-        ax.set_xscale("log")
-        ax.set_xticks(all_lams)
-        ax.set_xticklabels([f"{lam:g}" for lam in all_lams], fontsize=8)
+                    label=f"thesis: Δ vs its baseline {thesis.BASELINE:g} (one run, no control)"
+                          + (", at matched strength (its λ on VOC)" if to_voc else ""))
+        _lambda_axes(ax, all_lams, to_voc)
         ax.set_yscale("symlog", linthresh=1.0)
         _point_ticks(ax)
-        ax.set_xlabel("λ (loss weight)")
         ax.set_ylabel("Δ mIoU, points (symlog)")
         ax.set_title(LOSS_TITLES.get(loss, loss), fontsize=10)
         ax.grid(alpha=0.3)
     for ax in axes[len(losses):]:
         ax.set_visible(False)
     handles, labels = axes[0].get_legend_handles_labels()
-    figure.legend(handles, labels, loc="lower center", fontsize=7, ncol=2, frameon=False)
+    figure.legend(handles, labels, loc="lower center", fontsize=7, ncol=columns, frameon=False)
     figure.suptitle(title + (f"\n{subtitle}" if subtitle else ""), fontsize=10)
-    figure.tight_layout(rect=(0, 0.09 if lines == 1 else 0.06, 1, 1))
+    bottom = 0.06 + 0.035 * -(-len(labels) // columns) / lines
+    figure.tight_layout(rect=(0, bottom, 1, 1))
     return save_figure(figure, path, dpi=110, layout=False)

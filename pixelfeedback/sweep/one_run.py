@@ -10,6 +10,7 @@ from pixelfeedback.messages import note
 from pixelfeedback.metrics import pair_confusion
 from pixelfeedback.nets import largefov
 from pixelfeedback.nets.netspec import write_net
+from pixelfeedback.sweep.flow import flow_measure
 from pixelfeedback.sweep.plan import (BASELINE, CONTROL, CONTROL_STEP, Run,
                                       baseline_snapshot_every, result_file, run_name)
 from pixelfeedback.sweep.settings import record_fields
@@ -133,6 +134,7 @@ def _train_and_evaluate(cfg, folder, run, run_dir):
         "pair_confusion": pair_confusion(evaluated["confusion"], evaluated["class_names"],
                                          thesis.CORRELATED_PAIRS),
         "loss_stats": parse_stats_line(log_text),
+        "flow": flow_measure(cfg, weights, run_dir),
         "diverged": diverged is not None,
         "diverged_at": diverged.iteration if diverged else None,
     }

@@ -219,6 +219,11 @@ SETTINGS = (
     Setting("baseline_iterations", STAGE1.iterations, cli.positive_int,
             "iterations of the stage-1 baseline (step schedule: lr 1e-3, x0.1 every 2000)",
             decides=True, needs="baseline_from"),
+    Setting("flow_images", None, cli.positive_int,
+            "also measure the flow of activation from the part on each run's own weights: "
+            "experiment 4 with the true parts painted over, on the first N val images (a "
+            "tools/synthetic.py data set; the table adds it beside the pairs)", decides=True,
+            omit_unset=True, metavar="N"),
     Setting("restart", False, None,
             "discard what --out holds (runs of other settings included) and start afresh",
             action="store_true"),

@@ -135,13 +135,14 @@ def table_csv(rows, scale=None, seen_val=False):
     return out.getvalue()
 
 
-TABLE_FILES = ("table31.md", "table31.csv", "table31.png")
+TABLE_FILES = ("table31.md", "table31.csv", "table31.png", "table31_mechanisms.png")
 
 
 def write_table(cfg, results, title="Table 3.1"):
-    """table31.md, table31.csv and the figure table31.png in ``cfg.out``, from every
+    """table31.md, table31.csv, the figure table31.png and (when the records hold the
+    correlated pairs or the flow) table31_mechanisms.png in ``cfg.out``, from every
     finished run in ``results`` (whatever cells ``cfg`` names). Returns (rows, markdown)."""
-    from pixelfeedback.sweep.figure import table_figure
+    from pixelfeedback.sweep.figure import mechanisms_figure, table_figure
 
     rows = summarize(results)
     scale = loss_scale(results, cfg.batch_size, cfg.crop)
@@ -157,4 +158,5 @@ def write_table(cfg, results, title="Table 3.1"):
         subtitle = (subtitle + "; " if subtitle else "") + SEEN_VAL
     table_figure(os.path.join(cfg.out, TABLE_FILES[2]), rows,
                  title=title + ": paired Δ mIoU vs the poly control", subtitle=subtitle)
+    mechanisms_figure(os.path.join(cfg.out, TABLE_FILES[3]), rows, title=title)
     return rows, markdown
