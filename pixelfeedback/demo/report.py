@@ -5,7 +5,7 @@ import os
 
 from pixelfeedback import files, reports
 from pixelfeedback.sweep.plan import CONTROL_STEP, LOSS_TITLES
-from pixelfeedback.sweep.summary import target_met
+from pixelfeedback.sweep.summary import MEASURE_TITLES, target_met
 from python_layers.template_similarity import ALL_LOSS_NAMES
 from pixelfeedback.demo.model import EFFECT_TARGET, POWER_TARGET, RECIPE
 from pixelfeedback.paths import REPO_ROOT
@@ -60,6 +60,25 @@ def table_findings(rows, target=POWER_TARGET, effect=EFFECT_TARGET):
                  "reports +1.5 points for the selective cosine at λ=0.05.")
     lines += [f"- {LOSS_TITLES[row['loss']]} λ={row['lam']:g}: " + _difference(
         row["paired_diff"], row["paired_ci"], row["paired_mde"], row["gain"]) for row in cells]
+    return lines + mechanism_findings(cells)
+
+
+def mechanism_findings(cells):
+    """Per measure of the two mechanisms (``summary.MEASURES``), how many loss cells lower
+    it, raise it, or leave it within their paired 95 % interval: a sentence each, stated as
+    measured whichever way it goes."""
+    lines = []
+    for name, title in MEASURE_TITLES.items():
+        found = [row["measures"][name] for row in cells
+                 if "paired_diff" in row["measures"].get(name, {})]
+        if not found:
+            continue
+        counts = collections.Counter(m["gain"] for m in found)
+        lines.append(f"{title[0].upper() + title[1:]} against the poly control: lower in "
+                     f"{counts['worse']}, higher in {counts['yes']}, no detectable change in "
+                     f"{counts['no']} of {len(found)} cells"
+                     + (f" ({counts['n/a']} undecided)" if counts["n/a"] else "")
+                     + " (paired 95 % intervals).")
     return lines
 
 
@@ -156,6 +175,9 @@ def write_report(out, summary, recipe=RECIPE):
         lines += [line] if line.startswith("- ") else [line, ""]
     lines += ["", f"![Table 3.1 in small]({table['figure']})", ""] if table.get("figure") \
         else [""]
+    mechanisms = table.get("mechanisms_figure")
+    if mechanisms and os.path.isfile(os.path.join(out, mechanisms)):
+        lines += [f"![the two mechanisms]({mechanisms})", ""]
     lines += [table["markdown"]]
     if summary["mode"] != "quick" and os.path.isfile(VALID_TABLE):
         with open(VALID_TABLE) as f:

@@ -285,7 +285,7 @@ def _run_steps(out, data_dir, mode, retrain, export, progress, recipe, weights_d
             num_classes=recipe["net"]["num_classes"], progress=progress,
             base_lr=settings["finetune_lr"], class_names=synthetic.CLASS_NAMES,
             step_control=step_control(recipe) if settings["step_control"] else None,
-            normalize=settings["normalize"])
+            normalize=settings["normalize"], flow_images=settings.get("flow_images"))
         results, extended = run_sequential(cfg, settings["more_seeds"], POWER_TARGET,
                                                  EFFECT_TARGET)
         table_rows, table_md = write_table(cfg, results, title="Table 3.1 on synthetic data")
@@ -296,6 +296,7 @@ def _run_steps(out, data_dir, mode, retrain, export, progress, recipe, weights_d
                             "label_pixels_per_batch": largefov.label_positions_per_batch(
                                 cfg.batch_size, cfg.crop),
                             "figure": "table/" + TABLE_FILES[2],
+                            "mechanisms_figure": "table/" + TABLE_FILES[3],
                             "runs": len(results),
                             "train_seconds": round(sum(r.get("train_seconds", 0)
                                                        for r in results), 1)}
