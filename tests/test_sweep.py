@@ -551,3 +551,47 @@ def test_a_label_value_beyond_the_classes_is_refused_naming_num_classes(cli_setu
     argv, out = cli_setup
     status, err = run_script(argv(**{"--num-classes": "2"}), capsys)
     assert_refused_before_training(status, err, out, "--num-classes")
+
+
+def test_flags_that_do_nothing_together_say_so(small_sweep, capsys):
+    cfg = small_sweep   # fine-tunes from --init-weights: no stage 1
+    cfg.baseline_batch_size, cfg.baseline_iterations = 7, 9
+    checks.check_combinations(cfg)
+    err = capsys.readouterr().err
+    assert "--baseline-batch-size, --baseline-iterations do(es) nothing" in err
+    assert "--baseline-list" not in err   # left at its default: nothing to say
+    driver.run_sweep(with_changes(cfg, losses=("cosine",), lambdas=(0.1,), seeds=(0,)))
+    capsys.readouterr()
+    driver.run_and_report(cfg, table_only=True)
+    assert "--table-only: the table is rebuilt from every finished run" in capsys.readouterr().err
+
+
+def with_changes(cfg, **changes):
+    import copy
+    other = copy.copy(cfg)
+    for key, value in changes.items():
+        setattr(other, key, value)
+    return other
+
+
+def test_an_unreadable_plan_is_set_aside_not_a_traceback(small_sweep, capsys):
+    cfg = small_sweep
+    cfg.lambdas, cfg.seeds = (0.1,), (0,)
+    with store.open_sweep_folder(cfg) as folder:
+        store.record_plan(folder, cfg)
+    plan_file = next(iter(os.listdir(os.path.join(cfg.out, "plans"))))
+    open(os.path.join(cfg.out, "plans", plan_file), "w").write('{"cut": ')
+    assert store.planned_run_names(cfg.out) == []
+    assert "is unreadable" in capsys.readouterr().err
+    assert os.listdir(os.path.join(cfg.out, "plans")) == [plan_file + ".corrupt"]
+
+
+def test_a_later_table_without_mechanisms_leaves_no_earlier_figure_beside_it(tmp_path):
+    from tests.test_sweep_mechanisms import planted
+    cfg = plan.SweepConfig(out=str(tmp_path))
+    table.write_table(cfg, planted())
+    assert os.path.isfile(tmp_path / "table31_mechanisms.png")
+    table.write_table(cfg, [{k: v for k, v in r.items() if k != "pair_confusion"}
+                            for r in planted()])
+    assert not os.path.exists(tmp_path / "table31_mechanisms.png")
+    assert os.path.isfile(tmp_path / "table31.png")

@@ -13,6 +13,7 @@ from pixelfeedback.nets.loading import check_gpu
 from pixelfeedback.nets.netspec import write_net
 from pixelfeedback.sweep.flow import check_flow_data
 from pixelfeedback.sweep.plan import result_file, snapshot_counts
+from pixelfeedback.sweep.settings import SETTINGS
 from python_layers import ToolkitError
 
 
@@ -71,6 +72,10 @@ def check_init_provenance(cfg):
                  "from it (give --init-weights instead of --baseline-from to start from "
                  "trained weights)")
         return
+    given = [s.flag for s in SETTINGS if s.needs == "baseline_from" and s.given(cfg)]
+    if given:
+        note(f"{', '.join(given)} do(es) nothing: there is no stage 1 when the fine-tunes "
+             "start from --init-weights")
     seen = trained_on(cfg.init_weights) or ()
     if "voc2012_val" in seen and not cfg.val_trained_init:
         raise ToolkitError(

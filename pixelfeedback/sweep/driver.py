@@ -91,6 +91,9 @@ def run_and_report(cfg, table_only=False):
     elif not os.path.isdir(os.path.join(cfg.out, "results")):
         raise ToolkitError(f"{cfg.out} holds no finished runs (no results/); run the sweep "
                            "first, without --table-only")
+    else:
+        note("--table-only: the table is rebuilt from every finished run in --out; the "
+             "other settings given do nothing")
     with table_lock(cfg.out):
         results = load_results(cfg.out)
         _, markdown = write_table(cfg, results)

@@ -62,6 +62,13 @@ class Setting:
         except argparse.ArgumentTypeError as exc:
             raise ToolkitError(f"{self.flag} {exc}") from None
 
+    def given(self, cfg):
+        """Whether ``cfg`` holds another value than this setting's default."""
+        default = self.default
+        if self.path and default is not None:
+            default = os.path.abspath(default)
+        return getattr(cfg, self.name) != default
+
     def stored(self, cfg):
         """(include, value) of this setting in the fingerprint of ``cfg``."""
         value = getattr(cfg, self.name)

@@ -35,11 +35,23 @@ def record_plan(folder, cfg):
 
 
 def planned_run_names(out):
-    """Every run any sweep into ``out`` planned (``record_plan``), in first-seen order."""
+    """Every run any sweep into ``out`` planned (``record_plan``), in first-seen order. A
+    plan that does not read (the sweep's own note, cut short) is set aside with a warning;
+    the next sweep into the folder notes its plan again."""
     names = []
     for path in sorted(glob.glob(os.path.join(out, PLANS_DIR, "*.json"))):
-        with open(path) as f:
-            names += [name for name in json.load(f) if name not in names]
+        try:
+            with open(path) as f:
+                plan = json.load(f)
+            if not isinstance(plan, list) or not all(isinstance(n, str) for n in plan):
+                raise ValueError("not a list of run names")
+        except ValueError as exc:
+            set_aside = files.set_aside([path])[0]
+            note(f"WARNING: {os.path.join(PLANS_DIR, os.path.basename(path))} is unreadable "
+                 f"({exc}); set aside as {set_aside}: the runs it planned are not counted "
+                 "until a sweep with those settings runs again")
+            continue
+        names += [name for name in plan if name not in names]
     return names
 
 

@@ -156,7 +156,11 @@ def write_table(cfg, results, title="Table 3.1"):
             f", ≤ {p:,} label pixels per batch" for p in scale["pixels"][:1])
     if seen_val:
         subtitle = (subtitle + "; " if subtitle else "") + SEEN_VAL
-    table_figure(os.path.join(cfg.out, TABLE_FILES[2]), rows,
-                 title=title + ": paired Δ mIoU vs the poly control", subtitle=subtitle)
-    mechanisms_figure(os.path.join(cfg.out, TABLE_FILES[3]), rows, title=title)
+    drawn = [table_figure(os.path.join(cfg.out, TABLE_FILES[2]), rows,
+                          title=title + ": paired Δ mIoU vs the poly control",
+                          subtitle=subtitle),
+             mechanisms_figure(os.path.join(cfg.out, TABLE_FILES[3]), rows, title=title)]
+    for name, path in zip(TABLE_FILES[2:], drawn):  # an earlier table's figure is not this one's
+        if path is None and os.path.exists(os.path.join(cfg.out, name)):
+            os.remove(os.path.join(cfg.out, name))
     return rows, markdown
