@@ -143,7 +143,7 @@ done < <(elf_files | grep -v -e '/site-packages/')
 PYTHONPATH="$REPO" "$PYTHON" - "$STAGE" "$PREFIX" "$REPO" <<'EOF'
 import json, os, subprocess, sys, time
 import numpy, google.protobuf, six
-from pixelfeedback.gpu_check import sweep_plan
+from pixelfeedback.gpu_timings import sweep_plan
 stage, prefix, repo = sys.argv[1:4]
 stamp = open(os.path.join(prefix, ".build-stamp")).read().split()
 fields = dict(item.split("=", 1) for item in stamp)

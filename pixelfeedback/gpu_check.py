@@ -1,21 +1,25 @@
 """The GPU self-check: what `docker/gpu_check.sh` runs from the GPU bundle on a bare CUDA
-machine, and the report it writes.
+machine, and `docker run --gpus all ... gpu-check` in the CUDA image (tools/gpu_check.py
+without --bundle: the installed toolkit), and the report it writes.
 
-Steps, each recorded with its outcome and duration in one JSON and one Markdown report:
+Steps, each recorded with its outcome and duration in one JSON and one Markdown report
+(``pixelfeedback.gpu_report``):
 
-- ``libraries``: every ELF file of the bundle resolves its shared libraries (ldd);
+- ``libraries``: every ELF file of the bundle (or of the installed Caffe) resolves its
+  shared libraries (ldd);
 - ``device_query``: ``caffe device_query`` sees the GPU;
 - ``cpu_gpu_passes``: the full-width LargeFOV train nets (the control and each template
   loss, with the data and template-loss Python layers) run one forward and backward pass
   on the CPU and on the GPU from the same weights and batch; blobs, losses and parameter
   gradients must agree within ``TOLERANCES`` (Dropout is left out: CPU and GPU draw
   different masks);
-- ``timings``: on the GPU at full width and batch 10, seconds per `caffe train` iteration
-  of the control and of each loss, and of a test-net forward at 513;
-- ``extrapolation``: the wall time of the whole Table 3.1 sweep (the runs of
-  tools/reproduce_table.py's defaults, 3 seeds) on one such GPU, from those timings;
-- ``caffe_tests``: Caffe's own GPU layer tests (``TESTS_FILTER``), last and bounded by
-  ``--tests-timeout`` so that they never cost the timings.
+- ``timings`` and ``extrapolation``: seconds per iteration of the control, each loss and
+  stage 1 at the thesis's scale, the Python layers' share of an iteration, seconds per val
+  image and of the up-front checks, and the DEFAULT sweep's wall time on one such GPU
+  (``pixelfeedback.gpu_timings`` says how);
+- ``caffe_tests``: Caffe's own GPU layer tests (``TESTS_FILTER``; the bundle has the test
+  binary, the image does not), last and bounded by ``--tests-timeout`` so that they never
+  cost the timings.
 
 The libraries are checked first and stop the check when one is missing (fail fast).
 
@@ -24,10 +28,9 @@ tests are skipped, the timings are taken on the CPU (for the pipeline, not the n
 Only numpy, protobuf, six, pycaffe and the toolkit's nets, training and report modules are
 imported (of pixelfeedback.sweep only its plan, which needs nothing more): the bundle carries nothing
 else (its stand-ins for pycaffe's scikit-image/SciPy imports and for cv2/PIL are in
-docker/gpu_bundle/shims/).
+docker/gpu_bundle/shims/; the evaluation's timing is taken where it imports, the image).
 """
 import json
-import math
 import os
 import re
 import subprocess
@@ -36,10 +39,11 @@ import time
 
 import numpy as np
 
-from pixelfeedback import files, reports
+from pixelfeedback import files
+from pixelfeedback.gpu_report import FAIL, NO_GPU, PASS, SKIP, overall_status, write_reports
+from pixelfeedback.gpu_timings import step_extrapolation, step_timings, sweep_plan
 from python_layers import ToolkitError, voc_io
 
-PASS, FAIL, SKIP = "pass", "fail", "skipped"
 # Largest |GPU - CPU| allowed, relative to the largest |CPU| value of the same blob.
 TOLERANCES = {"forward": 1e-3, "gradient": 1e-2}
 EXACT_BLOBS = ("data", "label")          # the data layer's output: identical on both
@@ -47,14 +51,10 @@ FORWARD_BLOBS = ("fc7", "fc8_voc12", "loss", "loss_template")
 GRADIENT_PARAMS = ("fc6", "fc7", "fc8_voc12")  # what the fine-tune trains
 COMPARE_LAMBDA = 1.0   # the template loss weighs as much as the softmax: its gradient shows
 COMPARE_BATCH = 2      # per pass; full width (CPU time on the GPU machine stays short)
-TIMING_BATCH = 10      # the sweep's batch
 # Caffe's GPU tests in float: the typed tests' instance /2 is GPUDevice<float>, plus the
 # GPU-only tests and the device printout; without the recurrent layers (not in these nets,
 # and the slowest gradient checks) and the benchmark.
 TESTS_FILTER = "*/2.*:*GPU*:PlatformTest.*:-LSTM*:RNN*:BenchmarkTest*"
-VOC12_VAL_IMAGES = 1449  # the images each sweep run is evaluated on (VOC 2012 val)
-ITERATION_SPEED = re.compile(r"Iteration (\d+) \(([0-9.]+) iter/s, ([0-9.]+)s/(\d+) iters\)")
-NO_GPU = "no GPU: --cpu"
 
 
 # ----------------------------------------------------------------------------- libraries
@@ -298,7 +298,12 @@ def step_cpu_gpu_passes(work, data_root, list_file, losses, gpu, width_div):
 
 
 def step_caffe_tests(tests_binary, tests_dir, gpu, timeout):
-    """Caffe's own GPU layer tests; without a GPU only the listing (the binary loads)."""
+    """Caffe's own GPU layer tests; without a GPU only the listing (the binary loads);
+    skipped without ``tests_binary`` (None: the image's Caffe has none; the bundle's has)."""
+    if tests_binary is None:
+        return {"status": SKIP, "filter": TESTS_FILTER,
+                "reason": "this Caffe has no test binary (build/caffe/bin/caffe-tests: "
+                          "docker/build_caffe.sh --with-tests; the GPU bundle has it)"}
     if gpu is None:
         result = subprocess.run([tests_binary, "--gtest_list_tests",
                                  f"--gtest_filter={TESTS_FILTER}"], capture_output=True,
@@ -328,203 +333,6 @@ def step_caffe_tests(tests_binary, tests_dir, gpu, timeout):
             "output_tail": None if ok else text[-3000:]}
 
 
-def seconds_per_iteration(log_text):
-    """Seconds per iteration from `caffe train`'s display lines, leaving out the first
-    (which holds the start-up)."""
-    speeds = [(float(m.group(3)), int(m.group(4))) for m in ITERATION_SPEED.finditer(log_text)]
-    speeds = speeds[1:] or speeds
-    if not speeds:
-        raise ToolkitError("no 'Iteration N (x iter/s, ...)' lines in the training log; "
-                           "the caffe tool printed no timing")
-    return sum(s for s, _ in speeds) / sum(n for _, n in speeds)
-
-
-def time_training(work, loss, data_root, list_file, gpu, iterations, width_div, batch):
-    """Seconds per `caffe train` iteration of ``loss`` (lambda 0.01, the sweep's first)."""
-    from pixelfeedback.nets import largefov
-    from pixelfeedback.training import train
-    run_dir = os.path.join(work, f"train_{loss}")
-    display = max(iterations // 4, 1)
-    solver_path = largefov.write_experiment(
-        run_dir, loss, lam=0.01, data_root=data_root, list_file=list_file, batch_size=batch,
-        crop=321, width_div=width_div, seed=0, iterations=iterations,
-        solver_overrides={"display": display, "snapshot": 0, "snapshot_after_train": False})
-    train(solver_path, run_dir, gpu=gpu)
-    with open(os.path.join(run_dir, "train.log"), errors="replace") as f:
-        return seconds_per_iteration(f.read())
-
-
-def time_test_forward(caffe, work, gpu, width_div, size=513, repeats=5):
-    """Seconds per forward of the test net (with its Zoom Python layer) at ``size``."""
-    from pixelfeedback.nets import largefov
-    from pixelfeedback.nets.netspec import write_net
-    path = write_net(largefov.test_net(width_div=width_div, size=size),
-                     os.path.join(work, f"test_{size}.prototxt"))
-    if gpu is None:
-        caffe.set_mode_cpu()
-    else:
-        caffe.set_device(gpu)
-        caffe.set_mode_gpu()
-    net = caffe.Net(path, caffe.TEST)
-    net.blobs["data"].data[...] = np.random.RandomState(0).randn(*net.blobs["data"].data.shape)
-    net.forward()  # warm-up: allocations, cuBLAS handles
-    start = time.time()
-    for _ in range(repeats):
-        net.forward()
-    seconds = (time.time() - start) / repeats
-    caffe.set_mode_cpu()
-    return seconds
-
-
-def step_timings(work, data_root, list_file, losses, gpu, iterations, width_div):
-    import caffe
-    per_loss = {loss: time_training(work, loss, data_root, list_file, gpu, iterations,
-                                    width_div, TIMING_BATCH) for loss in losses}
-    return {"status": PASS, "device": "cpu" if gpu is None else f"gpu {gpu}",
-            "batch": TIMING_BATCH, "crop": 321, "width_div": width_div,
-            "iterations_timed": iterations, "train_seconds_per_iteration": per_loss,
-            "test_forward_seconds_513": time_test_forward(caffe, work, gpu, width_div)}
-
-
-def sweep_wall_time(timings, runs, iterations, val_images=VOC12_VAL_IMAGES):
-    """Extrapolated seconds of the sweep: per run, its iterations at its loss's speed (the
-    control runs at the softmax speed) plus one test-net forward per validation image."""
-    per_iteration = timings["train_seconds_per_iteration"]
-    forward = timings["test_forward_seconds_513"]
-    rows = []
-    for loss, lam, seed in runs:
-        speed = per_iteration.get(loss, per_iteration["softmax"])  # control runs: softmax
-        train_s, eval_s = iterations * speed, val_images * forward
-        rows.append({"run": f"{loss} lambda={lam:g} seed={seed}", "train_seconds": train_s,
-                     "evaluate_seconds": eval_s})
-    total = sum(r["train_seconds"] + r["evaluate_seconds"] for r in rows)
-    return {"runs": len(rows), "iterations_per_run": iterations, "val_images": val_images,
-            "total_seconds": total, "total_hours": total / 3600.0, "per_run": rows}
-
-
-def sweep_plan(seeds=None):
-    """The runs of the Table 3.1 sweep (tools/reproduce_table.py's defaults, or these
-    ``seeds``) as JSON data. The bundle maker stores it in MANIFEST.json."""
-    from pixelfeedback.sweep.plan import SweepConfig
-    config = SweepConfig() if seeds is None else SweepConfig(seeds=seeds)
-    return {"runs": [list(run) for run in config.runs()], "iterations": config.iterations,
-            "seeds": list(config.seeds)}
-
-
-def step_extrapolation(timings, plan):
-    result = sweep_wall_time(timings, plan["runs"], plan["iterations"])
-    result.update(status=PASS, device=timings["device"], seeds=plan["seeds"])
-    return result
-
-
-# ----------------------------------------------------------------------------- the report
-
-STEP_TITLES = (("libraries", "Shared libraries resolve"), ("device_query", "caffe device_query"),
-               ("cpu_gpu_passes", "CPU vs GPU forward and backward"),
-               ("caffe_tests", "Caffe's own GPU layer tests"),
-               ("timings", "Timings"), ("extrapolation", "Table 3.1 sweep, extrapolated"))
-
-
-def overall_status(steps):
-    """fail if any step failed, else pass (skipped steps are listed, not failures)."""
-    return FAIL if any(step.get("status") == FAIL for step in steps.values()) else PASS
-
-
-def hours(seconds):
-    return f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
-
-
-def report_markdown(report):
-    """The Markdown report: the verdict, one line per step, then the details."""
-    steps = report["steps"]
-    lines = [f"# GPU check: {report['status'].upper()}", "",
-             f"- machine: {report.get('machine', 'n/a')}",
-             f"- GPU: {report.get('gpu_label', 'n/a')}",
-             f"- bundle: {report.get('bundle', {}).get('recipe_hash', 'n/a')}"
-             f" (CUDA {report.get('bundle', {}).get('cuda', 'n/a')}, built for sm_"
-             f"{report.get('bundle', {}).get('cuda_arch', 'n/a')})",
-             f"- wall time of the check: {report.get('seconds', 0):.0f} s", "",
-             "| step | status | seconds |", "|---|---|---|"]
-    for key, title in STEP_TITLES:
-        step = steps.get(key)
-        if step is not None:
-            note = f" ({step['reason']})" if step.get("reason") else ""
-            lines.append(f"| {title} | {step['status']}{note} | "
-                         f"{reports.fmt(step.get('seconds'), 1)} |")
-    missing = steps.get("libraries", {}).get("missing") or {}
-    if missing:
-        lines += ["", "## Missing libraries", ""]
-        lines += [f"- `{path}`: {'; '.join(problems)}" for path, problems in missing.items()]
-    passes = steps.get("cpu_gpu_passes")
-    if passes and passes.get("nets"):
-        lines += ["", "## CPU vs GPU passes", "",
-                  f"LargeFOV train nets at width_div {passes['width_div']} (1: full width), "
-                  f"batch {passes['batch']}, lambda {passes['lambda']}, Dropout left out; allowed "
-                  f"max |GPU - CPU| / max |CPU|: blobs and losses "
-                  f"{passes['tolerances']['forward']:g}, parameter gradients "
-                  f"{passes['tolerances']['gradient']:g}, data and label identical.", "",
-                  "| net | status | worst comparison | CPU s | GPU s |", "|---|---|---|---|---|"]
-        for loss, entry in passes["nets"].items():
-            worst = max(entry.get("comparisons") or [], default=None,
-                        key=lambda row: (row["status"] == FAIL, row["difference"]))
-            worst_text = (f"{worst['what']}: {worst['difference']:.2e}"
-                          if worst else entry.get("reason", ""))
-            lines.append(f"| {loss} | {entry['status']} | {worst_text} | "
-                         f"{reports.fmt(entry.get('cpu_seconds'), 1)} | "
-                         f"{reports.fmt(entry.get('gpu_seconds'), 2)} |")
-    tests = steps.get("caffe_tests")
-    if tests and tests.get("filter"):
-        lines += ["", "## Caffe's own tests", "", f"Filter `{tests['filter']}`: "
-                  + (f"{tests['tests_selected']} tests listed (not run: {tests['reason']})"
-                     if tests.get("reason") == NO_GPU else
-                     f"{tests.get('passed', 0)} passed, failed: "
-                     f"{', '.join(tests.get('failed') or []) or 'none'}")]
-    timings = steps.get("timings")
-    if timings and timings.get("train_seconds_per_iteration"):
-        lines += ["", f"## Timings ({timings['device']}, batch {timings['batch']}, crop "
-                  f"{timings['crop']}, width_div {timings['width_div']})", "",
-                  "| what | seconds |", "|---|---|"]
-        for loss, seconds in timings["train_seconds_per_iteration"].items():
-            lines.append(f"| caffe train iteration, {'control' if loss == 'softmax' else loss}"
-                         f" | {seconds:.3f} |")
-        lines.append(f"| test-net forward at 513 | {timings['test_forward_seconds_513']:.3f} |")
-    sweep = steps.get("extrapolation")
-    if sweep and sweep.get("total_seconds") is not None:
-        lines += ["", "## Table 3.1 sweep on one such device, extrapolated", "",
-                  f"{sweep['runs']} runs (seeds {', '.join(map(str, sweep.get('seeds', [])))})"
-                  f" x {sweep['iterations_per_run']} iterations, each "
-                  f"evaluated on {sweep['val_images']} validation images: about "
-                  f"**{hours(sweep['total_seconds'])}** on {sweep['device']} (training at the "
-                  "measured speeds, evaluation as test-net forwards; reading images and "
-                  "scoring add a little)."]
-    for key, title in STEP_TITLES:
-        step = steps.get(key) or {}
-        if step.get("status") == FAIL and (step.get("output_tail") or step.get("error")):
-            lines += ["", f"## {title}: output", "", "```",
-                      (step.get("error") or step.get("output_tail")).strip(), "```"]
-    return "\n".join(lines) + "\n"
-
-
-def write_reports(report, out):
-    """Write ``gpu_check.json`` and ``gpu_check.md`` into ``out``; returns both paths."""
-    os.makedirs(out, exist_ok=True)
-    json_path, md_path = os.path.join(out, "gpu_check.json"), os.path.join(out, "gpu_check.md")
-    files.write_text(json_path, json.dumps(_json_ready(report), indent=1, sort_keys=True) + "\n")
-    files.write_text(md_path, report_markdown(report))
-    return json_path, md_path
-
-
-def _json_ready(value):
-    """Infinite and NaN numbers become null (JSON has neither)."""
-    if isinstance(value, dict):
-        return {key: _json_ready(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_ready(item) for item in value]
-    if isinstance(value, float):
-        return reports.json_number(value) if not math.isinf(value) else None
-    return value
-
-
 # ----------------------------------------------------------------------------- the run
 
 def _timed(function, *args):
@@ -538,16 +346,29 @@ def _timed(function, *args):
     return result
 
 
+def installed_caffe():
+    """The prefix of the Caffe this Python imports (build/caffe: bin/, lib/ and pycaffe)."""
+    import caffe
+    return os.path.realpath(os.path.join(os.path.dirname(caffe.__file__), *[os.pardir] * 4))
+
+
 def run_check(args):
-    """All steps, then the reports; returns 0 when no step failed, else 1."""
+    """All steps, then the reports; returns 0 when no step failed, else 1. Without
+    ``args.bundle``: the installed toolkit (the CUDA image), whose Caffe is checked."""
+    from pixelfeedback.training import caffe_binary
     start = time.time()
-    bundle = os.path.abspath(args.bundle)
     gpu = None if args.cpu else args.gpu
     work = os.path.join(os.path.abspath(args.out), "work")
     os.makedirs(work, exist_ok=True)
-    caffe_tool = os.path.join(bundle, "caffe", "bin", "caffe")
+    if args.bundle:
+        bundle = os.path.abspath(args.bundle)
+        caffe_prefix = os.path.join(bundle, "caffe")
+        caffe_tool = os.path.join(caffe_prefix, "bin", "caffe")
+    else:
+        bundle, caffe_prefix = None, installed_caffe()
+        caffe_tool = caffe_binary()
     from pixelfeedback.nets.largefov import TABLE31_LOSSES as losses  # the control, then each
-    manifest_path = os.path.join(bundle, "MANIFEST.json")
+    manifest_path = os.path.join(bundle, "MANIFEST.json") if bundle else ""
     manifest = json.load(open(manifest_path)) if os.path.isfile(manifest_path) else {}
     report = {"machine": os.uname().nodename, "bundle": manifest, "gpu": gpu,
               "command": " ".join(sys.argv), "steps": {}}
@@ -558,7 +379,7 @@ def run_check(args):
         print(f"gpu_check: {key}: {steps[key]['status']} ({steps[key]['seconds']:.1f} s)",
               flush=True)
 
-    record("libraries", step_libraries, bundle)
+    record("libraries", step_libraries, bundle or caffe_prefix)
     if steps["libraries"]["status"] == FAIL:  # fail fast: nothing else could load
         return _finish(report, args.out, start)
     if gpu is None:
@@ -570,13 +391,14 @@ def run_check(args):
            args.width_div)
     record("timings", step_timings, work, data_root, list_file, losses, gpu,
            args.iterations, args.width_div)
-    if steps["timings"]["status"] == PASS:
-        # the bundle's plan (MANIFEST.json); outside a bundle, the sweep's own
-        record("extrapolation", lambda: step_extrapolation(
-            steps["timings"], manifest.get("sweep_plan") or sweep_plan()))
+    if steps["timings"]["status"] == PASS:  # the default sweep of this toolkit
+        record("extrapolation", lambda: step_extrapolation(steps["timings"], sweep_plan()))
     # last: the longest step, bounded by --tests-timeout, never costs the timings
-    record("caffe_tests", step_caffe_tests, os.path.join(bundle, "caffe", "bin", "caffe-tests"),
-           os.path.join(bundle, "caffe", "share", "caffe-tests"), gpu, args.tests_timeout)
+    tests_binary = os.path.join(caffe_prefix, "bin", "caffe-tests")
+    if not bundle and not os.path.isfile(tests_binary):
+        tests_binary = None  # the image's Caffe is built without them; the bundle's has them
+    record("caffe_tests", step_caffe_tests, tests_binary,
+           os.path.join(caffe_prefix, "share", "caffe-tests"), gpu, args.tests_timeout)
     return _finish(report, args.out, start)
 
 

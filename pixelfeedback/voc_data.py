@@ -21,7 +21,7 @@ import numpy as np
 
 from pixelfeedback import download as dl
 from pixelfeedback import files
-from python_layers import ToolkitError
+from python_layers import ToolkitError, voc_io
 
 BASE_URL_ENV = "TOOLKIT_DATA_BASE_URL"
 
@@ -41,17 +41,12 @@ ARCHIVES = {
 }
 
 
-# The images of each list made from the published archives (DeepLab's lists; SBD's
-# train_aug: (SBD train + SBD val + VOC train) minus VOC val).
-EXPECTED_IMAGES = {"train": 1464, "val": 1449, "train_aug": 10582}
-
-
 def count_warnings(counts, lists_dir):
     """One line per list whose image count is not the published data set's (a cut archive,
     a subset, another data set), and one when train_aug.txt was not made."""
     lines = []
     for name, count in counts.items():
-        expected = EXPECTED_IMAGES.get(name)
+        expected = voc_io.SPLIT_IMAGES.get(name)
         if expected is not None and count != expected:
             lines.append(f"warning: {os.path.join(lists_dir, name + '.txt')} has {count:,} "
                          f"images, the published VOC 2012{' + SBD' if name == 'train_aug' else ''}"
@@ -299,7 +294,7 @@ def fetch(dest, sbd=False, from_archive=None, sbd_archive=None, base_url=None, v
           keep_archives=False, lists_only=None, lists_dir=None, progress=True):
     """Fetch (or find) VOC 2012, optionally SBD, and write the list files; prints what it
     did, each list's image count, and a warning for each count that is not the published
-    data set's (``EXPECTED_IMAGES``). ``lists_only``: an existing VOC2012 folder to write
+    data set's (``voc_io.SPLIT_IMAGES``). ``lists_only``: an existing VOC2012 folder to write
     lists for, downloading nothing. Returns {list name: image count}."""
     lists_dir = lists_dir or os.path.join(dest, "lists")
     if lists_only:

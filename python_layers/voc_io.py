@@ -19,6 +19,10 @@ VOC_CLASSES = (
     "pottedplant", "sheep", "sofa", "train", "tvmonitor",
 )
 
+# The images of DeepLab's lists made from the published archives: VOC 2012 train and val,
+# and SBD's augmentation train_aug ((SBD train + SBD val + VOC train) minus VOC val).
+SPLIT_IMAGES = {"train": 1464, "val": 1449, "train_aug": 10582}
+
 
 def voc_palette(n=256):
     """The PASCAL VOC colour map: a (n, 3) uint8 array, index -> RGB (255 is cream)."""

@@ -65,7 +65,9 @@ def test_the_archive_holds_what_the_check_needs_and_nothing_of_the_machine(membe
                  "python/lib/python3.11/site-packages/google/protobuf/__init__.py",
                  "python/lib/python3.11/site-packages/six.py", "shims/cv2.py", "shims/PIL/Image.py",
                  "shims/skimage/io.py", "shims/scipy/ndimage.py",
-                 "toolkit/pixelfeedback/gpu_check.py", "toolkit/tools/gpu_check.py", "toolkit/python_layers/seg_data.py",
+                 "toolkit/pixelfeedback/gpu_check.py", "toolkit/pixelfeedback/gpu_timings.py",
+                 "toolkit/pixelfeedback/gpu_report.py", "toolkit/tools/gpu_check.py",
+                 "toolkit/python_layers/seg_data.py",
                  "toolkit/python_layers/template_loss.py"):
         assert top + path in members, path
     libraries = [os.path.basename(name) for name in members if name.startswith(top + "lib/")]
@@ -115,9 +117,14 @@ def test_the_check_passes_its_cpu_parts_in_a_bare_environment(cpu_report):
     assert len(steps["cpu_gpu_passes"]["nets"]) == 5
     assert steps["caffe_tests"]["status"] == "skipped" and steps["caffe_tests"]["tests_selected"] > 400
     assert set(steps["timings"]["train_seconds_per_iteration"]) == {
-        "softmax", "correlation", "cosine", "selective_correlation", "selective_cosine"}
-    # the sweep of tools/reproduce_table.py: (control + 4 losses x 6 lambdas) x seeds 0,1,2
-    assert steps["extrapolation"]["runs"] == 75 and steps["extrapolation"]["total_seconds"] > 0
+        "softmax", "correlation", "cosine", "selective_correlation", "selective_cosine",
+        "stage1"}
+    assert set(steps["timings"]["python_layers"]) == set(
+        steps["timings"]["train_seconds_per_iteration"])   # caffe time runs in the bundle
+    # the default sweep of tools/reproduce_table.py: stage 1, then (control + step control
+    # + 4 losses x 6 lambdas) x seeds 0,1,2
+    assert steps["extrapolation"]["runs"] == 1 + 3 + 3 + 72
+    assert steps["extrapolation"]["total_seconds"] > 0
     assert text.startswith("# GPU check: PASS") and "Table 3.1 sweep" in text
 
 

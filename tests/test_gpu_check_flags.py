@@ -2,7 +2,8 @@
 arguments and from there the step it names: --gpu every GPU step, --cpu none (the device
 query skipped), --iterations the timings, --width-div the passes and the timings,
 --tests-timeout Caffe's tests, --bundle (made absolute) and --out (its work folder made
-absolute) where they are read (issue 20 item 9); numbers are checked by argparse."""
+absolute) where they are read (issue 20 item 9), and without --bundle the installed
+toolkit's Caffe; numbers are checked by argparse."""
 import os
 
 import pytest
@@ -131,7 +132,17 @@ def test_bad_values_are_usage_errors(flag, value, capsys):
     assert_usage_error(SCRIPT, NEEDED + [flag, value], f"argument {flag}", capsys)
 
 
-@pytest.mark.parametrize("missing", ["--bundle", "--out"])
-def test_required_flags_are_usage_errors_when_missing(missing, capsys):
-    at = NEEDED.index(missing)
-    assert_usage_error(SCRIPT, NEEDED[:at] + NEEDED[at + 2:], missing, capsys)
+def test_out_is_required(capsys):
+    assert_usage_error(SCRIPT, NEEDED[:2], "--out", capsys)
+
+
+def test_without_a_bundle_the_installed_toolkit_is_checked(steps, tmp_path):
+    """The CUDA image's gpu-check (issue 26 item 5): no GPU bundle to build; its own Caffe's
+    libraries, its `caffe` tool, and no test binary (the image's Caffe has none)."""
+    from pixelfeedback.training import caffe_binary
+    call = steps(needed=["--out", "out"])
+    assert call["bundle"] == gpu_check.installed_caffe()
+    assert os.path.isfile(os.path.join(call["bundle"], "bin", "caffe"))  # build/caffe
+    assert call["caffe_tool"] == caffe_binary()
+    assert call["tests_binary"] is None
+    assert call["tests_dir"] == os.path.join(call["bundle"], "share", "caffe-tests")

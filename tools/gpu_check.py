@@ -1,7 +1,9 @@
 #!/usr/bin/env python
-"""The GPU self-check of the GPU bundle (docker/gpu_check.sh runs it): libraries, device
-query, CPU vs GPU passes, Caffe's GPU tests, timings and the extrapolated Table 3.1 sweep,
-reported as JSON and Markdown (pixelfeedback/gpu_check.py says how).
+"""The GPU self-check of the GPU bundle (docker/gpu_check.sh runs it) or of the installed
+toolkit (the CUDA image's gpu-check): libraries, device query, CPU vs GPU passes, Caffe's
+GPU tests, timings at the thesis's scale with the Python layers' share, and the default
+Table 3.1 sweep's wall time extrapolated, reported as JSON and Markdown
+(pixelfeedback/gpu_check.py and gpu_timings.py say how).
 """
 import argparse
 import sys
@@ -13,7 +15,8 @@ from pixelfeedback.gpu_check import run_check
 def build_parser():
     parser = argparse.ArgumentParser(
         description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bundle", required=True, help="the unpacked GPU bundle")
+    parser.add_argument("--bundle", help="the unpacked GPU bundle (default: none, the "
+                                         "installed toolkit and its Caffe, as in the image)")
     parser.add_argument("--out", required=True, help="folder for gpu_check.json/.md")
     parser.add_argument("--gpu", type=cli.nonnegative_int, default=0, metavar="ID",
                         help="the GPU to check (default 0)")
