@@ -79,6 +79,19 @@ OBJECTS_PER_IMAGE = (1, 3)
 PARTNER_PROBABILITY = 0.35    # chance that a later object takes the partner of an earlier class
 MIN_VISIBLE_FRACTION = 0.5    # an occluded body keeps at least this much of its area
 
+# How hard the parts are to see: the one home of the difficulty knobs. ``part_scale``
+# multiplies the part's side (its fraction of the body and its minimum side),
+# ``part_contrast`` blends the part's pattern into the body under it (1: the pattern as
+# drawn, 0: no part visible), ``texture_strength`` multiplies the body's texture (blotches or
+# grain, and pixel noise). "default" is the data set every earlier version drew, byte for
+# byte; "hard" is the harder tier, chosen by its baseline's val mIoU alone
+# (docs/table31.md, "The harder tier").
+DIFFICULTY_KNOBS = ("part_scale", "part_contrast", "texture_strength")
+DIFFICULTIES = {
+    "default": {"part_scale": 1.0, "part_contrast": 1.0, "texture_strength": 1.0},
+}
+MIN_PART_SIDE_PX = 3          # a part is never smaller than this, whatever the part_scale
+
 # Body appearance families in OpenCV HSV (hue 0..179): (hue range, saturation range, value range).
 FAMILY_HSV = {
     "fur": ((8, 16), (110, 190), (120, 200)),
@@ -205,8 +218,9 @@ def _background(rng, size):
 def body_texture(obj):
     """The body appearance of an annotated object over its box: float32 (h, w, 3) BGR.
 
-    Everything comes from the object's ``texture_seed``, family, colour and box, so
-    ``mask_part`` can paint exactly the body that the part was drawn over.
+    Everything comes from the object's ``texture_seed``, family, colour, box and
+    ``texture_strength`` (recorded only where it is not 1), so ``mask_part`` can paint
+    exactly the body that the part was drawn over.
     """
     x0, y0, x1, y1 = obj["box"]
     h, w = y1 - y0, x1 - x0
@@ -218,14 +232,16 @@ def body_texture(obj):
     shade = 1.0 + rng.uniform(0.05, 0.15) * (
         (xx - cx) * math.cos(shade_angle) + (yy - cy) * math.sin(shade_angle)) / (
         0.5 * obj["length"])
+    strength = obj.get("texture_strength", 1.0)  # absent: the default difficulty
     if obj["family"] == "fur":
-        pattern = 0.15 * _blurred_noise(rng, (h, w), 1.5 * scale)
+        pattern = 0.15 * strength * _blurred_noise(rng, (h, w), 1.5 * scale)
     else:  # upholstery: a fine grain across the body's long axis
         a = math.radians(obj["angle"])
         period = rng.uniform(3.5, 5.0) * scale
-        pattern = 0.12 * np.sin(2.0 * np.pi * (xx * math.cos(a) + yy * math.sin(a)) / period
-                                + rng.uniform(0.0, 2.0 * np.pi))
-    grain = rng.normal(0.0, 6.0, (h, w, 3)).astype(np.float32)
+        pattern = 0.12 * strength * np.sin(
+            2.0 * np.pi * (xx * math.cos(a) + yy * math.sin(a)) / period
+            + rng.uniform(0.0, 2.0 * np.pi))
+    grain = rng.normal(0.0, 6.0 * strength, (h, w, 3)).astype(np.float32)
     base = np.array(obj["base_colour_bgr"], np.float32)
     return base * (shade * (1.0 + pattern))[..., None].astype(np.float32) + grain
 
@@ -250,7 +266,8 @@ def part_pattern(class_name, side):
     return np.where(on[..., None], bright, dark)
 
 
-def _place_object(rng, size, class_name, bodies_full, parts_full, full_areas, void_radius):
+def _place_object(rng, size, class_name, bodies_full, parts_full, full_areas, void_radius,
+                  part_scale=1.0):
     """Draw a body with a part that fits inside it; None when this try does not fit."""
     scale = _scale(size)
     length = rng.uniform(*BODY_LENGTH_RANGE) * scale
@@ -262,10 +279,12 @@ def _place_object(rng, size, class_name, bodies_full, parts_full, full_areas, vo
     body = _fill_polygon((size, size), polygon)
     if body.sum() < 16:
         return None
-    # Part: a square of 15-25 % of the body length, whose disc of half-diagonal plus a margin
-    # lies inside the body (image border counts as outside), so it never touches the void band.
-    side = max(int(round(MIN_PART_SIDE * scale)),
-               int(round(rng.uniform(*PART_FRACTION_RANGE) * length)))
+    # Part: a square of 15-25 % of the body length (times part_scale), whose disc of
+    # half-diagonal plus a margin lies inside the body (image border counts as outside), so it
+    # never touches the void band.
+    side = max(int(round(MIN_PART_SIDE * part_scale * scale)),
+               int(round(rng.uniform(*PART_FRACTION_RANGE) * length * part_scale)),
+               MIN_PART_SIDE_PX)
     padded = np.pad(body, 1)
     distance = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
     need = side / 2.0 * math.sqrt(2.0) + void_radius + 1.0
@@ -314,8 +333,10 @@ def _choose_class(rng, previous):
     return CLASS_NAMES[1 + rng.randint(NUM_CLASSES - 1)]
 
 
-def render_example(rng, size):
-    """One synthetic example: (image BGR uint8, label, bodies map, parts map, objects)."""
+def render_example(rng, size, difficulty="default"):
+    """One synthetic example: (image BGR uint8, label, bodies map, parts map, objects).
+    ``difficulty``: a name in ``DIFFICULTIES`` or a dict of its knobs."""
+    knobs = difficulty_knobs(difficulty)
     void_radius = void_radius_for(size)
     image = _background(rng, size)
     n_objects = rng.randint(OBJECTS_PER_IMAGE[0], OBJECTS_PER_IMAGE[1] + 1)
@@ -324,7 +345,7 @@ def render_example(rng, size):
         class_name = _choose_class(rng, [o["class_name"] for o in objects])
         for _attempt in range(30):
             placed = _place_object(rng, size, class_name, bodies_full, parts_full,
-                                   full_areas, void_radius)
+                                   full_areas, void_radius, knobs["part_scale"])
             if placed is not None:
                 break
         if placed is None:
@@ -334,6 +355,8 @@ def render_example(rng, size):
         for k in range(len(bodies_full)):
             bodies_full[k] &= (1 - body).astype(np.uint8)
         obj["texture_seed"] = int(rng.randint(2 ** 31 - 1))
+        if knobs["texture_strength"] != 1.0:   # the default's annotations stay as they were
+            obj["texture_strength"] = knobs["texture_strength"]
         fam_h, fam_s, fam_v = FAMILY_HSV[obj["family"]]
         obj["base_colour_bgr"] = _hsv_to_bgr(rng.randint(fam_h[0], fam_h[1] + 1),
                                              rng.randint(fam_s[0], fam_s[1] + 1),
@@ -342,7 +365,13 @@ def render_example(rng, size):
         window = body[y0:y1, x0:x1].astype(bool)
         image[y0:y1, x0:x1][window] = body_texture(obj)[window]
         px0, py0, px1, py1 = obj["part_box"]
-        image[py0:py1, px0:px1] = part_pattern(class_name, obj["part_side"])
+        pattern = part_pattern(class_name, obj["part_side"])
+        if knobs["part_contrast"] == 1.0:
+            image[py0:py1, px0:px1] = pattern
+        else:  # the pattern blended into the body painted under it
+            under = image[py0:py1, px0:px1]
+            image[py0:py1, px0:px1] = under + np.float32(knobs["part_contrast"]) * (
+                pattern.astype(np.float32) - under)
         objects.append(obj)
         bodies_full.append(body)
         full_areas.append(int(body.sum()))
@@ -361,6 +390,30 @@ def render_example(rng, size):
     kernel = np.ones((2 * void_radius + 1,) * 2, np.uint8)
     label[cv2.dilate(bodies, kernel) != cv2.erode(bodies, kernel)] = voc_io.IGNORE_LABEL
     return np.clip(np.round(image), 0, 255).astype(np.uint8), label, bodies, parts, objects
+
+
+def difficulty_knobs(difficulty):
+    """The knobs of ``difficulty`` (a name in ``DIFFICULTIES`` or a dict of every knob) as a
+    dict of floats; ToolkitError naming the name or knob that is wrong."""
+    if isinstance(difficulty, str):
+        if difficulty not in DIFFICULTIES:
+            raise ToolkitError(f"difficulty {difficulty!r} is unknown: use one of "
+                               f"{', '.join(DIFFICULTIES)} or a dict of "
+                               f"{', '.join(DIFFICULTY_KNOBS)}")
+        return dict(DIFFICULTIES[difficulty])
+    if not isinstance(difficulty, dict) or set(difficulty) != set(DIFFICULTY_KNOBS):
+        raise ToolkitError(f"difficulty {difficulty!r} must name every knob, "
+                           f"{', '.join(DIFFICULTY_KNOBS)}, and no other")
+    knobs = {}
+    for name in DIFFICULTY_KNOBS:
+        value = difficulty[name]
+        high = 1.0 if name == "part_contrast" else None
+        if (isinstance(value, bool) or not isinstance(value, (int, float, np.floating))
+                or not value > 0 or (high is not None and value > high)):
+            raise ToolkitError(f"difficulty knob {name}={value!r} must be a number above 0"
+                               + (" and at most 1" if high is not None else ""))
+        knobs[name] = float(value)
+    return knobs
 
 
 def example_rng(seed, split, index):
@@ -407,9 +460,14 @@ def _check_arguments(n_train, n_val, size, seed):
         raise ToolkitError(f"seed must be a non-negative integer, got {seed!r}")
 
 
-def _params(n_train, n_val, size, seed):
-    return {"generator": "tools.synthetic", "version": GENERATOR_VERSION,
-            "n_train": int(n_train), "n_val": int(n_val), "size": int(size), "seed": int(seed)}
+def _params(n_train, n_val, size, seed, knobs):
+    """dataset.json's parameters; the knobs only where they are not the default's (whose
+    dataset.json stays as every earlier version wrote it)."""
+    params = {"generator": "tools.synthetic", "version": GENERATOR_VERSION,
+              "n_train": int(n_train), "n_val": int(n_val), "size": int(size), "seed": int(seed)}
+    if knobs != DIFFICULTIES["default"]:
+        params["difficulty"] = knobs
+    return params
 
 
 def _read_json(path):
@@ -458,16 +516,19 @@ def _remove_stale(root, keep_ids):
                 os.unlink(os.path.join(directory, name))
 
 
-def generate(root, n_train=200, n_val=50, size=129, seed=0, progress=False):
+def generate(root, n_train=200, n_val=50, size=129, seed=0, progress=False,
+             difficulty="default"):
     """Write the synthetic data set under ``root`` and return an info dict.
 
+    ``difficulty``: a name in ``DIFFICULTIES`` or a dict of its knobs (``difficulty_knobs``).
     The dict holds dataset.json's content plus ``root``, ``train_list``, ``val_list``,
     ``image_sets``, ``dataset_json`` and ``generated`` (False when an identical data set was
     already there and nothing was written). Refuses a folder that holds another data set.
     """
     _check_arguments(n_train, n_val, size, seed)
+    knobs = difficulty_knobs(difficulty)
     root = os.path.abspath(os.fspath(root))
-    params = _params(n_train, n_val, size, seed)
+    params = _params(n_train, n_val, size, seed, knobs)
     dataset_path = os.path.join(root, "dataset.json")
     marker_path = os.path.join(root, MARKER_FILE)
     if not os.path.isfile(marker_path) and any(os.path.exists(os.path.join(root, p)) for p in (
@@ -493,7 +554,7 @@ def generate(root, n_train=200, n_val=50, size=129, seed=0, progress=False):
                                 unit="image"):
         index = int(image_id.rsplit("_", 1)[1])
         image, label, bodies, parts, objects = render_example(
-            example_rng(seed, split, index), size)
+            example_rng(seed, split, index), size, knobs)
         paths = _paths(root, image_id)
         _write_jpeg(paths["image"], image)
         files.write_label(paths["label"], label)
