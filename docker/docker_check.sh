@@ -16,7 +16,10 @@
 # host's CA bundle (plus the pip index settings that work inside the image) as build secrets
 # where HTTPS to the package index is intercepted by a local CA. Then, in the CPU image:
 # `test`, `demo --quick`, `fixations` and `reproduce` on a tiny VOC-layout folder with 21-class
-# weights made from the demo model (tools/make_voc_sample.py); with CUDA=1, in the CUDA image:
+# weights made from the demo model (tools/make_voc_sample.py), then the `docker run` lines of
+# docs/docker-gpu.md (its block marked <!-- rehearsed: docker -->: fetch-data, fetch-weights,
+# gpu-check, reproduce) with the substitutions that page lists, against a loopback mirror
+# (tools/make_rehearsal_mirror.py, served by python3 here); with CUDA=1, in the CUDA image:
 # `fixations` and `demo --quick` (without a GPU: on the CPU). Each step's time and the image
 # sizes are printed; the last line is the verdict, `docker-check: pass (...)` or
 # `docker-check: FAIL: <step>: <reason>`; exit 0 only on pass.
@@ -323,6 +326,41 @@ check_clean() {  # check_clean NAME IMAGE
     sed 's/^/   /' "$LOGS/$name.log"
 }
 
+# The docs' `docker run` lines: docs/docker-gpu.md's block marked <!-- rehearsed: docker -->,
+# with only the substitutions that page lists (pixelfeedback/doc_rehearsal.py writes the
+# script), run here in a scratch folder against the rehearsal mirror (made in the image,
+# served on this machine's loopback); the results must then be in the scratch folder.
+docs_rehearsal() {  # docs_rehearsal IMAGE
+    local image=$1 dir=$WORK/docs-rehearsal port server rc file
+    rm -rf "$dir" && mkdir -p "$dir/mirror" "$dir/work" || fail docs-mirror "cannot make $dir"
+    step docs-mirror in_image "$image" -v "$dir/mirror:/out" -- \
+            python tools/make_rehearsal_mirror.py --out /out \
+        || fail docs-mirror "$(reason_of "$LOGS/docs-mirror.log")"
+    command -v python3 >/dev/null 2>&1 \
+        || fail docs-rehearsal "python3 is needed here to serve the mirror and write the script"
+    port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    python3 -m http.server --bind 127.0.0.1 --directory "$dir/mirror" "$port" \
+        >"$LOGS/docs-mirror-server.log" 2>&1 &
+    server=$!
+    sleep 1
+    if ! PYTHONPATH=$REPO python3 tools/rehearse_docs.py --kind docker --print-only \
+            --set "mirror=http://127.0.0.1:$port" --set "engine=$ENGINE ${ENGINE_OPTS[*]}" \
+            --set "run_options=${RUN_OPTS[*]}" --set "image=$image" \
+            >"$dir/docker.sh" 2>"$LOGS/docs-script.log"; then
+        kill "$server" 2>/dev/null
+        fail docs-script "$(reason_of "$LOGS/docs-script.log")"
+    fi
+    step docs-rehearsal bash -c "cd '$dir/work' && bash '$dir/docker.sh'"
+    rc=$?
+    kill "$server" 2>/dev/null; wait "$server" 2>/dev/null
+    ((rc == 0)) || fail docs-rehearsal "$(reason_of "$LOGS/docs-rehearsal.log")"
+    for file in data/lists/train_aug.txt weights/checksums.json runs/gpu-check/gpu_check.md \
+                runs/table31/table31.md; do
+        [[ -s $dir/work/$file ]] || fail docs-rehearsal "$file is not in the host's folder after the rehearsal (log: $LOGS/docs-rehearsal.log)"
+    done
+    expect_in_log docs-rehearsal '^\| cosine \| 0\.1 ' "the rehearsed reproduce printed no table row for cosine"
+}
+
 expect_in_log() {  # expect_in_log STEP PATTERN WHAT: fail unless the log has it; show it
     grep -qE "$2" "$LOGS/$1.log" || fail "$1" "$3 (log: $LOGS/$1.log)"
     grep -E "$2" "$LOGS/$1.log" | tail -n 3 | sed 's/^/   /'
@@ -368,8 +406,9 @@ main() {
             --init-weights "/data/weights/$SAMPLE_WEIGHTS" --out /tmp/table31 \
         || fail cpu-reproduce "$(reason_of "$LOGS/cpu-reproduce.log")"
     expect_in_log cpu-reproduce '^\| cosine \| 0\.1 ' "reproduce printed no table row for cosine"
+    docs_rehearsal "$CPU_TAG"
 
-    local verdict="CPU image $(image_size "$CPU_TAG"), built in $(fmt_time "$cpu_build"); test, demo --quick, fixations, reproduce passed"
+    local verdict="CPU image $(image_size "$CPU_TAG"), built in $(fmt_time "$cpu_build"); test, demo --quick, fixations, reproduce, the docs' docker run lines passed"
     if [[ $CUDA == 1 ]]; then
         build build-cuda docker/Dockerfile "$CUDA_TAG" --build-arg "CUDA_ARCH=$CUDA_ARCH"
         local cuda_build=$LAST_SECONDS

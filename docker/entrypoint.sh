@@ -3,8 +3,8 @@
 # (docs/docker-gpu.md): /data (VOC, lists), /weights (caffemodels), /runs (results).
 #   fetch-data [ARGS]     VOC 2012 + SBD into /data (tools/fetch_voc.py --sbd): verified,
 #                         unpacked, lists made, counts printed (a warning unless 10,582 / 1,449)
-#   fetch-weights [NAMES] caffemodels into /weights (weights/fetch.py; default largefov-init;
-#                         name largefov for the released model, which has seen VOC val)
+#   fetch-weights [NAMES] [ARGS]  caffemodels into /weights (weights/fetch.py; largefov-init
+#                         when no name comes first; largefov: the released model, seen VOC val)
 #   reproduce [ARGS]      Table 3.1, the fair default (tools/reproduce_table.py) into /runs
 #   gpu-check [ARGS]      seconds per iteration and the default sweep's wall time
 #                         (tools/gpu_check.py) into /runs/gpu-check
@@ -95,7 +95,7 @@ link_mounts() {
 case $cmd in
     fetch-data) exec python tools/fetch_voc.py --sbd --dest "$DATA" "$@" ;;
     fetch-weights)
-        [[ $# -gt 0 ]] || set -- largefov-init
+        [[ $# -gt 0 && $1 != -* ]] || set -- largefov-init "$@"   # no name first: the init
         exec python weights/fetch.py --dest "$WEIGHTS" "$@" ;;
     reproduce)
         voc=$DATA/VOCdevkit/VOC2012

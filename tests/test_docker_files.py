@@ -335,6 +335,10 @@ def test_fetch_commands_write_into_the_mounts(tmp_path):
     [call] = python_calls(run_entrypoint(tmp_path, ["fetch-weights", "largefov-init",
                                                     "largefov"], python=True))
     assert call == ["weights/fetch.py", "--dest", weights, "largefov-init", "largefov"]
+    [call] = python_calls(run_entrypoint(tmp_path, ["fetch-weights", "--base-url", "http://m",
+                                                    "--width-div", "32"], python=True))
+    assert call == ["weights/fetch.py", "--dest", weights, "largefov-init", "--base-url",
+                    "http://m", "--width-div", "32"]
 
 
 def test_the_tools_default_folders_are_the_mounts(tmp_path):
