@@ -89,6 +89,7 @@ MIN_VISIBLE_FRACTION = 0.5    # an occluded body keeps at least this much of its
 DIFFICULTY_KNOBS = ("part_scale", "part_contrast", "texture_strength")
 DIFFICULTIES = {
     "default": {"part_scale": 1.0, "part_contrast": 1.0, "texture_strength": 1.0},
+    "hard": {"part_scale": 0.6, "part_contrast": 0.4, "texture_strength": 2.0},
 }
 MIN_PART_SIDE_PX = 3          # a part is never smaller than this, whatever the part_scale
 

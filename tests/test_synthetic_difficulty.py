@@ -156,6 +156,17 @@ def test_a_harder_variant_is_deterministic_and_recorded(tmp_path):
     assert "difficulty" not in json.load(open(os.path.join(root, "dataset.json")))["params"]
 
 
+def test_the_hard_variant_is_the_chosen_one_and_harder_on_every_knob(tmp_path):
+    """docs/table31.md, "The harder tier": the first candidate of the rule (part_scale 0.6,
+    texture_strength 2.0, part_contrast 0.4) scored 0.671 and was chosen."""
+    hard = synthetic.DIFFICULTIES["hard"]
+    assert hard == {"part_scale": 0.6, "part_contrast": 0.4, "texture_strength": 2.0}
+    assert set(hard) == set(synthetic.DIFFICULTY_KNOBS) == set(DEFAULT)
+    assert hard["part_scale"] < 1 and hard["part_contrast"] < 1 and hard["texture_strength"] > 1
+    info = synthetic.generate(str(tmp_path / "d"), n_train=2, n_val=1, difficulty="hard")
+    assert info["params"]["difficulty"] == hard
+
+
 @pytest.mark.parametrize("difficulty, message", [
     ("harder", "difficulty 'harder' is unknown: use one of default"),
     ({"part_scale": 0.5}, "must name every knob, part_scale, part_contrast, texture_strength"),
