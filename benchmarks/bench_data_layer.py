@@ -122,6 +122,9 @@ def main(argv=None):
     print(f"  batch maker alone:      {direct:7.1f} images/s")
     print(f"  layer in caffe.Net:     {in_net:7.1f} images/s")
     print(f"  goal: >= 100 images/s -> {'met' if min(direct, in_net) >= 100 else 'NOT met'}")
+    print(f"  the CPU part of every GPU iteration: {1e3 * args.batch_size / in_net:.1f} ms of "
+          f"loading per batch of {args.batch_size} (the template loss's own ms per iteration: "
+          "bench_template_loss.py)")
     print(f"in a training-like loop beside fc8 and the {args.loss} loss ({args.iterations} "
           f"iterations, fc7 {args.batch_size} x 1024 x 41 x 41, prefetch 2):")
     for threads, (iteration_s, produced, images_s) in loop.items():
