@@ -1,6 +1,6 @@
 """Every flag of tools/demo.py, through the script's own main(), reaches the argument of
-demo.run.run_demo it names (issue 20 item 9); --quick and --table31-small also move the
-default data and output folders, and only the defaults."""
+demo.run.run_demo it names (issue 20 item 9); --quick, --table31-small and --table31-hard
+also move the default data and output folders, and only the defaults."""
 import inspect
 
 import pytest
@@ -17,6 +17,8 @@ FLAGS = [  # (flag, value, {run_demo argument: expected} = everything it changes
     ("--data", "elsewhere/synthetic", {"data_dir": "elsewhere/synthetic"}),
     ("--quick", None, {"quick": True, "data_dir": "data/synthetic-quick"}),
     ("--table31-small", None, {"table31": True, "out": "runs/table31-small"}),
+    ("--table31-hard", None, {"hard": True, "out": "runs/table31-hard",
+                              "data_dir": "data/synthetic-hard"}),
     ("--retrain", None, {"retrain": True}),
     ("--export", None, {"export": True}),
     ("--restart", None, {"restart": True}),
@@ -40,7 +42,7 @@ def test_the_defaults(captured):
     call = captured()
     assert (call["out"], call["data_dir"]) == ("runs/demo", "data/synthetic")
     assert not any((call["quick"], call["retrain"], call["export"], call["restart"],
-                    call["table31"]))
+                    call["table31"], call["hard"]))
     assert call["progress"] is True
     # the committed model and its recipe: the script never overrides them
     assert call["recipe"] is SIGNATURE.parameters["recipe"].default
@@ -52,6 +54,11 @@ def test_given_folders_win_over_the_defaults_of_quick_and_table31(captured):
     assert (call["out"], call["data_dir"], call["quick"], call["table31"]) == ("o", "d", True, True)
     call = captured("--quick", "--table31-small")
     assert (call["out"], call["data_dir"]) == ("runs/table31-small", "data/synthetic-quick")
+    call = captured("--quick", "--table31-hard")
+    assert (call["out"], call["data_dir"], call["quick"], call["hard"]) == (
+        "runs/table31-hard", "data/synthetic-hard-quick", True, True)
+    call = captured("--table31-hard", "--out", "o", "--data", "d")
+    assert (call["out"], call["data_dir"], call["hard"]) == ("o", "d", True)
 
 
 def test_no_bars_when_stderr_is_not_a_terminal(captured):

@@ -18,7 +18,7 @@ from pixelfeedback.paths import REPO_ROOT
 from pixelfeedback.pipeline import DEFAULT_SCORE_BLOB, ModelSpec
 from pixelfeedback import thesis
 from python_layers import ToolkitError
-from python_layers.template_similarity import ALL_LOSS_NAMES
+from python_layers.template_similarity import ALL_LOSS_NAMES, LOSS_NAMES
 
 
 DEMO_WEIGHTS_DIR = os.path.join(REPO_ROOT, "weights", "demo")
@@ -51,6 +51,23 @@ RECIPE = {
 }
 
 
+# The harder tier's baseline (issue 27 item 5; docs/table31.md, "The harder tier"): the
+# same recipe on the hard variant of the data (smaller, fainter parts in a busier body),
+# whose knobs were chosen by this baseline's val mIoU alone (0.60-0.70, the thesis's 0.6225
+# in reach) before any loss ran on it. The knobs are in the recipe, so changing them
+# retrains.
+HARD_RECIPE = dict(RECIPE, data=dict(RECIPE["data"],
+                                     difficulty=synthetic.difficulty_knobs("hard")))
+
+# The committed baselines in weights/demo/: each its recipe, caffemodel and recipe file.
+BASELINES = {
+    "demo": {"recipe": RECIPE, "weights": os.path.basename(DEMO_WEIGHTS),
+             "recipe_file": os.path.basename(DEMO_RECIPE_FILE)},
+    "hard": {"recipe": HARD_RECIPE, "weights": "largefov_synthetic_hard.caffemodel",
+             "recipe_file": "recipe_hard.json"},
+}
+
+
 # Table 3.1 in small, powered, on Algorithm 3's scale (normalize "none", SPEC section 3):
 # the four losses at all six thesis lambdas, and Eq. 3.1 as printed (correlation_printed,
 # its selective variant: issue 27), the poly control and the step control; each run's
@@ -72,10 +89,17 @@ TABLE31_SMALL = {"train_images": RECIPE["data"]["n_train"], "val_images": 500,
                  "more_seeds": (3, 4), "normalize": "none", "step_control": True,
                  "flow_images": 30, "finetune_iterations": 300, "finetune_lr": 1e-3}
 
+# The harder tier's table (make table31-hard): Table 3.1's four losses at lambda 0.01, 0.1
+# and 1 with the powered table's fine-tune, val images, flow, controls and seed rule, on the
+# hard baseline ("baseline": the key of BASELINES; absent: "demo").
+HARD_LAMBDAS = (0.01, 0.1, 1.0)
+TABLE31_HARD = dict(TABLE31_SMALL, losses=LOSS_NAMES, lambdas=HARD_LAMBDAS, baseline="hard")
+
 # The runs: "table31" (make table31-small), "full" (make demo: the same fine-tunes and val
 # images, two of its cells and the poly control at the rule's first stage, seeds 0-2, no
 # step control: 9 runs of about a minute each on 2 cores, so that it stays within 15
-# minutes) and "quick" for the tests (fewer images, one short run each).
+# minutes), "quick" for the tests (fewer images, one short run each), "table31-hard" (make
+# table31-hard) and "quick-hard" (its quick run, for the tests).
 SETTINGS = {
     "table31": TABLE31_SMALL,
     "full": dict(TABLE31_SMALL, losses=("cosine", "selective_cosine"), lambdas=(0.05,),
@@ -85,7 +109,14 @@ SETTINGS = {
               "lambdas": (0.1,), "seeds": (0,), "more_seeds": (), "normalize": "none",
               "step_control": True, "flow_images": 4,
               "finetune_iterations": 10, "finetune_lr": 1e-3},
+    "table31-hard": TABLE31_HARD,
 }
+SETTINGS["quick-hard"] = dict(SETTINGS["quick"], baseline="hard")
+
+
+def baseline_of(mode):
+    """The key of BASELINES whose model a mode fine-tunes."""
+    return SETTINGS[mode].get("baseline", "demo")
 
 
 def step_control(recipe=RECIPE):
@@ -110,15 +141,18 @@ def init_weights(recipe=RECIPE):
     return path
 
 
-def weights_files(weights_dir=DEMO_WEIGHTS_DIR):
-    """(caffemodel, recipe.json) of the baseline kept in ``weights_dir``."""
-    return (os.path.join(weights_dir, os.path.basename(DEMO_WEIGHTS)),
-            os.path.join(weights_dir, os.path.basename(DEMO_RECIPE_FILE)))
+def weights_files(weights_dir=DEMO_WEIGHTS_DIR, baseline="demo"):
+    """(caffemodel, recipe file) of the baseline ``baseline`` (a key of BASELINES) kept in
+    ``weights_dir``."""
+    names = BASELINES[baseline]
+    return (os.path.join(weights_dir, names["weights"]),
+            os.path.join(weights_dir, names["recipe_file"]))
 
 
-def committed_baseline(recipe=RECIPE, weights_dir=DEMO_WEIGHTS_DIR):
-    """The metadata of the model in ``weights_dir`` when ``recipe`` made it, else None."""
-    weights, recipe_file = weights_files(weights_dir)
+def committed_baseline(recipe=RECIPE, weights_dir=DEMO_WEIGHTS_DIR, baseline="demo"):
+    """The metadata of the model ``baseline`` in ``weights_dir`` when ``recipe`` made it,
+    else None."""
+    weights, recipe_file = weights_files(weights_dir, baseline)
     if not (os.path.isfile(weights) and os.path.isfile(recipe_file)):
         return None
     with open(recipe_file) as f:
@@ -129,11 +163,12 @@ def committed_baseline(recipe=RECIPE, weights_dir=DEMO_WEIGHTS_DIR):
 
 
 def export_baseline(weights, losses, metrics, seconds, train_metrics=None, recipe=RECIPE,
-                    weights_dir=DEMO_WEIGHTS_DIR):
+                    weights_dir=DEMO_WEIGHTS_DIR, baseline="demo"):
     """Commit-ready copy of a freshly trained baseline with its recipe (into ``weights_dir``,
-    weights/demo/ by default). ``train_metrics``: its evaluation on training images, which
-    lies close to val's when the net did not memorise them."""
-    target, recipe_file = weights_files(weights_dir)
+    weights/demo/ by default, under the names of BASELINES[baseline]). ``train_metrics``: its
+    evaluation on training images, which lies close to val's when the net did not memorise
+    them."""
+    target, recipe_file = weights_files(weights_dir, baseline)
     os.makedirs(weights_dir, exist_ok=True)
     with files.atomic_path(target) as tmp:
         shutil.copyfile(weights, tmp)

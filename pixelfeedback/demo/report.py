@@ -9,6 +9,7 @@ from pixelfeedback.sweep.summary import MEASURE_TITLES, target_met
 from python_layers.template_similarity import ALL_LOSS_NAMES
 from pixelfeedback.demo.model import EFFECT_TARGET, POWER_TARGET, RECIPE
 from pixelfeedback.paths import REPO_ROOT
+from pixelfeedback.synthetic import DIFFICULTIES
 
 # The powered table as measured on the earlier scale (normalize valid), shown beside
 # today's so that the two scales stand side by side.
@@ -82,6 +83,16 @@ def mechanism_findings(cells):
     return lines
 
 
+def difficulty_sentence(knobs):
+    """What the data's difficulty knobs (``synthetic.DIFFICULTIES``) are, where they are not
+    the default's; "" for the default data set."""
+    if not knobs or knobs == DIFFICULTIES["default"]:
+        return ""
+    return (f" This is the hard variant: parts {knobs['part_scale']:g} times the default's "
+            f"side, drawn at {knobs['part_contrast']:.0%} contrast over the body, body "
+            f"texture {knobs['texture_strength']:g} times as strong.")
+
+
 def write_report(out, summary, recipe=RECIPE):
     """<out>/report.md: every step's result with its figures beside it."""
     b, s, sal = summary["baseline"], summary["part_shares"], summary["salient"]
@@ -97,7 +108,8 @@ def write_report(out, summary, recipe=RECIPE):
         f"total {summary['total_seconds']:.0f} s.", "",
         "## 1. Data", "",
         "Cat and dog share one body, chair and sofa another; only a small part (checker, "
-        "stripes, dot, cross) tells the pair apart. Val images over their labels:", "",
+        "stripes, dot, cross) tells the pair apart." + difficulty_sentence(
+            summary.get("difficulty")) + " Val images over their labels:", "",
         "![data](data.png)", "",
         "## 2. Baseline", "",
         f"Reduced-width DeepLab-LargeFOV (channels / {recipe['net']['width_div']}), "
@@ -110,8 +122,10 @@ def write_report(out, summary, recipe=RECIPE):
         f"Val mean IoU **{b['mean_iou']:.3f}** on {b.get('val_images', '?')} images (predicting "
         f"background everywhere: {b['all_background_mean_iou']:.3f}); pixel accuracy "
         f"{b['pixel_accuracy']:.3f}." + (
-            f" On {b['train_images']} of its training images: {b['train_mean_iou']:.3f} (close "
-            "to val's: it did not memorise them)." if "train_mean_iou" in b else ""), "",
+            f" On {b['train_images']} of its training images: {b['train_mean_iou']:.3f}"
+            + (" (close to val's: it did not memorise them)."
+               if abs(b["train_mean_iou"] - b["mean_iou"]) < 0.03 else ".")
+            if "train_mean_iou" in b else ""), "",
         "| class | IoU |", "|---|---|", class_rows, "",
         "## 3. Segmentation fixations", "",
         "Of the fixations that land on an object, "
@@ -167,8 +181,14 @@ def write_report(out, summary, recipe=RECIPE):
                        "control at its rule's first stage (seeds 0-2, none added), so their "
                        "numbers are the powered table's first-stage ones; the step control "
                        "is left out here (the powered table runs it).",
-               "quick": "Quick mode: a single short run per cell, no statistics."}[
-                  summary["mode"]], "",
+               "quick": "Quick mode: a single short run per cell, no statistics.",
+               "table31-hard": "This is the harder tier's table (`make table31-hard`): Table "
+                               "3.1's four losses at three of its λ with the powered table's "
+                               "fine-tune, controls and seed rule, on the hard variant of the "
+                               "data, whose baseline was chosen by its val mIoU alone before "
+                               "any loss ran on it (docs/table31.md, \"The harder tier\").",
+               "quick-hard": "Quick mode on the hard data: a single short run per cell, no "
+                             "statistics."}[summary["mode"]], "",
               "What it shows (paired 95 % intervals in mIoU points; target "
               f"±{points(POWER_TARGET, False)}):", ""]
     for line in table.get("findings", []):  # sentences are paragraphs, cells a list
@@ -179,7 +199,7 @@ def write_report(out, summary, recipe=RECIPE):
     if mechanisms and os.path.isfile(os.path.join(out, mechanisms)):
         lines += [f"![the two mechanisms]({mechanisms})", ""]
     lines += [table["markdown"]]
-    if summary["mode"] != "quick" and os.path.isfile(VALID_TABLE):
+    if summary["mode"] in ("table31", "full") and os.path.isfile(VALID_TABLE):
         with open(VALID_TABLE) as f:
             lines += [f.read()]
     lines += ["## Timings", "",

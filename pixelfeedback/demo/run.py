@@ -9,8 +9,9 @@ import numpy as np
 from pixelfeedback import (evaluation, experiments, files, heatmap, pipeline, reports,
                            synthetic)
 from pixelfeedback.demo.model import (
-    DEMO_WEIGHTS_DIR, EFFECT_TARGET, POWER_TARGET, RECIPE, SETTINGS, committed_baseline, demo_model_files,
-    export_baseline, init_weights, model_spec, recipe_id, step_control, weights_files)
+    BASELINES, DEMO_WEIGHTS_DIR, EFFECT_TARGET, POWER_TARGET, RECIPE, SETTINGS, baseline_of,
+    committed_baseline, demo_model_files, export_baseline, init_weights, model_spec, recipe_id,
+    step_control, weights_files)
 from pixelfeedback.demo.report import table_findings, write_report
 from pixelfeedback.nets import largefov, registry
 from pixelfeedback.paths import REPO_ROOT
@@ -47,7 +48,7 @@ def make_data(data_dir, settings, recipe=RECIPE, progress=True):
     data = recipe["data"]
     info = synthetic.generate(data_dir, n_train=settings["train_images"],
                               n_val=settings["val_images"], size=data["size"], seed=data["seed"],
-                              progress=progress)
+                              progress=progress, difficulty=data.get("difficulty", "default"))
     train_pairs = open(info["train_list"]).read().splitlines()[-settings["val_images"]:]
     info["train_subset"] = os.path.join(data_dir, "lists", f"train_last{len(train_pairs)}.txt")
     files.write_text(info["train_subset"], "\n".join(train_pairs) + "\n")
@@ -155,22 +156,44 @@ def summarize_part_shares(rows):
             "objects_part_over_area": int((share > area).sum())}
 
 
+def demo_mode(quick=False, table31=False, hard=False):
+    """The SETTINGS key of tools/demo.py's flags: "quick", "table31", "full", "table31-hard"
+    or, with ``quick``, "quick-hard"."""
+    if table31 and (quick or hard):
+        other = "--quick" if quick else "--table31-hard"
+        raise ToolkitError(f"{other} and --table31-small are two different runs; pass one")
+    if hard:
+        return "quick-hard" if quick else "table31-hard"
+    return "quick" if quick else "table31" if table31 else "full"
+
+
+def demo_folders(quick=False, table31=False, hard=False, out=None, data_dir=None):
+    """(output folder, data folder) of tools/demo.py: ``out`` and ``data_dir`` when given,
+    else each table its own output and each data set (difficulty, image count) its own
+    folder."""
+    default_out = "runs/table31-hard" if hard else "runs/table31-small" if table31 \
+        else "runs/demo"
+    data = "data/synthetic-hard" if hard else "data/synthetic"
+    return out or default_out, data_dir or (data + "-quick" if quick else data)
+
+
 def run_demo(out="runs/demo", data_dir="data/synthetic", quick=False, retrain=False,
-             export=False, restart=False, progress=True, table31=False, recipe=RECIPE,
-             weights_dir=DEMO_WEIGHTS_DIR):
+             export=False, restart=False, progress=True, table31=False, recipe=None,
+             weights_dir=DEMO_WEIGHTS_DIR, hard=False):
     """Run every step; returns the summary dict (also written to <out>/summary.json).
 
-    The mode is "quick" (the tests), "table31" (the powered Table 3.1 in small: make
-    table31-small) or "full" (make demo: the same fine-tunes, fewer cells). ``out`` is a run
-    folder (pixelfeedback.runfolder): a rerun of the same mode and recipe reuses every cached
-    step; another mode or recipe is refused, naming what differs, unless ``restart``
-    discards the folder's contents. The baseline is the one in ``weights_dir`` when
-    ``recipe`` made it, else (or with ``retrain``) trained; ``export`` copies a trained one
-    into ``weights_dir`` with its recipe.json.
+    The mode (``demo_mode``) is "quick" (the tests), "table31" (the powered Table 3.1 in
+    small: make table31-small), "full" (make demo: the same fine-tunes, fewer cells),
+    "table31-hard" (``hard``: the harder tier, make table31-hard) or "quick-hard" (its quick
+    run). ``out`` is a run folder (pixelfeedback.runfolder): a rerun of the same mode and
+    recipe reuses every cached step; another mode or recipe is refused, naming what differs,
+    unless ``restart`` discards the folder's contents. The baseline is the mode's
+    (BASELINES) in ``weights_dir`` when ``recipe`` (default: that baseline's) made it, else
+    (or with ``retrain``) trained; ``export`` copies a trained one into ``weights_dir`` with
+    its recipe file.
     """
-    if quick and table31:
-        raise ToolkitError("--quick and --table31-small are two different runs; pass one")
-    mode = "quick" if quick else "table31" if table31 else "full"
+    mode = demo_mode(quick, table31, hard)
+    recipe = BASELINES[baseline_of(mode)]["recipe"] if recipe is None else recipe
     run_settings = {"mode": mode, "steps": SETTINGS[mode], "recipe_id": recipe_id(recipe),
                     "retrain": bool(retrain)}
     with RunFolder(out, run_settings, what="demo run", restart=restart) as folder:
@@ -178,13 +201,14 @@ def run_demo(out="runs/demo", data_dir="data/synthetic", quick=False, retrain=Fa
                           weights_dir)
 
 
-def baseline_step(data, out, test, recipe, weights_dir, retrain, export, progress):
-    """Step 2: the baseline in ``weights_dir`` made by ``recipe`` (or a new one trained, and
-    with ``export`` copied there), evaluated on the run's val images. Returns (weights,
-    the summary's "baseline" entry)."""
-    meta = None if retrain else committed_baseline(recipe, weights_dir)
+def baseline_step(data, out, test, recipe, weights_dir, retrain, export, progress,
+                  baseline="demo"):
+    """Step 2: the baseline ``baseline`` (a key of BASELINES) in ``weights_dir`` made by
+    ``recipe`` (or a new one trained, and with ``export`` copied there), evaluated on the
+    run's val images. Returns (weights, the summary's "baseline" entry)."""
+    meta = None if retrain else committed_baseline(recipe, weights_dir, baseline)
     if meta:
-        weights = weights_files(weights_dir)[0]
+        weights = weights_files(weights_dir, baseline)[0]
         print(f"   using the committed baseline {shown_path(weights)} (made by this recipe; "
               f"trained {meta['train_seconds']} s; --retrain to train it again)")
         losses, train_seconds = None, meta["train_seconds"]
@@ -212,7 +236,7 @@ def baseline_step(data, out, test, recipe, weights_dir, retrain, export, progres
     if export and not meta:
         train_metrics = evaluate("train_subset", "eval_train")
         export_baseline(weights, losses, metrics, train_seconds, train_metrics, recipe,
-                        weights_dir)
+                        weights_dir, baseline)
         summary.update(train_mean_iou=train_metrics["mean_iou"],
                        train_images=train_metrics["num_images"])
         print(f"   mean IoU {train_metrics['mean_iou']:.3f} on {train_metrics['num_images']} "
@@ -229,7 +253,9 @@ def shown_path(path):
 def _run_steps(out, data_dir, mode, retrain, export, progress, recipe, weights_dir):
     settings = SETTINGS[mode]
     size = recipe["data"]["size"]
-    timings, summary = [], {"mode": mode, "settings": settings}
+    timings, summary = [], {"mode": mode, "settings": settings,
+                            "difficulty": synthetic.difficulty_knobs(
+                                recipe["data"].get("difficulty", "default"))}
     started = time.time()
 
     with Step(timings, "1. data: synthetic discriminative-parts set"):
@@ -239,7 +265,8 @@ def _run_steps(out, data_dir, mode, retrain, export, progress, recipe, weights_d
     deploy, test = demo_model_files(out, recipe)
     with Step(timings, "2. baseline: reduced-width DeepLab-LargeFOV"):
         weights, summary["baseline"] = baseline_step(data, out, test, recipe, weights_dir,
-                                                     retrain, export, progress)
+                                                     retrain, export, progress,
+                                                     baseline_of(mode))
 
     with Step(timings, "3. segmentation fixations: on the part or on the body?"):
         rows, figures = part_shares(deploy, weights, data, settings["fixation_images"], out,
@@ -288,7 +315,9 @@ def _run_steps(out, data_dir, mode, retrain, export, progress, recipe, weights_d
             normalize=settings["normalize"], flow_images=settings.get("flow_images"))
         results, extended = run_sequential(cfg, settings["more_seeds"], POWER_TARGET,
                                                  EFFECT_TARGET)
-        table_rows, table_md = write_table(cfg, results, title="Table 3.1 on synthetic data")
+        table_rows, table_md = write_table(cfg, results, title="Table 3.1 on synthetic data"
+                                           + (" (the hard variant)"
+                                              if baseline_of(mode) == "hard" else ""))
         summary["table"] = {"rows": table_rows, "markdown": table_md,
                             "findings": table_findings(table_rows),
                             "extended": [[loss, lam] for loss, lam in extended],
