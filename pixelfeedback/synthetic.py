@@ -15,6 +15,8 @@ that structure, learnable from scratch by a reduced-width DeepLab-LargeFOV in mi
   white/black checkerboard, dog yellow/black stripes, chair a cyan dot, sofa a magenta cross,
   each in a square of about 15-25 % of the body's length (at least 7 px at 129 px), at a random
   place inside the body (never touching its edge). The part is labelled with the object's class.
+  (That is the default difficulty; ``DIFFICULTIES`` holds smaller, fainter parts in a busier
+  body, the harder tier's data.)
   Labelling the rest of the body right therefore needs context from the part; with the part
   masked out (``mask_part``) the object is still a body of its pair but its class is unknown.
 - Background clutter: a colour gradient with soft blotches and noise, plus random flat shapes
