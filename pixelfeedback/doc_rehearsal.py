@@ -1,6 +1,6 @@
 """The docs are the test: the shell blocks of a docs page that carry a rehearsal marker run
 in order, changed only by the substitutions the page itself lists (tools/rehearse_docs.py;
-tests/test_docs_rehearsal.py in CI, docker/docker_check.sh for the `docker run` lines).
+tests/pixelfeedback/test_doc_rehearsal.py in CI, docker/docker_check.sh for the `docker run` lines).
 
 A block is rehearsed when the line before its ```sh fence is a marker:
 

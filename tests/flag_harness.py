@@ -1,4 +1,4 @@
-"""The scaffolding the per-script flag tests (tests/test_*_flags.py) share (issue 20 item 9):
+"""The scaffolding the per-script flag tests (tests/tools/test_*_flags.py) share (issue 20 item 9):
 run a script's own main() in-process with its one library call replaced by a recorder, and
 check that each flag of a table changes what it names and nothing else, that the table
 covers every flag of the parser, and that a bad value is a usage error naming the flag.
