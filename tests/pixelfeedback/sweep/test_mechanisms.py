@@ -141,3 +141,21 @@ def test_flow_images_need_a_synthetic_data_set(tmp_path, tiny_voc):
     with pytest.raises(ToolkitError, match="--flow-images needs a data set made by "
                                            "tools/synthetic.py"):
         flow.check_flow_data(cfg)
+
+
+def test_the_flow_is_pooled_over_the_objects(monkeypatch, tmp_path):
+    """An object whose activation before is near zero would swamp a mean of each object's
+    drop %: the run's figure pools the drops over the summed activation."""
+    from pixelfeedback import experiments
+    from pixelfeedback.sweep import flow, plan
+
+    rows = [dict(mean_before=10.0, mean_after=4.0, drop_pct=60.0),
+            dict(mean_before=0.01, mean_after=-0.99, drop_pct=10000.0)]
+    monkeypatch.setattr(experiments, "run_all", lambda *a, **k: {"salient": {
+        "rows": rows, "images": 2}})
+    monkeypatch.setattr(experiments, "synthetic_part_mask_fn", lambda root: None)
+    cfg = plan.SweepConfig(out=str(tmp_path), flow_images=2, width_div=32, num_classes=5,
+                           test_size=65)
+    measured = flow.flow_measure(cfg, "w.caffemodel", str(tmp_path))
+    assert measured["drop_pct"] == pytest.approx(100 * (6.0 + 1.0) / 10.01)
+    assert measured["objects"] == 2 and measured["images"] == 2
