@@ -7,7 +7,7 @@ import numpy as np
 from pixelfeedback.plotting import new_figure, save_figure
 from pixelfeedback import thesis
 from pixelfeedback.sweep.plan import CONTROL, CONTROL_STEP, LOSS_TITLES
-from python_layers.template_similarity import ALL_LOSS_NAMES
+from python_layers.template_similarity import ALL_LOSS_NAMES, LOSS_NAMES
 
 POINTS = 100.0  # mIoU -> points
 
@@ -63,39 +63,55 @@ def _lambda_axes(ax, lams, to_voc):
         top.set_xlabel("λ at VOC's strength (batch 10, crop 321)", fontsize=7)
 
 
+def _loss_groups(rows):
+    """Table 3.1's four losses, then any others (Eq. 3.1 as printed): one row of panels
+    each, so that the others' wide intervals do not flatten the four's scale."""
+    present = [l for l in ALL_LOSS_NAMES if any(r["loss"] == l for r in rows)]
+    groups = ([l for l in present if l in LOSS_NAMES], [l for l in present if l not in LOSS_NAMES])
+    return [group for group in groups if group]
+
+
 def mechanisms_figure(path, rows, title="Table 3.1's mechanisms"):
     """Per measure of ``summary.MEASURES`` the rows hold (the correlated pairs, the flow),
-    one panel: the paired difference to the poly control against lambda, a line per loss
-    with its 95 % interval. Returns the path, or None when no row has a measure."""
+    one panel per group of losses (``_loss_groups``): the paired difference to the poly
+    control against lambda, a line per loss with its 95 % interval. Returns the path, or
+    None when no row has a measure."""
     from pixelfeedback.sweep.summary import MEASURE_TITLES, MEASURES
 
     names = [n for n in MEASURES if any("paired_diff" in r["measures"].get(n, {})
                                         for r in rows)]
-    if not names:
+    groups = _loss_groups(rows)
+    if not names or not groups:
         return None
     to_voc = voc_factor(rows)
-    figure = new_figure(4.6 * len(names), 4.0)
-    axes = np.atleast_1d(figure.subplots(1, len(names), squeeze=False).ravel())
+    figure = new_figure(4.6 * len(names), 3.6 * len(groups) + 0.6)
+    panels = figure.subplots(len(groups), len(names), squeeze=False)
     lams = sorted({r["lam"] for r in rows if r["loss"] in ALL_LOSS_NAMES})
-    for ax, name in zip(axes, names):
-        ax.axhline(0.0, color="0.4", lw=0.8)
-        for index, loss in enumerate(l for l in ALL_LOSS_NAMES if any(r["loss"] == l for r in rows)):
-            cells = sorted((r for r in rows if r["loss"] == loss and name in r["measures"]),
-                           key=lambda r: r["lam"])
-            x = np.array([r["lam"] for r in cells]) * (1 + 0.04 * index)  # apart a little
-            y = np.array([r["measures"][name]["paired_diff"] for r in cells], float)
-            err = np.nan_to_num([r["measures"][name]["paired_ci"] for r in cells])
-            ax.errorbar(x, y, yerr=err, fmt="o-", capsize=2, lw=1.0, ms=3,
-                        label=LOSS_TITLES.get(loss, loss))
-        _lambda_axes(ax, lams, to_voc)
-        ax.set_ylabel("paired Δ vs the poly control", fontsize=8)
-        ax.set_title(MEASURE_TITLES[name], fontsize=9)
-        ax.grid(alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
+    index_of = {loss: index for index, loss in enumerate(l for group in groups for l in group)}
+    for group, axes in zip(groups, panels):
+        for ax, name in zip(axes, names):
+            ax.axhline(0.0, color="0.4", lw=0.8)
+            for loss in group:
+                cells = sorted((r for r in rows if r["loss"] == loss and name in r["measures"]),
+                               key=lambda r: r["lam"])
+                x = np.array([r["lam"] for r in cells]) * (1 + 0.04 * index_of[loss])  # apart
+                y = np.array([r["measures"][name]["paired_diff"] for r in cells], float)
+                err = np.nan_to_num([r["measures"][name]["paired_ci"] for r in cells])
+                ax.errorbar(x, y, yerr=err, fmt="o-", capsize=2, lw=1.0, ms=3,
+                            color=f"C{index_of[loss]}", label=LOSS_TITLES.get(loss, loss))
+            _lambda_axes(ax, lams, to_voc)
+            ax.set_ylabel("paired Δ vs the poly control", fontsize=8)
+            ax.set_title(MEASURE_TITLES[name], fontsize=9)
+            ax.grid(alpha=0.3)
+    handles, labels = [], []
+    for axes in panels:
+        more_handles, more_labels = axes[0].get_legend_handles_labels()
+        handles += more_handles
+        labels += more_labels
     figure.legend(handles, labels, loc="lower center", fontsize=7, ncol=3, frameon=False)
     figure.suptitle(title + ": below 0, the pair is told apart better / the activation "
                     "spreads beyond the part", fontsize=9)
-    figure.tight_layout(rect=(0, 0.12, 1, 1))
+    figure.tight_layout(rect=(0, 0.6 / (3.6 * len(groups) + 0.6) + 0.04, 1, 1))
     return save_figure(figure, path, dpi=110, layout=False)
 
 
