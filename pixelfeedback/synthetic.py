@@ -52,8 +52,12 @@ indices 1..4; ``dataset.json`` holds the class names. Regenerating with the same
 byte-identical (labels, masks, JSON and, with the same OpenCV, JPEGs); ``generate`` skips the work
 when ``dataset.json`` already matches.
 """
+import concurrent.futures
+import contextlib
+import functools
 import json
 import math
+import multiprocessing
 import os
 import re
 
@@ -62,6 +66,7 @@ import numpy as np
 
 from pixelfeedback import files, thesis
 from python_layers import ToolkitError, voc_io
+from python_layers.thread_pool import available_cores
 
 CLASS_NAMES = ("background", "cat", "dog", "chair", "sofa")
 NUM_CLASSES = len(CLASS_NAMES)
@@ -72,6 +77,7 @@ SPLITS = ("train", "val")
 
 GENERATOR_VERSION = 1
 JPEG_QUALITY = 95
+PARALLEL_MIN_IMAGES = 1000    # images per writer process at least (a process's start costs ~1 s)
 BASE_SIZE = 129               # body and part sizes below are in pixels at this image size
 BODY_LENGTH_RANGE = (25.0, 60.0)
 BODY_ASPECT_RANGE = (0.55, 1.0)
@@ -519,16 +525,42 @@ def _remove_stale(root, keep_ids):
                 os.unlink(os.path.join(directory, name))
 
 
+def _write_example(root, seed, size, knobs, job):
+    """Render and write one image of ``job`` = (split, image id); returns (split, the
+    class names of its objects)."""
+    split, image_id = job
+    index = int(image_id.rsplit("_", 1)[1])
+    image, label, bodies, parts, objects = render_example(
+        example_rng(seed, split, index), size, knobs)
+    paths = _paths(root, image_id)
+    _write_jpeg(paths["image"], image)
+    files.write_label(paths["label"], label)
+    files.write_label(paths["bodies"], bodies)
+    files.write_label(paths["parts"], parts)
+    files.write_json(paths["annotation"], {
+        "id": image_id, "split": split, "size": size, "objects": objects,
+        "void_radius": void_radius_for(size),
+        "masks": {"bodies": os.path.basename(paths["bodies"]),
+                  "parts": os.path.basename(paths["parts"])}})
+    return split, [obj["class_name"] for obj in objects]
+
+
 def generate(root, n_train=200, n_val=50, size=129, seed=0, progress=False,
-             difficulty="default"):
+             difficulty="default", workers=None):
     """Write the synthetic data set under ``root`` and return an info dict.
 
     ``difficulty``: a name in ``DIFFICULTIES`` or a dict of its knobs (``difficulty_knobs``).
+    ``workers``: processes that write the images (default: the cores this process may use;
+    one per ``PARALLEL_MIN_IMAGES`` images at most, so a small set is written in-process);
+    the files are the same whatever the count.
     The dict holds dataset.json's content plus ``root``, ``train_list``, ``val_list``,
     ``image_sets``, ``dataset_json`` and ``generated`` (False when an identical data set was
     already there and nothing was written). Refuses a folder that holds another data set.
     """
     _check_arguments(n_train, n_val, size, seed)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
+                                or workers < 1):
+        raise ToolkitError(f"workers must be a positive integer, got {workers!r}")
     knobs = difficulty_knobs(difficulty)
     root = os.path.abspath(os.fspath(root))
     params = _params(n_train, n_val, size, seed, knobs)
@@ -553,24 +585,21 @@ def generate(root, n_train=200, n_val=50, size=129, seed=0, progress=False,
             for image_id in _image_ids(split, count)]
     for split in SPLITS:
         counts[split] = {"images": 0, "objects": {name: 0 for name in CLASS_NAMES[1:]}}
-    for split, image_id in tqdm(jobs, desc="synthetic data", disable=not progress,
-                                unit="image"):
-        index = int(image_id.rsplit("_", 1)[1])
-        image, label, bodies, parts, objects = render_example(
-            example_rng(seed, split, index), size, knobs)
-        paths = _paths(root, image_id)
-        _write_jpeg(paths["image"], image)
-        files.write_label(paths["label"], label)
-        files.write_label(paths["bodies"], bodies)
-        files.write_label(paths["parts"], parts)
-        files.write_json(paths["annotation"], {
-            "id": image_id, "split": split, "size": size, "objects": objects,
-            "void_radius": void_radius_for(size),
-            "masks": {"bodies": os.path.basename(paths["bodies"]),
-                      "parts": os.path.basename(paths["parts"])}})
-        counts[split]["images"] += 1
-        for obj in objects:
-            counts[split]["objects"][obj["class_name"]] += 1
+    write = functools.partial(_write_example, root, seed, size, knobs)
+    workers = min(available_cores() if workers is None else workers,
+                  max(1, len(jobs) // PARALLEL_MIN_IMAGES))
+    with contextlib.ExitStack() as stack:
+        written = map(write, jobs)
+        if workers > 1:   # every image has its own RandomState: the same files either way
+            pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(
+                workers, mp_context=multiprocessing.get_context("fork"),
+                initializer=cv2.setNumThreads, initargs=(1,)))
+            written = pool.map(write, jobs, chunksize=64)
+        for split, names in tqdm(written, total=len(jobs), desc="synthetic data",
+                                 disable=not progress, unit="image"):
+            counts[split]["images"] += 1
+            for name in names:
+                counts[split]["objects"][name] += 1
 
     for split, count in (("train", n_train), ("val", n_val)):
         ids = _image_ids(split, count)

@@ -25,6 +25,11 @@ def default_threads():
             raise ToolkitError(f"{THREADS_ENV} must be a positive integer (the loss's worker "
                                f"threads), got {text!r}; unset it to use every core")
         return int(text)
+    return available_cores()
+
+
+def available_cores():
+    """The cores this process may run on."""
     try:
         return max(1, len(os.sched_getaffinity(0)))
     except AttributeError:  # pragma: no cover (not Linux)

@@ -5,7 +5,8 @@ import collections
 import os
 
 from pixelfeedback.nets.largefov import STAGE1
-from pixelfeedback.sweep.settings import BY_NAME, IMAGENET_INIT, SETTINGS, available_cores
+from pixelfeedback.sweep.settings import BY_NAME, IMAGENET_INIT, SETTINGS
+from python_layers.thread_pool import available_cores
 from python_layers.template_similarity import ALL_LOSS_NAMES
 
 CONTROL = "control"

@@ -238,14 +238,6 @@ SETTINGS = (
 BY_NAME = {setting.name: setting for setting in SETTINGS}
 
 
-def available_cores():
-    """The cores this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def add_arguments(parser):
     """Every sweep setting's flag on ``parser`` (tools/reproduce_table.py)."""
     for setting in SETTINGS:

@@ -46,6 +46,18 @@ def test_same_seed_is_byte_identical_and_other_seeds_differ(tmp_path):
     assert sum(first[k] != other[k] for k in labels) == len(labels)
 
 
+def test_writer_processes_write_the_same_files(tmp_path, monkeypatch):
+    """A large set is written by one process per core; the files are those one process
+    writes (a smaller threshold here, so that 24 images take two processes)."""
+    monkeypatch.setattr(synthetic, "PARALLEL_MIN_IMAGES", 12)
+    alone = synthetic.generate(str(tmp_path / "a"), n_train=20, n_val=4, seed=5, workers=1)
+    shared = synthetic.generate(str(tmp_path / "b"), n_train=20, n_val=4, seed=5, workers=2)
+    first, second = _files(alone["root"]), _files(shared["root"])
+    assert first.keys() == second.keys() and len(first) > 24 * 5
+    assert [k for k in first if first[k] != second[k]] == []
+    assert alone["counts"] == shared["counts"]
+
+
 def test_an_image_depends_only_on_seed_split_and_index(tmp_path):
     """A smaller set is a prefix of a larger one of the same seed, in both splits: the
     demo's quick run trains on the first 100 of the recipe's 10000 training images and
@@ -233,6 +245,8 @@ def test_skips_when_present_and_regenerates_on_new_parameters(tmp_path):
     ({"n_train": 0}, "n_train"),
     ({"n_val": 0}, "n_val"),
     ({"seed": -1}, "seed"),
+    ({"workers": 0}, "workers must be a positive integer"),
+    ({"workers": "2"}, "workers must be a positive integer"),
 ])
 def test_bad_arguments_raise_toolkit_error(tmp_path, kwargs, message):
     with pytest.raises(ToolkitError, match=message):
