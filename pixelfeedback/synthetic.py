@@ -525,6 +525,15 @@ def _remove_stale(root, keep_ids):
                 os.unlink(os.path.join(directory, name))
 
 
+def _writer_context():
+    """The writer processes' start method: forked from a fresh single-threaded server that
+    has imported this module (a fork of this process could inherit a lock held by one of
+    its threads; a spawn would re-run the caller's main script)."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload([__name__])
+    return context
+
+
 def _write_example(root, seed, size, knobs, job):
     """Render and write one image of ``job`` = (split, image id); returns (split, the
     class names of its objects)."""
@@ -592,8 +601,8 @@ def generate(root, n_train=200, n_val=50, size=129, seed=0, progress=False,
         written = map(write, jobs)
         if workers > 1:   # every image has its own RandomState: the same files either way
             pool = stack.enter_context(concurrent.futures.ProcessPoolExecutor(
-                workers, mp_context=multiprocessing.get_context("fork"),
-                initializer=cv2.setNumThreads, initargs=(1,)))
+                workers, mp_context=_writer_context(), initializer=cv2.setNumThreads,
+                initargs=(1,)))
             written = pool.map(write, jobs, chunksize=64)
         for split, names in tqdm(written, total=len(jobs), desc="synthetic data",
                                  disable=not progress, unit="image"):
