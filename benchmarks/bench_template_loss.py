@@ -17,6 +17,14 @@ Caffe's own OpenBLAS threads in every row; only the loss's pool changes. fc7 is
 ReLU-then-dropout-like noise and fc8 has random weights, so most pixels are misclassified
 (the worst case for selective). Both timings include pycaffe's call overhead. Ratios are
 measured in one run on one machine; compare them, not the absolute times, across machines.
+
+Caffe's own OpenBLAS (the system library fc8 runs on) keeps its threads spinning for
+about 2**28 cycles after each call, by default, so on a CPU the loss that follows fc8
+would share its cores with two busy-waiting threads (measured: loss/fc8 1.76-1.86 with 2
+loss threads, against 1.25-1.33 with the timeout below, before the item-wise products).
+On a GPU fc8 runs in cuBLAS and nothing spins beside the loss; to measure that case, the
+bench sets ``OPENBLAS_THREAD_TIMEOUT=4`` (2**4 cycles: the threads sleep at once) unless
+it is set already. fc8's own median stays within the runs' spread with it or without (28-35 ms).
 """
 import argparse
 import os
@@ -25,6 +33,7 @@ import tempfile
 import time
 
 os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")   # read when Caffe's OpenBLAS loads
 
 import numpy as np  # noqa: E402
 
@@ -123,7 +132,8 @@ def main(argv=None):
     classes = 21
     print(f"fc7 ({args.batch}, 1024, {args.size}, {args.size}), fc8 {classes} outputs, "
           f"median of {args.repeats}; {os.cpu_count()} CPUs, "
-          f"{len(os.sched_getaffinity(0))} usable")
+          f"{len(os.sched_getaffinity(0))} usable; OPENBLAS_THREAD_TIMEOUT="
+          f"{os.environ['OPENBLAS_THREAD_TIMEOUT']} (see --help)")
     print(f"{'loss':30s} {'present':>7s} {'threads':>7s} {'fc8 ms':>9s} {'loss ms':>9s} "
           f"{'loss/fc8':>9s}")
     worst = {}

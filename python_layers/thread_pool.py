@@ -60,39 +60,46 @@ def pool_map(function, tasks, threads=None):
     return list(pool.map(function, tasks))
 
 
-class single_threaded_numpy_blas:
-    """Context: NumPy's own OpenBLAS (the wheel's ``numpy.libs`` copy) runs one thread
-    inside, so that the pool's threads, not OpenBLAS's, share the cores (OpenBLAS threading
-    a thin product of one pixel block costs more than it gains). A NumPy linked to a
-    system BLAS (which Caffe may share) is left alone."""
+class single_threaded_blas:
+    """Context: the OpenBLAS copies inside the NumPy and SciPy wheels (``numpy.libs``,
+    ``scipy.libs``) run one thread inside, so that the pool's threads, not OpenBLAS's,
+    share the cores (OpenBLAS threading a thin product of one item costs more than it
+    gains). A NumPy or SciPy linked to a system BLAS (which Caffe may share) is left alone."""
 
     def __enter__(self):
-        self.functions = _numpy_openblas()
-        self.before = self.functions[0]() if self.functions else None
-        if self.before is not None and self.before != 1:
-            self.functions[1](1)
+        self.before = []
+        for get, put in _wheel_openblas():
+            threads = get()
+            if threads != 1:
+                put(1)
+                self.before.append((put, threads))
         return self
 
     def __exit__(self, *exc):
-        if self.before is not None and self.before != 1:
-            self.functions[1](self.before)
+        for put, threads in self.before:
+            put(threads)
         return False
 
 
 _openblas = []
 
 
-def _numpy_openblas():
-    """(get_num_threads, set_num_threads) of the OpenBLAS inside NumPy's wheel, or None."""
+def _wheel_openblas():
+    """[(get_num_threads, set_num_threads)] of the OpenBLAS in NumPy's and SciPy's wheels."""
     if not _openblas:
-        _openblas.append(_find_numpy_openblas())
+        _openblas.append([found for package in ("numpy", "scipy")
+                          for found in [_find_wheel_openblas(package)] if found])
     return _openblas[0]
 
 
-def _find_numpy_openblas():
+def _find_wheel_openblas(package):
     import ctypes
-    import numpy
-    libs = os.path.join(os.path.dirname(os.path.dirname(numpy.__file__)), "numpy.libs")
+    import importlib
+    try:   # loaded first: its OpenBLAS needs the libraries the package loads
+        module = importlib.import_module(package)
+    except ImportError:
+        return None
+    libs = os.path.join(os.path.dirname(os.path.dirname(module.__file__)), package + ".libs")
     try:
         names = sorted(name for name in os.listdir(libs) if "openblas" in name)
     except OSError:
@@ -102,9 +109,9 @@ def _find_numpy_openblas():
             lib = ctypes.CDLL(os.path.join(libs, name))
         except OSError:
             continue
-        for suffix in ("64_", ""):
-            get = getattr(lib, "openblas_get_num_threads" + suffix, None)
-            put = getattr(lib, "openblas_set_num_threads" + suffix, None)
+        for prefix, suffix in (("", "64_"), ("", ""), ("scipy_", "64_"), ("scipy_", "")):
+            get = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}", None)
+            put = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
             if get is not None and put is not None:
                 get.restype, put.argtypes = ctypes.c_int, [ctypes.c_int]
                 return get, put

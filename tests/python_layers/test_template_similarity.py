@@ -39,7 +39,8 @@ def fc7_like_batch(seed, n=3, depth=96, h=7, w=9, classes=6, dtype=np.float32):
 @pytest.mark.parametrize("options", TABLE31_OPTIONS,
                          ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
 def test_matches_the_frozen_algorithm(options, monkeypatch):
-    monkeypatch.setattr(similarity_blocks, "ROW_BYTES", 64 * 4 * 5)   # several row blocks
+    monkeypatch.setattr(similarity_blocks, "PRODUCT_ROW_BYTES", 64 * 4 * 5)   # several row blocks
+    monkeypatch.setattr(similarity_blocks, "GRADIENT_ROW_BYTES", 64 * 4 * 7)
     for dtype, rtol in ((np.float64, 1e-11), (np.float32, 2e-5)):
         fc7, fc8, label = fc7_like_batch(1, dtype=dtype)
         old_loss, old_grad = frozen_template_similarity_loss(fc7, fc8, label, **options)
@@ -50,12 +51,62 @@ def test_matches_the_frozen_algorithm(options, monkeypatch):
                                    atol=10 * rtol * np.abs(old_grad).max())
 
 
+def spread_classes_batch(seed, n=4, depth=64, side=11, classes=9):
+    """Like the bench's inputs: every class in the batch, each item with only a few of
+    them (rectangles of its own object classes on background 0, ignore borders)."""
+    rs = np.random.RandomState(seed)
+    fc7 = np.maximum(rs.randn(n, depth, side, side), 0) * 2 * (rs.rand(n, depth, side, side) < 0.5)
+    label = np.zeros((n, 1, side, side))
+    for item in range(n):
+        for cls in range(1, classes)[item::n]:
+            y0, x0 = rs.randint(0, side // 2, size=2)
+            label[item, 0, y0:y0 + 4, x0:x0 + 5] = IGNORE
+            label[item, 0, y0 + 1:y0 + 3, x0 + 1:x0 + 4] = cls
+    return fc7, rs.randn(n, classes, side, side), label
+
+
+@pytest.mark.parametrize("options", TABLE31_OPTIONS,
+                         ids=lambda o: "-".join(f"{k}={v}" for k, v in o.items()))
+def test_items_with_few_of_the_classes_match_the_frozen_algorithm(options):
+    # issue #29: the products use only the classes in each item's labels and the sum of
+    # all templates; the results stay the frozen algorithm's within float32 rounding
+    for dtype, rtol in ((np.float64, 1e-11), (np.float32, 2e-5)):
+        fc7, fc8, label = (a.astype(dtype) for a in spread_classes_batch(5))
+        old_loss, old_grad = frozen_template_similarity_loss(fc7, fc8, label, **options)
+        loss, grad = tl.template_similarity_loss(fc7, fc8, label, **options)
+        assert loss == pytest.approx(old_loss, rel=rtol)
+        np.testing.assert_allclose(grad, old_grad, rtol=10 * rtol,
+                                   atol=10 * rtol * np.abs(old_grad).max())
+
+
+@pytest.mark.parametrize("scipy", [True, False], ids=["scipy", "numpy"])
+def test_add_product_adds_in_place(scipy, monkeypatch):
+    if not scipy:   # the GPU bundle's Python has no SciPy
+        monkeypatch.setattr(similarity_blocks, "_scipy_gemm", lambda dtype: None)
+    rs = np.random.RandomState(0)
+    for dtype in (np.float32, np.float64):
+        target, left, right = (rs.randn(*shape).astype(dtype)
+                               for shape in ((6, 5), (6, 3), (3, 5)))
+        expected = target + left @ right
+        assert similarity_blocks.add_product(target, left, right) is target
+        np.testing.assert_allclose(target, expected, rtol=1e-5)
+
+
+def test_single_threaded_blas_restores_the_thread_counts():
+    wheels = thread_pool._wheel_openblas()
+    before = [get() for get, _ in wheels]
+    with thread_pool.single_threaded_blas():
+        assert all(get() == 1 for get, _ in wheels)
+    assert [get() for get, _ in wheels] == before
+
+
 @pytest.mark.parametrize("similarity", tl.SIMILARITIES)
 def test_same_bits_for_every_thread_count_and_block_size(similarity, monkeypatch):
     fc7, fc8, label = fc7_like_batch(2)
     results = []
     for threads, row_bytes in ((1, 2 ** 17), (2, 2 ** 17), (3, 2 ** 17), (2, 64 * 4 * 8)):
-        monkeypatch.setattr(similarity_blocks, "ROW_BYTES", row_bytes)
+        monkeypatch.setattr(similarity_blocks, "PRODUCT_ROW_BYTES", row_bytes)
+        monkeypatch.setattr(similarity_blocks, "GRADIENT_ROW_BYTES", row_bytes)
         for template_grad in (False, True):
             loss, grad = tl.template_similarity_loss(fc7, fc8, label, similarity,
                                                      template_grad=template_grad,
