@@ -18,7 +18,8 @@ that structure, learnable from scratch by a reduced-width DeepLab-LargeFOV in mi
   (That is the default difficulty; ``DIFFICULTIES`` holds smaller, fainter parts in a busier
   body, the harder tier's data.)
   Labelling the rest of the body right therefore needs context from the part; with the part
-  masked out (``mask_part``) the object is still a body of its pair but its class is unknown.
+  masked out (``part_masking.mask_part``) the object is still a body of its pair but its
+  class is unknown.
 - Background clutter: a colour gradient with soft blotches and noise, plus random flat shapes
   (rectangles, discs, triangles, thick lines and blobs shaped exactly like bodies) in colours kept
   away from the two body colours, so shape alone never signals an object. There are no
@@ -66,7 +67,7 @@ import numpy as np
 
 from pixelfeedback import files, thesis
 from python_layers import ToolkitError, voc_io
-from python_layers.thread_pool import available_cores
+from python_layers.thread_pool import available_cores, positive_count
 
 CLASS_NAMES = ("background", "cat", "dog", "chair", "sofa")
 NUM_CLASSES = len(CLASS_NAMES)
@@ -228,8 +229,8 @@ def body_texture(obj):
     """The body appearance of an annotated object over its box: float32 (h, w, 3) BGR.
 
     Everything comes from the object's ``texture_seed``, family, colour, box and
-    ``texture_strength`` (recorded only where it is not 1), so ``mask_part`` can paint
-    exactly the body that the part was drawn over.
+    ``texture_strength`` (recorded only where it is not 1), so ``part_masking.mask_part``
+    can paint exactly the body that the part was drawn over.
     """
     x0, y0, x1, y1 = obj["box"]
     h, w = y1 - y0, x1 - x0
@@ -439,7 +440,8 @@ def _image_ids(split, count):
     return [f"{split}_{i:05d}" for i in range(count)]
 
 
-def _paths(root, image_id):
+def example_paths(root, image_id):
+    """The files of one example: image, label, annotation JSON, body and part maps."""
     return {
         "image": os.path.join(root, "JPEGImages", image_id + ".jpg"),
         "label": os.path.join(root, "SegmentationClass", image_id + ".png"),
@@ -479,7 +481,8 @@ def _params(n_train, n_val, size, seed, knobs):
     return params
 
 
-def _read_json(path):
+def read_json(path):
+    """The JSON in ``path``, or None when it is missing or unreadable."""
     try:
         with open(path) as f:
             return json.load(f)
@@ -508,7 +511,7 @@ def _complete(root, params):
             if not os.path.isfile(os.path.join(root, name, split + ".txt")):
                 return False
         for image_id in _image_ids(split, count):
-            if not all(os.path.isfile(p) for p in _paths(root, image_id).values()):
+            if not all(os.path.isfile(p) for p in example_paths(root, image_id).values()):
                 return False
     return True
 
@@ -541,7 +544,7 @@ def _write_example(root, seed, size, knobs, job):
     index = int(image_id.rsplit("_", 1)[1])
     image, label, bodies, parts, objects = render_example(
         example_rng(seed, split, index), size, knobs)
-    paths = _paths(root, image_id)
+    paths = example_paths(root, image_id)
     _write_jpeg(paths["image"], image)
     files.write_label(paths["label"], label)
     files.write_label(paths["bodies"], bodies)
@@ -567,9 +570,8 @@ def generate(root, n_train=200, n_val=50, size=129, seed=0, progress=False,
     already there and nothing was written). Refuses a folder that holds another data set.
     """
     _check_arguments(n_train, n_val, size, seed)
-    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, int)
-                                or workers < 1):
-        raise ToolkitError(f"workers must be a positive integer, got {workers!r}")
+    if workers is not None:
+        positive_count("workers", workers)
     knobs = difficulty_knobs(difficulty)
     root = os.path.abspath(os.fspath(root))
     params = _params(n_train, n_val, size, seed, knobs)
@@ -580,7 +582,7 @@ def generate(root, n_train=200, n_val=50, size=129, seed=0, progress=False,
         raise ToolkitError(
             f"{root} holds a data set this generator did not make (no {MARKER_FILE} file); "
             "choose an empty or new folder for --out")
-    existing = _read_json(dataset_path) if os.path.isfile(dataset_path) else None
+    existing = read_json(dataset_path) if os.path.isfile(dataset_path) else None
     if existing is not None and existing.get("params") == params and _complete(root, params):
         return _info(root, existing, generated=False)
     if os.path.exists(dataset_path):
@@ -635,84 +637,6 @@ def generate(root, n_train=200, n_val=50, size=129, seed=0, progress=False,
     }
     files.write_json(dataset_path, dataset)
     return _info(root, dataset, generated=True)
-
-
-# --------------------------------------------------------------------------------------------
-# Annotations and masking
-# --------------------------------------------------------------------------------------------
-
-def load_annotation(root, image_id):
-    """The annotation of one image: the JSON dict plus its masks.
-
-    Adds ``bodies`` and ``parts`` ((H, W) uint8 maps, object k -> k+1) and, per object,
-    ``body_mask`` (visible object, part included), ``part_mask`` (visible part) and
-    ``rest_mask`` (body without part) as boolean arrays.
-    """
-    paths = _paths(os.path.abspath(os.fspath(root)), image_id)
-    if not os.path.isfile(paths["annotation"]):
-        raise ToolkitError(f"annotation not found: {paths['annotation']} (is {root} a synthetic "
-                           "data set made by tools/synthetic.py, and is the id right?)")
-    annotation = _read_json(paths["annotation"])
-    if annotation is None:
-        raise ToolkitError(f"cannot read {paths['annotation']}: regenerate the data set")
-    annotation["bodies"] = voc_io.read_label(paths["bodies"])
-    annotation["parts"] = voc_io.read_label(paths["parts"])
-    for k, obj in enumerate(annotation["objects"]):
-        obj["body_mask"] = annotation["bodies"] == k + 1
-        obj["part_mask"] = annotation["parts"] == k + 1
-        obj["rest_mask"] = obj["body_mask"] & ~obj["part_mask"]
-    return annotation
-
-
-def mask_part(image, annotation, object_index, fill="body", grow=1, region=None):
-    """Hide an object's discriminative part; return a new image (the input is not changed).
-
-    ``fill``: ``"body"`` (default) repaints the part with the object's own body texture (as if
-    the part had never been drawn), so the object stays a body of its pair and only the
-    evidence for its class goes: experiment 4's question. ``"inpaint"`` fills from the
-    surroundings (OpenCV Telea), ``"mean"`` with the mean colour of the rest of the visible body,
-    and a number or BGR triple with that constant (the thesis's grey box). ``grow`` px around
-    the part are painted too (clipped to the body), so JPEG ringing leaves no trace.
-    ``region`` (an (H, W) boolean mask, e.g. the densest fixations) is painted instead of the
-    part, clipped to the object's body, so other regions can be compared with the part.
-    """
-    image = np.asarray(image)
-    objects = annotation.get("objects", [])
-    if not 0 <= object_index < len(objects):
-        raise ToolkitError(f"object_index {object_index} is out of range: image "
-                           f"{annotation.get('id')} has {len(objects)} object(s)")
-    obj = objects[object_index]
-    if "part_mask" not in obj:
-        raise ToolkitError("mask_part needs an annotation from load_annotation (with masks)")
-    if image.shape[:2] != obj["part_mask"].shape or image.ndim != 3 or image.shape[2] != 3:
-        raise ToolkitError(f"image of shape {image.shape} does not match annotation "
-                           f"{annotation.get('id')} ({obj['part_mask'].shape}, BGR)")
-    if region is not None and np.shape(region) != obj["part_mask"].shape:
-        raise ToolkitError(f"region of shape {np.shape(region)} does not match annotation "
-                           f"{annotation.get('id')} ({obj['part_mask'].shape})")
-    region = (obj["part_mask"] if region is None else np.asarray(region, bool)).astype(np.uint8)
-    if grow > 0:
-        region = cv2.dilate(region, np.ones((2 * grow + 1,) * 2, np.uint8))
-    region = region.astype(bool) & obj["body_mask"]
-    out = image.copy()
-    if isinstance(fill, str) and fill == "body":
-        x0, y0, x1, y1 = obj["box"]
-        texture = np.clip(np.round(body_texture(obj)), 0, 255).astype(image.dtype)
-        out[y0:y1, x0:x1][region[y0:y1, x0:x1]] = texture[region[y0:y1, x0:x1]]
-    elif isinstance(fill, str) and fill == "inpaint":
-        out = cv2.inpaint(np.ascontiguousarray(image), region.astype(np.uint8), 3,
-                          cv2.INPAINT_TELEA)
-    elif isinstance(fill, str) and fill == "mean":
-        rest = obj["body_mask"] & ~region
-        source = rest if rest.any() else obj["body_mask"]
-        out[region] = np.round(image[source].reshape(-1, 3).mean(axis=0)).astype(image.dtype)
-    elif not isinstance(fill, str):
-        colour = np.broadcast_to(np.asarray(fill, np.float64), (3,))
-        out[region] = np.clip(np.round(colour), 0, 255).astype(image.dtype)
-    else:
-        raise ToolkitError(f"fill {fill!r} is unknown: use 'body', 'inpaint', 'mean', "
-                           "a grey value or a BGR triple")
-    return out
 
 
 def generate_and_report(out, n_train=200, n_val=50, size=129, seed=0, progress=True):

@@ -36,13 +36,17 @@ def available_cores():
         return max(1, os.cpu_count() or 1)
 
 
+def positive_count(name, value):
+    """``value`` checked as a count of threads or processes (an integer >= 1, not a bool);
+    the error names ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ToolkitError(f"{name} must be a positive integer, got {value!r}")
+    return value
+
+
 def resolve_threads(threads):
-    """``threads`` checked (a positive integer), or ``default_threads()`` when None."""
-    if threads is None:
-        return default_threads()
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
-        raise ToolkitError(f"threads must be a positive integer, got {threads!r}")
-    return threads
+    """``threads`` checked (``positive_count``), or ``default_threads()`` when None."""
+    return default_threads() if threads is None else positive_count("threads", threads)
 
 
 def pool_map(function, tasks, threads=None):

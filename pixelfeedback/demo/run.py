@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 
-from pixelfeedback import (evaluation, experiments, files, heatmap, pipeline, reports,
-                           synthetic)
+from pixelfeedback import (evaluation, experiments, files, heatmap, part_masking, pipeline,
+                           reports, synthetic)
 from pixelfeedback.demo.model import (
     BASELINES, DEMO_WEIGHTS_DIR, EFFECT_TARGET, POWER_TARGET, RECIPE, SETTINGS, baseline_of,
     committed_baseline, demo_model_files, export_baseline, init_weights, model_spec, recipe_id,
@@ -113,7 +113,7 @@ def part_shares(deploy, weights, data, image_count, out_dir, size):
     for image_path, _ in pairs:
         image_id = os.path.splitext(os.path.basename(image_path))[0]
         image = voc_io.read_image(image_path)
-        annotation = synthetic.load_annotation(data["root"], image_id)
+        annotation = part_masking.load_annotation(data["root"], image_id)
         input_data, image, _ = pipeline.prepare_input(image, size, registry.DEEPLAB_MEAN)
         results = pipeline.run_fixations(net, tracker, input_data, image,
                                          pipeline.DEFAULT_SCORE_BLOB,

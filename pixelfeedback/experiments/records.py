@@ -9,7 +9,7 @@ import os
 
 import numpy as np
 
-from pixelfeedback import metrics, synthetic
+from pixelfeedback import metrics, part_masking
 from pixelfeedback.experiments import figures
 from pixelfeedback.experiments.measures import (activation_change, class_accuracy,
                                                 densest_region, masked_input, percent_inside)
@@ -120,7 +120,7 @@ def salient_record(image, session, figure_path=None):
 
 def synthetic_part_mask_fn(data_root, fill="body", grow=1):
     """A ``mask_fn`` for a tools/synthetic.py data set: hide the true discriminative part of
-    every object of the class (``synthetic.mask_part``); the mask is the painted region.
+    every object of the class (``part_masking.mask_part``); the mask is the painted region.
     Its ``settings_key`` tells it apart from other hooks in the run's settings."""
     import cv2
 
@@ -130,12 +130,12 @@ def synthetic_part_mask_fn(data_root, fill="body", grow=1):
                            "disc for other data)")
 
     def mask_fn(image, image_id, class_id, heat):
-        annotation = synthetic.load_annotation(data_root, image_id)
+        annotation = part_masking.load_annotation(data_root, image_id)
         masked, mask = np.asarray(image), np.zeros(np.shape(image)[:2], bool)
         for index, obj in enumerate(annotation["objects"]):
             if obj["class_id"] != class_id or not obj["part_mask"].any():
                 continue
-            masked = synthetic.mask_part(masked, annotation, index, fill=fill, grow=grow)
+            masked = part_masking.mask_part(masked, annotation, index, fill=fill, grow=grow)
             part = obj["part_mask"].astype(np.uint8)
             if grow > 0:
                 part = cv2.dilate(part, np.ones((2 * grow + 1,) * 2, np.uint8))

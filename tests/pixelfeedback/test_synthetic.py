@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from python_layers import ToolkitError, voc_io
-from pixelfeedback import synthetic
+from pixelfeedback import part_masking, synthetic
 
 
 def _files(root):
@@ -26,7 +26,7 @@ def _examples(info, split="train"):
     for image_path, label_path in voc_io.read_list(info[split + "_list"], root=root):
         image_id = os.path.splitext(os.path.basename(image_path))[0]
         yield (voc_io.read_image(image_path), voc_io.read_label(label_path),
-               synthetic.load_annotation(root, image_id))
+               part_masking.load_annotation(root, image_id))
 
 
 @pytest.fixture(scope="module")
@@ -166,58 +166,6 @@ def test_list_files_and_image_sets_point_at_existing_files(dataset):
         assert ids == [os.path.splitext(os.path.basename(p))[0] for p, _ in pairs]
     assert dataset["class_names"] == list(synthetic.CLASS_NAMES)
     assert os.path.isfile(dataset["dataset_json"])
-
-
-def test_mask_part_removes_the_part_and_keeps_the_body(dataset):
-    checked = 0
-    for image, label, annotation in _examples(dataset):
-        for k, obj in enumerate(annotation["objects"]):
-            original = image.copy()
-            masked = synthetic.mask_part(image, annotation, k)
-            assert (image == original).all()  # input untouched
-            part, body = obj["part_mask"], obj["body_mask"]
-            grown = cv2.dilate(part.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-            assert (masked[~(grown & body)] == image[~(grown & body)]).all()
-            rest = obj["rest_mask"] & ~cv2.dilate(part.astype(np.uint8),
-                                                  np.ones((7, 7))).astype(bool)
-            body_mean = image[rest].astype(float).mean(0)
-            body_std = image[rest].astype(float).std(0).mean()
-            before = np.abs(image[part].astype(float) - body_mean).mean()
-            after = np.abs(masked[part].astype(float) - body_mean).mean()
-            assert after < 0.5 * before
-            assert masked[part].astype(float).std(0).mean() < 2.0 * body_std + 5
-            for fill in ("inpaint", "mean", 128, (0, 0, 255)):
-                other = synthetic.mask_part(image, annotation, k, fill=fill)
-                assert (other[~grown] == image[~grown]).all()
-                assert np.abs(other[part].astype(float) - image[part]).mean() > 5
-            checked += 1
-        if checked >= 12:
-            break
-    assert checked >= 12
-
-
-def test_mask_part_paints_any_region_within_the_body(dataset):
-    image, _, annotation = next(_examples(dataset))
-    obj = annotation["objects"][0]
-    region = np.zeros(obj["body_mask"].shape, bool)
-    region[:, : region.shape[1] // 2] = True     # half the image: only the body part is painted
-    masked = synthetic.mask_part(image, annotation, 0, fill=0, grow=0, region=region)
-    assert (masked[region & obj["body_mask"]] == 0).all()
-    assert (masked[~(region & obj["body_mask"])] == image[~(region & obj["body_mask"])]).all()
-    with pytest.raises(ToolkitError, match="region of shape"):
-        synthetic.mask_part(image, annotation, 0, region=region[:-1])
-
-
-def test_mask_part_rejects_bad_arguments(dataset):
-    image, _, annotation = next(_examples(dataset))
-    with pytest.raises(ToolkitError, match="out of range"):
-        synthetic.mask_part(image, annotation, len(annotation["objects"]))
-    with pytest.raises(ToolkitError, match="unknown"):
-        synthetic.mask_part(image, annotation, 0, fill="blur")
-    with pytest.raises(ToolkitError, match="does not match"):
-        synthetic.mask_part(image[:-8], annotation, 0)
-    with pytest.raises(ToolkitError, match="annotation not found"):
-        synthetic.load_annotation(dataset["root"], "train_99999")
 
 
 def test_skips_when_present_and_regenerates_on_new_parameters(tmp_path):

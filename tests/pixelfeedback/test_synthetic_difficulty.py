@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from python_layers import ToolkitError, voc_io
-from pixelfeedback import synthetic
+from pixelfeedback import part_masking, synthetic
 
 DEFAULT = synthetic.DIFFICULTIES["default"]
 
@@ -124,7 +124,7 @@ def test_texture_strength_scales_the_body_texture_and_mask_part_repaints_it():
             ratios.append(np.abs(image[rest] - smooth[rest]).mean()
                           / np.abs(d_image[rest] - smooth[rest]).mean())
             # mask_part paints the strong texture the part was drawn over
-            masked = synthetic.mask_part(image, annotation, k, grow=0)
+            masked = part_masking.mask_part(image, annotation, k, grow=0)
             part = annotation["objects"][k]["part_mask"]
             texture = np.zeros(image.shape, np.float32)
             texture[y0:y1, x0:x1] = synthetic.body_texture(annotation["objects"][k])

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pixelfeedback import evaluation, files, pipeline, synthetic
+from pixelfeedback import evaluation, files, part_masking, pipeline, synthetic
 from pixelfeedback import experiments as ex
 from pixelfeedback.fixations import SHIFTS
 from pixelfeedback.nets import largefov, netspec, registry
@@ -465,7 +465,7 @@ def test_salient_uses_the_mask_fn_hook(model, data, tmp_path):
 
 def test_synthetic_part_mask_fn(model, data, tmp_path):
     root, _ = data
-    annotation = synthetic.load_annotation(root, "val_00000")
+    annotation = part_masking.load_annotation(root, "val_00000")
     image = voc_io.read_image(os.path.join(root, "JPEGImages", "val_00000.jpg"))
     obj = annotation["objects"][0]
     mask_fn = ex.synthetic_part_mask_fn(root)
