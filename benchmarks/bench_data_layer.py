@@ -8,14 +8,18 @@ two ways in this one process: the batch maker alone, and the layer inside a caff
 counted). The goal is at least 100 images/s on one core, so that loading never limits
 training (a LargeFOV iteration takes far longer).
 
-Then the layer as training runs it: prefetching in its thread, in a caffe.Net that also
+Then the layer as training runs it: prefetching in its thread (``workers`` 0) or in worker
+processes (``--workers``, default 2), in a caffe.Net that also
 holds the label shrink, fc8_voc12 on a thesis-sized fc7 (batch x 1024 x 41 x 41) and the
 template-similarity loss beside SoftmaxWithLoss, run in a ``caffe train``-like loop of
 forward and backward passes (Caffe holds the GIL in its C++ layers; the loss's NumPy work
 and its worker threads release it). Each batch the prefetch thread makes there is timed, so
 the figure is the rate the layer keeps while the loss runs beside it (goal: at least 300
-images/s), per size of the loss's thread pool (``--loss-threads``). Prints the numbers;
-asserts nothing.
+images/s), per size of the loss's thread pool (``--loss-threads``): for a thread, images
+over the summed batch times; for W workers, which run side by side, W x images over the
+summed batch times each worker reported. Like bench_template_loss.py, it sets
+``OPENBLAS_THREAD_TIMEOUT=4`` (Caffe's OpenBLAS threads would spin for 2**28 cycles after
+fc8: a CPU artefact; on a GPU fc8 runs in cuBLAS). Prints the numbers; asserts nothing.
 """
 import argparse
 import json
@@ -25,6 +29,7 @@ import tempfile
 import time
 
 os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")   # read when Caffe's OpenBLAS loads
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
@@ -91,6 +96,8 @@ def main(argv=None):
                         help="template loss beside the data layer (correlation)")
     parser.add_argument("--loss-threads", type=int, nargs="+", default=[1, 2],
                         help="sizes of the loss's thread pool in the loop (1 and 2)")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2],
+                        help="data workers in the loop: 0 = the prefetch thread (0 and 2)")
     args = parser.parse_args(argv)
     cv2.setNumThreads(args.threads)
 
@@ -126,57 +133,75 @@ def main(argv=None):
           f"loading per batch of {args.batch_size} (the template loss's own ms per iteration: "
           "bench_template_loss.py)")
     print(f"in a training-like loop beside fc8 and the {args.loss} loss ({args.iterations} "
-          f"iterations, fc7 {args.batch_size} x 1024 x 41 x 41, prefetch 2):")
-    for threads, (iteration_s, produced, images_s) in loop.items():
-        print(f"  loss threads {threads}: iteration {iteration_s * 1e3:7.1f} ms, data layer "
-              f"{images_s:7.1f} images/s over {produced} batches -> goal >= 300 "
+          f"iterations, fc7 {args.batch_size} x 1024 x 41 x 41, prefetch 2, "
+          f"OPENBLAS_THREAD_TIMEOUT={os.environ['OPENBLAS_THREAD_TIMEOUT']}):")
+    for (workers, threads), (iteration_s, produced, images_s) in loop.items():
+        maker = "prefetch thread" if not workers else f"{workers} data workers"
+        print(f"  {maker:15s}, loss threads {threads}: iteration {iteration_s * 1e3:7.1f} ms, "
+              f"data layer {images_s:7.1f} images/s over {produced} batches -> goal >= 300 "
               f"{'met' if images_s >= 300 else 'NOT met'}")
     return 0
 
 
 def beside_loss(root, args, caffe):
-    """{loss threads: (seconds per iteration, batches timed, images/s the prefetch thread
-    made while the loop ran)}."""
+    """{(workers, loss threads): (seconds per iteration, batches timed, images/s the
+    prefetch thread or the workers made while the loop ran)}."""
+    results = {}
+    for workers in args.workers:
+        results.update(_loop(root, args, caffe, workers))
+    return results
+
+
+def _loop(root, args, caffe, workers):
     from python_layers.template_similarity import loss_param_str, parse_loss_name
     from python_layers.thread_pool import THREADS_ENV
 
     similarity, selective = parse_loss_name(args.loss)
-    net_path = os.path.join(root, "loop.prototxt")
+    net_path = os.path.join(root, f"loop_{workers}.prototxt")
     with open(net_path, "w") as f:
         f.write(LOOP_NET.format(
             data=json.dumps(dict(root=root, list=os.path.join(root, "train.txt"),
                                  batch_size=args.batch_size, crop_size=args.crop, seed=0,
-                                 prefetch=2)),
+                                 prefetch=2, workers=workers)),
             n=args.batch_size, side=(args.crop - 1) // 8 + 1,
             loss=loss_param_str(similarity, selective)))
     net = caffe.Net(net_path, caffe.TRAIN)
     rs = np.random.RandomState(0)
     fc7 = net.blobs["fc7"].data
     fc7[...] = np.maximum(rs.randn(*fc7.shape), 0) * 2 * (rs.rand(*fc7.shape) < 0.5)
-    source = net.layers[list(net._layer_names).index("data")].prefetcher.source
+    layer = net.layers[list(net._layer_names).index("data")]
+    prefetcher = layer.prefetcher
     made = []   # (start, seconds) of every batch the prefetch thread makes
-    plain_next_batch = source.next_batch
+    if not workers:
+        plain_next_batch = prefetcher.source.next_batch
 
-    def timed_next_batch():
-        start = time.perf_counter()
-        batch = plain_next_batch()
-        made.append((start, time.perf_counter() - start))
-        return batch
+        def timed_next_batch():
+            start = time.perf_counter()
+            batch = plain_next_batch()
+            made.append((start, time.perf_counter() - start))
+            return batch
 
-    source.next_batch = timed_next_batch
+        prefetcher.source.next_batch = timed_next_batch
     results = {}
     for threads in args.loss_threads:
         os.environ[THREADS_ENV] = str(threads)
         net.forward()
         net.backward()
         begin = time.perf_counter()
+        first = len(prefetcher.batch_seconds) if workers else 0
         for _ in range(args.iterations):
             net.forward()
             net.backward()
         end = time.perf_counter()
-        during = [seconds for start, seconds in made if begin <= start and start + seconds <= end]
-        images_s = args.batch_size * len(during) / sum(during) if during else 0.0
-        results[threads] = ((end - begin) / args.iterations, len(during), images_s)
+        if workers:   # the batches the loop took, each timed in its worker
+            during = prefetcher.batch_seconds[first + workers:]   # made before: left out
+            rate = workers * args.batch_size * len(during) / sum(during) if during else 0.0
+        else:
+            during = [seconds for start, seconds in made
+                      if begin <= start and start + seconds <= end]
+            rate = args.batch_size * len(during) / sum(during) if during else 0.0
+        results[(workers, threads)] = ((end - begin) / args.iterations, len(during), rate)
+    layer.close()
     return results
 
 

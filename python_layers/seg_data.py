@@ -9,7 +9,8 @@ evaluation and fixation tools reuse for DeepLab's test protocol (pad to 513 with
 Layer parameters are JSON in ``param_str``::
 
     {"root": "data/VOCdevkit/VOC2012", "list": "data/lists/train.txt", "batch_size": 10,
-     "crop_size": 321, "mirror": true, "shuffle": true, "seed": 0, "prefetch": 2}
+     "crop_size": 321, "mirror": true, "shuffle": true, "seed": 0, "prefetch": 2,
+     "workers": 0}
 
 Relative paths are relative to the current directory (``caffe train`` runs from the
 repository root).
@@ -22,12 +23,11 @@ pixelfeedback.training does), repeats an uninterrupted one bit for bit.
 import json
 import math
 import os
-import queue
-import threading
 
 import numpy as np
 
 from python_layers import ToolkitError, one_line_errors, voc_io
+from python_layers.prefetch import ProcessPrefetcher, ThreadPrefetcher
 
 try:
     import caffe
@@ -41,6 +41,7 @@ except ImportError:  # preprocess() stays usable without pycaffe
 DEEPLAB_MEAN = voc_io.DEEPLAB_MEAN
 BLOB_LIMIT = 2 ** 31 - 1   # values of one Caffe blob (Blob::Reshape aborts beyond)
 MAX_PREFETCH = 16          # batches ahead: each one is batch x 3 x crop x crop floats
+MAX_WORKERS = 64           # data worker processes
 
 DEFAULTS = {
     "root": None,            # data root the list's paths are joined onto (required)
@@ -53,7 +54,8 @@ DEFAULTS = {
     "seed": None,            # seed of crops, flips and shuffling (None: from the OS)
     "ignore_label": voc_io.IGNORE_LABEL,
     "num_classes": 21,
-    "prefetch": 2,           # batches a background thread prepares ahead (0: none, at most 16)
+    "prefetch": 2,           # batches prepared ahead (0: none, at most 16)
+    "workers": 0,            # processes that prepare them (0: a thread of the trainer)
     "reseed_caffe": True,    # with a seed, TRAIN: reseed Caffe's RNG (dropout) every batch
 }
 
@@ -175,6 +177,10 @@ def parse_params(param_str):
     positive_int("crop_size")
     positive_int("num_classes", 1, 255)     # 8-bit labels, 255 the ignore value
     positive_int("prefetch", 0, MAX_PREFETCH)
+    positive_int("workers", 0, MAX_WORKERS)
+    _require(not params["workers"] or params["prefetch"], "workers",
+             f"{params['workers']} needs prefetch >= 1 (the workers make batches ahead); "
+             "set prefetch, or workers to 0")
     values = params["batch_size"] * 3 * params["crop_size"] ** 2
     _require(values <= BLOB_LIMIT, "crop_size",
              f"{params['crop_size']} with batch_size {params['batch_size']} makes a data blob "
@@ -290,58 +296,6 @@ class BatchSource:
         return data, labels[:, None].astype(np.float32)
 
 
-class Prefetcher:
-    """Runs ``source.next_batch`` in a daemon thread, ``depth`` batches ahead. An error in
-    the thread is re-raised by ``get`` (the same exception, message intact).
-
-    Under the ``caffe`` binary the main thread holds Python's GIL while it runs C++ layers,
-    so the thread mostly works while Python layers run or ``get`` waits; the loading itself
-    (about 300 VOC images/s on one core, benchmarks/bench_data_layer.py) is far faster
-    than a LargeFOV iteration, so the layer is not the bottleneck either way.
-    """
-
-    def __init__(self, source, depth):
-        self.source = source
-        self.queue = queue.Queue(maxsize=depth)
-        self.stopping = threading.Event()
-        self.error = None
-        self.thread = threading.Thread(target=self._run, name="ImageSegData-prefetch",
-                                       daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        try:
-            while not self.stopping.is_set():
-                self.queue.put(("batch", self.source.next_batch()))
-        except BaseException as exc:  # handed to the consumer, which re-raises it
-            self.queue.put(("error", exc))
-
-    def get(self):
-        if self.error is not None:
-            raise self.error
-        while True:
-            try:
-                kind, payload = self.queue.get(timeout=1.0)
-                break
-            except queue.Empty:
-                if not self.thread.is_alive():
-                    raise ToolkitError("ImageSegData: the prefetch thread stopped without "
-                                       "a batch; set prefetch to 0 to load in the layer") from None
-        if kind == "error":
-            self.error = payload
-            raise payload
-        return payload
-
-    def close(self):
-        """Stop the thread (it may be blocked on a full queue: drain it)."""
-        self.stopping.set()
-        while self.thread.is_alive():
-            try:
-                self.queue.get(timeout=0.1)
-            except queue.Empty:
-                pass
-
-
 def start_batch_from_env():
     """The batch a resumed training starts from (``START_BATCH_ENV``; 0 when unset)."""
     text = os.environ.get(START_BATCH_ENV, "").strip()
@@ -373,8 +327,9 @@ class ImageSegData(_LayerBase):
         # the masks an uninterrupted one draws (the solverstate does not hold the RNG).
         self.reseed = train and self.params["reseed_caffe"] and self.params["seed"] is not None
         self.batch = self.source.batch  # the number of the batch the next forward serves
-        depth = self.params["prefetch"]
-        self.prefetcher = Prefetcher(self.source, depth) if depth else None
+        depth, workers = self.params["prefetch"], self.params["workers"]
+        self.prefetcher = (ProcessPrefetcher(self.source, depth, workers) if workers
+                           else ThreadPrefetcher(self.source, depth) if depth else None)
         n, crop = self.params["batch_size"], self.params["crop_size"]
         top[0].reshape(n, 3, crop, crop)
         top[1].reshape(n, 1, crop, crop)
@@ -398,6 +353,7 @@ class ImageSegData(_LayerBase):
         pass  # a data layer has no bottoms
 
     def close(self):
-        """Stop the prefetch thread (Caffe keeps Python layers alive with their net)."""
+        """Stop the prefetch thread or workers (Caffe keeps Python layers alive with their
+        net)."""
         if self.prefetcher is not None:
             self.prefetcher.close()
