@@ -11,8 +11,8 @@ the templates of the classes in its labels, the total and a row of ones (the cha
 in blocks of ``PRODUCT_ROW_BYTES`` (thin products run fastest from cache), plus one sum of
 squares: the forward pass reads it once. The backward pass reads it once more and writes
 the gradient straight into Caffe's diff, ``g = -x * b + [t_local^T | total | 1] @ coeffs``
-(per-pixel coefficients), the product added in place by one BLAS call per whole item
-(``GRADIENT_ROW_BYTES``, ``add_product``). The template gradient (an option) takes the
+(per-pixel coefficients), the product added in place by BLAS (``add_product``) in blocks
+of ``GRADIENT_ROW_BYTES``. The template gradient (an option) takes the
 per-class sums it needs from the pull ``sum_p a[k, p] x_p`` it computes anyway.
 
 The centred norm is ``|x|^2 - D mean^2``; where that cancels more than 4 bits (a nearly
@@ -20,8 +20,8 @@ constant vector) the pixel is centred exactly in float64 instead, so a constant 
 degenerate (similarity 0, no gradient) as the definition says. Items run over
 ``thread_pool.pool_map``; sums are reduced in item order, so every thread count gives the
 same result bit for bit. The OpenBLAS of NumPy's and SciPy's wheels runs one thread
-inside (the pool's threads share the cores instead; few large calls run side by side on
-them, where many small ones serialise inside OpenBLAS: docs/measurements.md).
+inside (the pool's threads share the cores instead; many small calls would serialise
+inside OpenBLAS, hence blocks of a quarter or one MiB, not the 128 kB a cache would want).
 """
 import threading
 from dataclasses import dataclass, field
@@ -31,9 +31,10 @@ import numpy as np
 
 from python_layers.thread_pool import pool_map, single_threaded_blas
 
-PRODUCT_ROW_BYTES = 2 ** 17    # fc7 bytes per block of the forward's products (128 kB)
-GRADIENT_ROW_BYTES = 2 ** 24   # per block of the gradient (16 MiB: a whole item at the
-                               # thesis's scale, 1024 x 41 x 41 float32 = 6.9 MB)
+# fc7 bytes per block of channel rows (the fastest of 128 kB to 16 MiB at the thesis's
+# scale, 1 and 2 threads, on the development machine: docs/measurements.md)
+PRODUCT_ROW_BYTES = 2 ** 18    # the forward's products (256 kB)
+GRADIENT_ROW_BYTES = 2 ** 20   # the gradient (1 MiB; a whole item is 6.9 MB)
 EXACT_CENTRING = 16.0     # centre exactly where |x|^2 > EXACT_CENTRING * centred |x|^2
 
 
