@@ -16,7 +16,7 @@ def dataset(tmp_path_factory):
     return synthetic.generate(root, n_train=30, n_val=4, seed=3)
 
 
-def _examples(info, split="train"):
+def examples(info, split="train"):
     """(image, label, annotation) of every image of a split."""
     root = info["root"]
     for image_path, label_path in voc_io.read_list(info[split + "_list"], root=root):
@@ -27,7 +27,7 @@ def _examples(info, split="train"):
 
 def test_mask_part_removes_the_part_and_keeps_the_body(dataset):
     checked = 0
-    for image, label, annotation in _examples(dataset):
+    for image, label, annotation in examples(dataset):
         for k, obj in enumerate(annotation["objects"]):
             original = image.copy()
             masked = part_masking.mask_part(image, annotation, k)
@@ -54,7 +54,7 @@ def test_mask_part_removes_the_part_and_keeps_the_body(dataset):
 
 
 def test_mask_part_paints_any_region_within_the_body(dataset):
-    image, _, annotation = next(_examples(dataset))
+    image, _, annotation = next(examples(dataset))
     obj = annotation["objects"][0]
     region = np.zeros(obj["body_mask"].shape, bool)
     region[:, : region.shape[1] // 2] = True     # half the image: only the body part is painted
@@ -66,7 +66,7 @@ def test_mask_part_paints_any_region_within_the_body(dataset):
 
 
 def test_mask_part_rejects_bad_arguments(dataset):
-    image, _, annotation = next(_examples(dataset))
+    image, _, annotation = next(examples(dataset))
     with pytest.raises(ToolkitError, match="out of range"):
         part_masking.mask_part(image, annotation, len(annotation["objects"]))
     with pytest.raises(ToolkitError, match="unknown"):

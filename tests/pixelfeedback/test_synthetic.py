@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from python_layers import ToolkitError, voc_io
-from pixelfeedback import part_masking, synthetic
+from pixelfeedback import synthetic
+from tests.pixelfeedback.test_part_masking import examples
 
 
 def _files(root):
@@ -18,15 +19,6 @@ def _files(root):
             with open(path, "rb") as f:
                 out[os.path.relpath(path, root)] = f.read()
     return out
-
-
-def _examples(info, split="train"):
-    """(image, label, annotation) of every image of a split."""
-    root = info["root"]
-    for image_path, label_path in voc_io.read_list(info[split + "_list"], root=root):
-        image_id = os.path.splitext(os.path.basename(image_path))[0]
-        yield (voc_io.read_image(image_path), voc_io.read_label(label_path),
-               part_masking.load_annotation(root, image_id))
 
 
 @pytest.fixture(scope="module")
@@ -75,13 +67,13 @@ def test_an_image_depends_only_on_seed_split_and_index(tmp_path):
 def test_image_sizes_are_8k_plus_1(tmp_path, size):
     info = synthetic.generate(str(tmp_path / "d"), n_train=2, n_val=1, size=size)
     assert (info["size"] - 1) % 8 == 0 and info["size"] == size
-    for image, label, annotation in _examples(info):
+    for image, label, annotation in examples(info):
         assert image.shape == (size, size, 3) and label.shape == (size, size)
         assert annotation["bodies"].shape == (size, size)
 
 
 def test_labels_values_void_band_and_visibility(dataset):
-    for image, label, annotation in _examples(dataset):
+    for image, label, annotation in examples(dataset):
         assert set(np.unique(label).tolist()) <= {0, 1, 2, 3, 4, 255}
         bodies = annotation["bodies"]
         # Every pixel with a 4-neighbour of another instance (object or background) is void.
@@ -105,7 +97,7 @@ def test_labels_values_void_band_and_visibility(dataset):
 
 def test_every_part_lies_inside_its_body_and_carries_its_class(dataset):
     offsets = []
-    for image, label, annotation in _examples(dataset):
+    for image, label, annotation in examples(dataset):
         assert 1 <= len(annotation["objects"]) <= 3
         for obj in annotation["objects"]:
             part, body = obj["part_mask"], obj["body_mask"]
@@ -122,7 +114,7 @@ def test_every_part_lies_inside_its_body_and_carries_its_class(dataset):
 
 def test_paired_classes_share_body_appearance_but_not_parts(dataset):
     body, part = {}, {}
-    for image, label, annotation in _examples(dataset):
+    for image, label, annotation in examples(dataset):
         for obj in annotation["objects"]:
             rest = obj["rest_mask"] & (label == obj["class_id"])
             # leave the JPEG's ringing around the part out of the body statistics
