@@ -6,7 +6,7 @@ return the lines tools/seg_fixations.py prints.
 import os
 import tempfile
 
-from pixelfeedback import files, heatmap, pipeline
+from pixelfeedback import files, fixation_outputs, heatmap, pipeline
 from pixelfeedback.demo.model import fixation_demo
 from pixelfeedback.nets import registry
 from python_layers import ToolkitError, voc_io
@@ -105,13 +105,13 @@ def _run(args, work_dir):
         skip_background=not args.include_background, names=names, sigma=args.sigma,
         remove_outliers=not args.no_outlier_removal, radius_fraction=args.radius_fraction,
         min_fraction=args.min_fraction, keep_layers=args.flow)
-    out_dir = args.out or os.path.join("runs", "fixations", pipeline.safe_name(stem))
+    out_dir = args.out or os.path.join("runs", "fixations", fixation_outputs.safe_name(stem))
     earlier = listed_files(os.path.join(out_dir, "summary.json"))
-    results, figure = pipeline.write_outputs(out_dir, stem, image, results, args.alpha)
-    figure_2_4 = pipeline.write_figure_2_4(out_dir, stem, image, results, net,
+    results, figure = fixation_outputs.write_outputs(out_dir, stem, image, results, args.alpha)
+    figure_2_4 = fixation_outputs.write_figure_2_4(out_dir, stem, image, results, net,
                                            spec.score_blob, names, kind, args.alpha)
     if args.flow:
-        results = pipeline.write_flow(out_dir, stem, image, results, tracker.graph, net)
+        results = fixation_outputs.write_flow(out_dir, stem, image, results, tracker.graph, net)
 
     def kept(path):  # the demo's generated files live in work_dir and are deleted
         return "(generated, not kept)" if path.startswith(work_dir) else path
@@ -126,7 +126,7 @@ def _run(args, work_dir):
         "image_size_hw": list(image.shape[:2]), "input_size": int(size),
         "figure": os.path.basename(figure),
         "figure_2_4": os.path.basename(figure_2_4) if figure_2_4 else None,
-        "classes": [pipeline.summary_record(r) for r in results]}
+        "classes": [fixation_outputs.summary_record(r) for r in results]}
     files.write_json(os.path.join(out_dir, "summary.json"), summary)
     lines = [line for line in (spec.note, note) if line]
     stale = remove_stale(out_dir, earlier, summary_files(summary))
@@ -137,7 +137,7 @@ def _run(args, work_dir):
     if not results:
         lines.append("no class to trace: the net predicts only background "
                      "(pass --include-background or --classes)")
-    lines += [pipeline.summary_line(result) for result in results]
+    lines += [fixation_outputs.summary_line(result) for result in results]
     lines.append(f"figure: {figure}")
     if figure_2_4:
         lines.append(f"Figure 2.4: {figure_2_4}")

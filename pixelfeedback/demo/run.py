@@ -6,8 +6,8 @@ import time
 
 import numpy as np
 
-from pixelfeedback import (evaluation, experiments, files, heatmap, part_masking, pipeline,
-                           reports, synthetic)
+from pixelfeedback import (evaluation, experiments, files, fixation_outputs, heatmap,
+                           part_masking, pipeline, reports, synthetic)
 from pixelfeedback.demo.model import (
     BASELINES, DEMO_WEIGHTS_DIR, EFFECT_TARGET, POWER_TARGET, RECIPE, SETTINGS, baseline_of,
     committed_baseline, demo_model_files, export_baseline, init_weights, model_spec, recipe_id,
@@ -134,7 +134,7 @@ def part_shares(deploy, weights, data, image_count, out_dir, size):
                 record["points_in_body"] = float(weights_[body[ys, xs]].sum())
                 record["points_on_part"] = float(weights_[part[ys, xs]].sum())
             records.append(record)
-        _, figure = pipeline.write_outputs(os.path.join(out_dir, "fixations"), image_id, image,
+        _, figure = fixation_outputs.write_outputs(os.path.join(out_dir, "fixations"), image_id, image,
                                      results)
         figures.append(figure)
     rows = [dict(r, share_on_part=(r["points_on_part"] / r["points_in_body"]

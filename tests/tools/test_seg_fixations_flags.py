@@ -12,7 +12,7 @@ import pytest
 from tests.flag_harness import (assert_flag_changes, assert_flag_reaches, assert_usage_error,
                                 capture_call, flag_ids, parser_flags, record_steps,
                                 table_flags)
-from pixelfeedback import files, image_fixations, pipeline
+from pixelfeedback import files, fixation_outputs, image_fixations, pipeline
 from python_layers import voc_io
 
 SCRIPT = "tools/seg_fixations.py"
@@ -104,10 +104,10 @@ def calls(monkeypatch):
     recorder(pipeline, "run_fixations", [],
              keep={"score_blob", "kind", "skip_background", "sigma", "remove_outliers",
                    "radius_fraction", "min_fraction", "keep_layers"})
-    recorder(pipeline, "write_outputs", lambda a: ([], a["out_dir"] + "/fig.png"),
+    recorder(fixation_outputs, "write_outputs", lambda a: ([], a["out_dir"] + "/fig.png"),
              keep={"out_dir", "stem", "alpha"})
-    recorder(pipeline, "write_figure_2_4", None, keep={"alpha"})
-    recorder(pipeline, "write_flow", [], keep=())
+    recorder(fixation_outputs, "write_figure_2_4", None, keep={"alpha"})
+    recorder(fixation_outputs, "write_flow", [], keep=())
     recorder(files, "write_json", None, keep={"path"})
 
     return record_steps(monkeypatch, SCRIPT, seen, {"write_flow.called": False}, NEEDED)

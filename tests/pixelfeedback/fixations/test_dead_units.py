@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from pixelfeedback import pipeline
+from pixelfeedback import fixation_outputs, pipeline
 from pixelfeedback.fixations import BackTracker, NetGraph
 
 # data (1, 1, 1, 3) -> mid: 1x1 conv to 2 channels, in-place ReLU -> score: 1x1 conv to 2
@@ -78,10 +78,10 @@ def test_pipeline_reports_dead_units_in_summary_and_line(caffe, tmp_path):
     results = pipeline.run_fixations(net, tracker, data, image, "score", names=("bg", "obj"))
     (result,) = results
     assert result.dead_units == {"mid": 1} and result.dead_seeds == 0
-    record = pipeline.summary_record(result)
+    record = fixation_outputs.summary_record(result)
     assert record["dead_units_by_layer"] == {"mid": 1} and record["dead_seeds"] == 0
     json.dumps(record)
-    line = pipeline.summary_line(result)
+    line = fixation_outputs.summary_line(result)
     assert "dead units" in line and "mid 1" in line and "0 of 3 seeds dead" in line
 
 
