@@ -72,29 +72,21 @@ class Templates:
     """The class templates as the block passes use them.
 
     ``unit``: float64 (K, D) rows scaled to unit (centred) norm, degenerate rows 0;
-    ``inv_norm``: (K,) their inverse (centred) norms; ``forward``: work dtype (K+1, D), the
-    rows ``V`` of the similarity's product and a last row of ones (channel sums);
-    ``backward``: work dtype (D, K+1), ``[V^T | 1]``; ``offset``: correlation_printed's
+    ``inv_norm``: (K,) their inverse (centred) norms; ``offset``: correlation_printed's
     ``mean(t) / |t - mean(t)|`` per template (else None); ``scale``: 1, or D for
     correlation_printed (its product is D times Pearson's); ``total``: float64 (D,) the
     sum of the ``unit`` rows (the sum over classes of a pixel's similarities is one product
-    with it).
+    with it). The passes build their work-dtype matrices from these per item.
     """
     similarity: str
     unit: np.ndarray
     inv_norm: np.ndarray
-    forward: np.ndarray
-    backward: np.ndarray
     offset: Optional[np.ndarray]
     scale: float
-    total: np.ndarray = None
-
-    def __post_init__(self):
-        if self.total is None:
-            self.total = self.unit.sum(axis=0)
+    total: np.ndarray
 
     @classmethod
-    def of(cls, vectors, similarity, eps, work):
+    def of(cls, vectors, similarity, eps):
         """From the template vectors (K, D) float64."""
         centre = similarity != "cosine"
         means = vectors.mean(axis=1) if centre else np.zeros(len(vectors))
@@ -103,11 +95,8 @@ class Templates:
         unit = centred * inv_norm[:, None]
         printed = similarity == "correlation_printed"
         scale = float(vectors.shape[1]) if printed else 1.0
-        rows = np.vstack([unit, np.ones((1, vectors.shape[1]))])
-        return cls(similarity, unit, inv_norm, np.ascontiguousarray(rows, work),
-                   np.ascontiguousarray((rows * np.append(np.full(len(unit), scale), 1.0)
-                                         [:, None]).T, work),
-                   means * inv_norm if printed else None, scale)
+        return cls(similarity, unit, inv_norm, means * inv_norm if printed else None, scale,
+                   unit.sum(axis=0))
 
 
 @dataclass

@@ -245,7 +245,7 @@ def loss_forward(fc7, fc8, label, similarity="cosine", selective=False,
         return state
     state.template_item, state.template_pos = pick_templates(scores, labels, classes)
     vectors = features[state.template_item, :, state.template_pos].astype(np.float64)
-    state.templates = Templates.of(vectors, similarity, eps, work)
+    state.templates = Templates.of(vectors, similarity, eps)
     return run_forward(state, threads)
 
 
@@ -270,7 +270,7 @@ def similarity_to_templates(vectors, templates, similarity="cosine", eps=1e-8):
     work = np.float64 if vectors.dtype == templates.dtype == np.float64 else np.float32
     features = np.ascontiguousarray(vectors.T[None], work)
     n_pos = features.shape[2]
-    state = BlockPass(Templates.of(templates.astype(np.float64), similarity, eps, work),
+    state = BlockPass(Templates.of(templates.astype(np.float64), similarity, eps),
                       features, np.zeros((1, n_pos), np.int64), np.zeros((1, n_pos), bool),
                       np.arange(len(templates)), 1.0, eps, work, [0])
     state.inv_norm, state.mean = np.zeros((1, n_pos)), np.zeros((1, n_pos))
