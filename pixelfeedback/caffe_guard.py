@@ -25,8 +25,8 @@ import subprocess
 import sys
 import tempfile
 
-from pixelfeedback.training import LOSS_LINE, die_with_parent
-from python_layers import ToolkitError
+from pixelfeedback.training import LOSS_LINE
+from python_layers import ToolkitError, die_with_parent
 
 EXIT_DIVERGED = 3
 # gflags/glog flags of the caffe tool that take no value (all others take one: -flag value)

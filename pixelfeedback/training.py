@@ -35,7 +35,7 @@ from pixelfeedback import files
 from pixelfeedback.files import disk_space
 from pixelfeedback.paths import REPO_ROOT
 from pixelfeedback.messages import note
-from python_layers import ToolkitError
+from python_layers import ToolkitError, die_with_parent
 
 
 def caffe_binary():
@@ -334,29 +334,6 @@ def prune_snapshots(run_dir, keep, final_iteration):
 
 
 # --- one trainer -------------------------------------------------------------------------
-
-_PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(parent):
-    """A function that makes the process calling it get SIGKILL when process ``parent``
-    (its parent) dies, and exit at once if that one is already gone (Linux's
-    PR_SET_PDEATHSIG); None where there is no prctl. Made before a fork, called in the
-    child (a ``preexec_fn``, or first thing in a worker process)."""
-    try:
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-
-    def preexec():
-        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
-
 
 def _stop(process):
     """Stop a trainer and its process group (TERM, then KILL after 10 s)."""

@@ -42,3 +42,27 @@ def one_line_errors(method):
             sys.stderr.flush()
             os._exit(2)
     return wrapper
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent(parent):
+    """A function that makes the process calling it get SIGKILL when process ``parent``
+    (its parent) dies, and exit at once if that one is already gone (Linux's
+    PR_SET_PDEATHSIG); None where there is no prctl. Made before a fork, called in the
+    child (a ``preexec_fn``, or first thing in a worker process)."""
+    import ctypes
+    import signal
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        prctl = libc.prctl
+    except (OSError, AttributeError):
+        return None
+
+    def preexec():
+        prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec

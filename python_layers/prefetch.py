@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from python_layers import ToolkitError
+from python_layers import ToolkitError, die_with_parent
 
 WAIT_SECONDS = 1.0   # how often a waiting ``get`` checks that its thread or worker lives
 
@@ -80,23 +80,12 @@ def _slot_arrays(buffer, data_shape, label_shape):
     return values[:data_size].reshape(data_shape), values[data_size:].reshape(label_shape)
 
 
-def _die_with_parent():
-    """Linux: SIGTERM this process when its parent dies (no-op elsewhere)."""
-    import ctypes
-    import signal
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))   # PR_SET_PDEATHSIG
-    except (AttributeError, OSError):   # pragma: no cover (not Linux)
-        pass
-
-
 def _worker_main(source, first, step, names, shapes, free, ready, parent):
     """A worker process: batches first, first + step, ... into the slots ``free`` hands it."""
-    import os
     from multiprocessing import shared_memory
-    _die_with_parent()
-    if os.getppid() != parent:   # the parent died before the signal was armed
-        return
+    dies_with_parent = die_with_parent(parent)
+    if dies_with_parent is not None:
+        dies_with_parent()
     try:
         import cv2
         cv2.setNumThreads(1)

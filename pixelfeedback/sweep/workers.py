@@ -12,8 +12,8 @@ from pixelfeedback.messages import note
 from pixelfeedback.sweep.one_run import run_one
 from pixelfeedback.sweep.plan import BASELINE, Run, result_file
 from pixelfeedback.sweep.store import load_results, open_sweep_folder, read_result
-from pixelfeedback.training import die_with_parent, threads_env
-from python_layers import ToolkitError
+from pixelfeedback.training import threads_env
+from python_layers import ToolkitError, die_with_parent
 
 
 class SweepProgress:
