@@ -5,7 +5,7 @@ A run folder holds the results of one set of settings. Opening it
 
 1. takes an exclusive lock (``.lock``, an ``fcntl.flock`` that the OS drops when its process
    dies, so ``kill -9`` leaves no stale lock); a second process gets an error naming the
-   first one's PID and command line;
+   first one's PID and command line (``pixelfeedback.folder_lock``);
 2. removes the temporaries a crashed writer left (``.tmp-*``, what
    ``pixelfeedback.files.atomic_path`` makes), which is safe because nobody else may write
    while we hold the lock;
@@ -26,8 +26,6 @@ their own lock and settings; restarting the parent deletes the children too.
                 records.write(image_id, compute(image_id))
 """
 import contextlib
-import errno
-import fcntl
 import json
 import math
 import os
@@ -38,14 +36,13 @@ import time
 import numpy as np
 
 from pixelfeedback import files
+from pixelfeedback.folder_lock import (LOCK_NAME, LOCK_WAIT_S, FolderInUse, FolderLock,
+                                       in_use_error)
 from python_layers import ToolkitError
 
 CONTENTS = "contents"  # the settings key of the content digests (content_digest)
-LOCK_NAME = ".lock"
 SETTINGS_NAME = "settings.json"
 TMP_PREFIX = ".tmp-"  # files.atomic_path's temporaries
-_LOCK_WAIT_S = 1.0    # how long to wait for a new holder to write its PID into the lock
-_COMMAND_CHARS = 200  # the holder's command line is cut to this length in messages
 
 
 def content_digest(path):
@@ -167,119 +164,6 @@ def _article(phrase):
     return "an" if phrase[:1].lower() in "aeiou" else "a"
 
 
-def _command_line():
-    """This process's command line, for the lock file."""
-    try:
-        with open("/proc/self/cmdline", "rb") as f:
-            args = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
-    except OSError:
-        args = [sys.executable] + sys.argv
-    return " ".join(args).replace("\n", " ")
-
-
-def _pid_alive(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by someone else
-        return True
-    return True
-
-
-class FolderInUse(ToolkitError):
-    """Another process holds the run folder (its message names the PID)."""
-
-
-class _Lock:
-    """A ``flock`` on ``<folder>/.lock`` (exclusive, or shared between cooperating
-    processes) holding the (last) holder's PID and command."""
-
-    def __init__(self, fd, path=None):
-        self.fd, self.path = fd, path
-
-    @classmethod
-    def try_acquire(cls, folder, create=True, shared=False):
-        """The lock; or (pid, command) of the process holding it (pid None if unknown);
-        or None when ``create`` is false and there is no lock file.
-
-        A holder may have taken the lock but not yet written its PID: wait a moment for it.
-        A lock file deleted or replaced while we waited (a parent restarting) is retried.
-        """
-        path = os.path.join(folder, LOCK_NAME)
-        deadline = time.monotonic() + _LOCK_WAIT_S
-        while True:
-            try:
-                fd = os.open(path, os.O_RDWR | (os.O_CREAT if create else 0), 0o666)
-            except FileNotFoundError:
-                if create:
-                    raise
-                return None
-            try:
-                fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-            except OSError as exc:
-                os.close(fd)
-                if exc.errno not in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
-                    raise
-                holder = _read_holder(path)
-                if holder[0] is not None or time.monotonic() > deadline:
-                    return holder
-                time.sleep(0.05)
-                continue
-            try:
-                same = os.path.samestat(os.fstat(fd), os.stat(path))
-            except FileNotFoundError:
-                same = False
-            if not same:
-                os.close(fd)
-                continue
-            return cls(fd, path)
-
-    def write_holder(self):
-        text = f"{os.getpid()}\n{_command_line()}\n".encode()
-        try:
-            os.ftruncate(self.fd, 0)
-            os.pwrite(self.fd, text, 0)
-        except OSError as exc:   # a full disk: name the file (the tools add the free space)
-            raise OSError(exc.errno, exc.strerror, self.path) from None
-
-    def share(self):
-        """Turn an exclusive lock into a shared one."""
-        fcntl.flock(self.fd, fcntl.LOCK_SH)
-
-    def release(self):
-        if self.fd is not None:
-            os.close(self.fd)  # closing drops the flock
-            self.fd = None
-
-
-def _read_holder(path):
-    """(pid, command) written in a lock file by a live holder, else (None, None)."""
-    try:
-        with open(path, errors="replace") as f:
-            lines = f.read().splitlines()
-        pid = int(lines[0])
-    except (OSError, ValueError, IndexError):
-        return None, None
-    if not _pid_alive(pid):  # a dead holder's leftover, not yet overwritten
-        return None, None
-    return pid, (lines[1] if len(lines) > 1 else "")
-
-
-def _in_use_error(name, holder):
-    pid, command = holder
-    if pid == os.getpid():  # a bug of the caller, not another process: never skipped
-        return ToolkitError(f"{name} is already open in this process ({pid}); close that "
-                            "RunFolder first")
-    if pid is None:
-        who = "another process"
-    else:
-        if len(command) > _COMMAND_CHARS:
-            command = command[:_COMMAND_CHARS - 3] + "..."
-        who = f"process {pid} ({command})" if command else f"process {pid}"
-    return FolderInUse(f"{name} is in use by {who}; wait for it to finish or stop it")
-
-
 def _nested_run_folders(folder):
     """Run folders below ``folder`` (folders holding a lock file), outermost first."""
     found = []
@@ -340,8 +224,8 @@ def _remove_temporaries(folder):
                     os.unlink(entry.path)
             elif entry.is_dir(follow_symlinks=False):
                 if os.path.lexists(os.path.join(entry.path, LOCK_NAME)):
-                    lock = _Lock.try_acquire(entry.path, create=False)
-                    if isinstance(lock, _Lock):
+                    lock = FolderLock.try_acquire(entry.path, create=False)
+                    if isinstance(lock, FolderLock):
                         try:
                             _remove_temporaries(entry.path)
                         finally:
@@ -416,19 +300,19 @@ class RunFolder:
         """(lock, joined): the exclusive lock, or with ``shared`` a shared one when others
         share the folder already (joined). A sharer still claiming holds it exclusively for
         a moment: wait for it."""
-        deadline = time.monotonic() + 3 * _LOCK_WAIT_S
+        deadline = time.monotonic() + 3 * LOCK_WAIT_S
         while True:
-            lock = _Lock.try_acquire(self.root)
-            if isinstance(lock, _Lock):
+            lock = FolderLock.try_acquire(self.root)
+            if isinstance(lock, FolderLock):
                 return lock, False
             if shared:
-                joined = _Lock.try_acquire(self.root, shared=True)
-                if isinstance(joined, _Lock):
+                joined = FolderLock.try_acquire(self.root, shared=True)
+                if isinstance(joined, FolderLock):
                     return joined, True
                 if time.monotonic() < deadline:
                     time.sleep(0.1)
                     continue
-            raise _in_use_error(self.name, lock)
+            raise in_use_error(self.name, lock)
 
     # --- opening --------------------------------------------------------------------------
 
@@ -488,12 +372,12 @@ class RunFolder:
         held = []
         try:
             for child in _nested_run_folders(self.root):
-                lock = _Lock.try_acquire(child, create=False)
+                lock = FolderLock.try_acquire(child, create=False)
                 if lock is None:
                     continue  # removed meanwhile
-                if not isinstance(lock, _Lock):
+                if not isinstance(lock, FolderLock):
                     shown = os.path.join(self.name, os.path.relpath(child, self.root))
-                    raise _in_use_error(shown, lock)
+                    raise in_use_error(shown, lock)
                 held.append(lock)
             summary = discard_summary(self.root)
             if summary:

@@ -12,8 +12,8 @@ import sys
 import numpy as np
 import pytest
 
-from pixelfeedback.runfolder import (LOCK_NAME, SETTINGS_NAME, TMP_PREFIX, FolderInUse,
-                                     RunFolder, json_safe)
+from pixelfeedback.folder_lock import LOCK_NAME, FolderInUse
+from pixelfeedback.runfolder import SETTINGS_NAME, TMP_PREFIX, RunFolder, json_safe
 from python_layers import ToolkitError
 
 from tests.conftest import REPO  # noqa: E402
